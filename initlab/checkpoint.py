@@ -1,0 +1,152 @@
+"""Checkpoints: each member's run directory holds everything needed to continue it exactly.
+
+A member's ``checkpoint.pt`` has its slice of every stacked buffer (weights, initial weights,
+optimizer state, batch-norm averages, on-device accumulators), its data-order generator and
+this epoch's order, the group's position and dropout generator, and the length its
+``stats.jsonl`` had, so records written after the checkpoint (kill -9) are dropped on resume.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from initlab.runs import CHECKPOINT_FILE, STATS_FILE, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from initlab.train import GroupTrainer
+
+VERSION = 1
+
+
+def member_state(trainer: GroupTrainer, k: int) -> dict[str, Any]:
+    model, opt, member = trainer.model, trainer.optimizer, trainer.members[k]
+    stats_path = member.writer.path / STATS_FILE
+    state: dict[str, Any] = {
+        "version": VERSION,
+        "stats_bytes": stats_path.stat().st_size if stats_path.exists() else 0,
+        "member": {
+            "status": member.status,
+            "reached_target_epoch": member.reached_target_epoch,
+            "diverged_step": member.diverged_step,
+            "final_test_error": member.final_test_error,
+        },
+        "params": model.member_vector(model.flat, k),
+        "params_init": model.member_vector(trainer.flat_init, k),
+        "optimizer": {name: model.member_vector(buf, k) for name, buf in opt.buffers.items()
+                      if buf.dim() == 1 and buf.numel() == model.flat.numel()},
+        "adam_step": opt.buffers["step"].clone() if "step" in opt.buffers else None,
+        "buffers": {name: _member_slice(name, buf, k) for name, buf in model.named_buffers()},
+        "first_bad_step": trainer.first_bad_step[k].clone(),
+        "epoch_loss": trainer.epoch_loss[k].clone(),
+        "epoch_errors": trainer.epoch_errors[k].clone(),
+        "last_epoch_loss": _maybe(trainer.last_epoch_loss, k),
+        "last_epoch_error": _maybe(trainer.last_epoch_error, k),
+        "order": None if trainer.order is None else trainer.order[k].cpu(),
+        "data_rng": trainer.data_generators[k].get_state(),
+        "group": {
+            "step": trainer.step,
+            "epoch": trainer.epoch,
+            "step_in_epoch": trainer.step_in_epoch,
+            "step_count": trainer.step_count.clone(),
+            "wall_seconds": trainer.wall_offset + _elapsed(trainer),
+            "dropout_rng": (model.dropout_generator.get_state()
+                            if model.dropout_generator is not None else None),
+            "cuda_rng": (torch.cuda.get_rng_state() if trainer.device.type == "cuda"
+                         else None),
+        },
+    }
+    return {key: _to_cpu(v) for key, v in state.items()}
+
+
+def save_group(trainer: GroupTrainer) -> None:
+    for k, member in enumerate(trainer.members):
+        buffer = io.BytesIO()
+        torch.save(member_state(trainer, k), buffer)
+        atomic_write_bytes(member.writer.path / CHECKPOINT_FILE, buffer.getvalue())
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    return torch.load(run_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+@torch.no_grad()
+def restore_group(trainer: GroupTrainer, states: list[dict[str, Any]]) -> None:
+    """Put a freshly built trainer back where its checkpoints left it."""
+    model, opt, dev = trainer.model, trainer.optimizer, trainer.device
+    group = states[0]["group"]
+    trainer.step, trainer.epoch = group["step"], group["epoch"]
+    trainer.step_in_epoch = group["step_in_epoch"]
+    trainer.step_count.copy_(group["step_count"])
+    trainer.wall_offset = group["wall_seconds"]
+    if group["dropout_rng"] is not None and model.dropout_generator is not None:
+        model.dropout_generator.set_state(group["dropout_rng"])
+    if group["cuda_rng"] is not None and dev.type == "cuda":
+        torch.cuda.set_rng_state(group["cuda_rng"])
+    orders = []
+    have_last = all(s["last_epoch_loss"] is not None for s in states)
+    if have_last:
+        trainer.last_epoch_loss = torch.zeros(trainer.K, device=dev)
+        trainer.last_epoch_error = torch.zeros(trainer.K, device=dev)
+    for k, state in enumerate(states):
+        member = trainer.members[k]
+        for key, value in state["member"].items():
+            setattr(member, key, value)
+        model.set_member_vector(model.flat, k, state["params"].to(dev))
+        model.set_member_vector(trainer.flat_init, k, state["params_init"].to(dev))
+        for name, vec in state["optimizer"].items():
+            model.set_member_vector(opt.buffers[name], k, vec.to(dev))
+        if state["adam_step"] is not None:
+            opt.buffers["step"].copy_(state["adam_step"])
+        buffers = dict(model.named_buffers())
+        for name, value in state["buffers"].items():
+            _member_slice(name, buffers[name], k).copy_(value)
+        trainer.first_bad_step[k] = state["first_bad_step"]
+        trainer.epoch_loss[k] = state["epoch_loss"]
+        trainer.epoch_errors[k] = state["epoch_errors"]
+        if have_last:
+            trainer.last_epoch_loss[k] = state["last_epoch_loss"]
+            trainer.last_epoch_error[k] = state["last_epoch_error"]
+        trainer.data_generators[k].set_state(state["data_rng"])
+        if state["order"] is not None:
+            orders.append(state["order"])
+        if member.status != "running":
+            opt.freeze(k)
+            model.stop_member(k)
+        elif state["member"]["status"] == "interrupted":
+            member.status = "running"
+    trainer.order = torch.stack(orders).to(dev) if len(orders) == trainer.K else None
+
+
+def truncate_stats(run_dir: Path, state: dict[str, Any]) -> None:
+    """Drop records appended after the checkpoint was taken."""
+    path = run_dir / STATS_FILE
+    if path.exists() and path.stat().st_size > state["stats_bytes"]:
+        os.truncate(path, state["stats_bytes"])
+
+
+def _member_slice(name: str, buf: torch.Tensor, k: int) -> torch.Tensor:
+    # Buffers are [K, ...] except batch-norm averages, which are [L - 1, K, ...].
+    return buf[:, k] if name.startswith("running_") else buf[k]
+
+
+def _maybe(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    return None if t is None else t[k].clone()
+
+
+def _elapsed(trainer: GroupTrainer) -> float:
+    import time
+
+    return time.perf_counter() - trainer.started
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,659 @@
+"""Run configuration: the one place for every default.
+
+A YAML file has the sections ``model``, ``init``, ``data``, ``train``, ``log`` and an optional
+``sweep`` (dotted key -> list of values) plus a top-level ``name``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence, Set
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+import yaml
+
+from initlab.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 50  # number of Linear layers L
+    width: int = 100
+    activation: str = "relu"  # relu | tanh | identity
+    norm: str = "none"  # none | layer | batch | group | syncbatch
+    groups: int = 10  # for norm: group; must divide width
+    dropout: float = 0.0  # in [0, 1)
+    bias: bool = True
+
+
+@dataclass
+class InitConfig:
+    scheme: str = "normal"  # normal | uniform | zeros | kaiming (normal with c = 2)
+    c: float = 2.0  # W_i ~ N(0, c / n_in); > 0
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None  # else --data-root, $INITLAB_DATA, ~/.cache/initlab
+    scaling: str = "unit"  # unit ([0,1]) | standard (mean 0.1307, std 0.3081)
+    train_subset: int | None = None  # first N training images (smoke tests)
+    test_subset: int | None = None  # first N test images
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 12
+    max_steps: int | None = None  # stop after this many steps in total
+    target_test_error: float | None = None  # stop a member once its test error is <= this
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    cuda_graph: str = "auto"  # auto | on | off: capture the training step as a CUDA graph
+
+
+@dataclass
+class LogConfig:
+    every: int = 100  # steps between 'train' captures; 0 = only init, epoch ends, final
+    probe_size: int = 512  # fixed training images for init/epoch/final captures
+    checkpoint_every: int = 1000  # steps between checkpoints; 0 = only at epoch ends
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# --- Loading and validation -----------------------------------------------------------------------
+#
+# A file is read into a flat mapping ``dotted key -> raw value`` (``name``, ``model.depth``, ...),
+# overrides are applied to it, then every value is checked on its own, and finally the checks that
+# involve several fields run on the merged values. Problems are collected, never raised one by one,
+# so a user sees everything wrong with a file at once.
+
+
+@dataclass
+class Member:
+    """One run of an experiment: a point of the sweep grid (or the only run of a plain file)."""
+
+    name: str  # directory-safe, e.g. "c=1.7_norm=layer"; "" for a file without a sweep
+    overrides: dict[str, object]  # dotted key -> value of this member
+    config: RunConfig
+
+
+@dataclass
+class Experiment:
+    """A validated config file: its base config and the runs its sweep expands to."""
+
+    name: str
+    base: RunConfig  # the file plus --set overrides, before the sweep
+    sweep: dict[str, list]  # dotted key -> values, in file order
+    members: list[Member]
+
+    @property
+    def is_sweep(self) -> bool:
+        return bool(self.sweep)
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: type  # int, float, bool or str
+    optional: bool  # accepts null
+    choices: tuple[str, ...] = ()
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+_MEMBER_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._=+-]")
+# YAML 1.1 reads 1e-3 (no dot) as a string; a config full of learning rates wants a float.
+_EXP_FLOAT_RE = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model.activation": ("relu", "tanh", "identity"),
+    "model.norm": ("none", "layer", "batch", "group", "syncbatch"),
+    "init.scheme": ("normal", "uniform", "zeros", "kaiming"),
+    "data.scaling": ("unit", "standard"),
+    "train.optimizer": ("sgd", "adam"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.cuda_graph": ("auto", "on", "off"),
+}
+
+
+def _at_least(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be >= {low}, got {v!r}"
+
+
+def _above(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v > low else f"must be > {low}, got {v!r}"
+
+
+def _below_one(*, low_open: bool = False) -> Callable[[Any], str | None]:
+    """A fraction: [0, 1), or (0, 1) with low_open."""
+    if low_open:
+        return lambda v: None if 0 < v < 1 else f"must be in (0, 1), got {v!r}"
+    return lambda v: None if 0 <= v < 1 else f"must be in [0, 1), got {v!r}"
+
+
+def _valid_name(value: str) -> str | None:
+    # The name becomes a directory under runs/, so it must be one path component.
+    if _NAME_RE.fullmatch(value) and value not in (".", ".."):
+        return None
+    return f"must be a non-empty name of letters, digits, '.', '_' and '-', got {value!r}"
+
+
+def _directory(value: str) -> str | None:
+    if not value:
+        return "must not be empty; use null for the default data directory"
+    try:
+        is_file = Path(value).expanduser().is_file()
+    except (OSError, ValueError):  # e.g. a name too long for the file system: not our concern here
+        is_file = False
+    return f"{value!r} is a file, expected a directory" if is_file else None
+
+
+# Range rules, applied to values of the right type (never to null).
+_RULES: dict[str, Callable[[Any], str | None]] = {
+    "name": _valid_name,
+    "model.depth": _at_least(1),
+    "model.width": _at_least(1),
+    "model.groups": _at_least(1),
+    "model.dropout": _below_one(),
+    "init.c": _above(0),
+    "data.root": _directory,
+    "data.train_subset": _at_least(1),
+    "data.test_subset": _at_least(1),
+    "train.lr": _above(0),
+    "train.momentum": _below_one(),
+    "train.weight_decay": _at_least(0),
+    "train.batch_size": _at_least(1),
+    "train.epochs": _at_least(0),
+    "train.max_steps": _at_least(1),
+    "train.target_test_error": _below_one(low_open=True),
+    "train.seed": _at_least(0),
+    "log.every": _at_least(0),
+    "log.probe_size": _at_least(1),
+    "log.checkpoint_every": _at_least(0),
+}
+
+
+def _field_table() -> tuple[dict[str, type], dict[str, _Field]]:
+    """Sections and fields, read from the dataclasses above so that they stay the one source."""
+    hints = get_type_hints(RunConfig)
+    sections = {f.name: hints[f.name] for f in fields(RunConfig)}
+    table = {"name": _Field(sections.pop("name"), optional=False)}
+    for section, cls in sections.items():
+        for name, hint in get_type_hints(cls).items():
+            args = [a for a in get_args(hint) if a is not type(None)]
+            key = f"{section}.{name}"
+            kind = args[0] if args else hint
+            table[key] = _Field(kind, optional=bool(args), choices=_CHOICES.get(key, ()))
+    return sections, table
+
+
+_SECTIONS, _FIELDS = _field_table()
+
+
+def _section_keys(section: str) -> list[str]:
+    return [key for key in _FIELDS if key.startswith(section + ".")]
+
+
+def _flat_values(cfg: RunConfig) -> dict[str, object]:
+    """``dotted key -> value`` of every field of a config."""
+    flat: dict[str, object] = {"name": cfg.name}
+    for section in _SECTIONS:
+        for name, value in asdict(getattr(cfg, section)).items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+_DEFAULTS = _flat_values(RunConfig())
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-3 as a float and rejects duplicate keys (a silent overwrite)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                ident = (key_node.tag, key_node.value)
+                if ident in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(ident)
+        return super().construct_mapping(node, deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes strings such as '1e3' which _Loader would read as floats."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789"))
+
+
+class _Problems:
+    """Problem lines ``<source>: <key>: <message>`` in the order found, without duplicates."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.lines: list[str] = []
+        self.origins: dict[str, str] = {}  # dotted key -> the --set text its value came from
+
+    def add(
+        self, key: str, message: str, *, related: Iterable[str] = (), override: str | None = None
+    ) -> None:
+        if override is None:
+            override = next((self.origins[k] for k in (key, *related) if k in self.origins), None)
+        where = self.source if override is None else f"{self.source} (--set {override})"
+        line = f"{where}: {key}: {message}" if key else f"{where}: {message}"
+        if line not in self.lines:
+            self.lines.append(line)
+
+
+def _show(value: object) -> str:
+    """A value as quoted in a problem: its repr (shortened) and its type."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_key(word: str, candidates: Iterable[str]) -> str:
+    candidates = list(candidates)
+    hint = _did_you_mean(word, candidates)
+    return "unknown key" + (hint or f"; expected one of: {', '.join(candidates)}")
+
+
+def _unknown_path(key: str) -> str:
+    """Problem text for a dotted key (--set or sweep) that names no field."""
+    hint = _did_you_mean(key, _FIELDS)
+    if hint:
+        return "unknown key" + hint
+    section = key.partition(".")[0]
+    if section in _SECTIONS:
+        return _unknown_key(key, _section_keys(section))
+    return f"unknown key; expected name or SECTION.FIELD, SECTION one of {', '.join(_SECTIONS)}"
+
+
+_KIND_NOUNS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _expected(spec: _Field) -> str:
+    what = "one of " + ", ".join(spec.choices) if spec.choices else _KIND_NOUNS[spec.kind]
+    return what + (" or null" if spec.optional else "")
+
+
+def _has_kind(value: object, kind: type) -> bool:
+    if isinstance(value, bool):  # bool is an int in Python, but never a number here
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _check_value(key: str, value: object) -> tuple[object, str | None]:
+    """The value converted to the field's type, or a problem text."""
+    spec = _FIELDS[key]
+    if value is None and spec.optional:
+        return None, None
+    if not _has_kind(value, spec.kind):
+        return None, f"expected {_expected(spec)}, got {_show(value)}"
+    if spec.kind is float:
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
+        if not math.isfinite(value):
+            return None, f"must be a finite number, got {value!r}"
+    if spec.choices and value not in spec.choices:
+        hint = _did_you_mean(value, spec.choices)
+        return None, f"must be one of {', '.join(spec.choices)}; got {value!r}{hint}"
+    rule = _RULES.get(key)
+    problem = rule(value) if rule else None
+    return (None, problem) if problem else (value, None)
+
+
+def _flatten(data: dict, problems: _Problems, *, allow_sweep: bool) -> tuple[dict, object]:
+    """Split a parsed file into flat ``dotted key -> raw value`` and the raw sweep ({} if none)."""
+    top_keys = ["name", *_SECTIONS] + (["sweep"] if allow_sweep else [])
+    flat: dict[str, object] = {}
+    sweep: object = {}
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        if key == "name":
+            flat["name"] = value
+        elif key == "sweep" and allow_sweep:
+            sweep = value
+        elif key in _SECTIONS:
+            _flatten_section(key, value, flat, problems)
+        else:
+            problems.add(key, _unknown_key(key, top_keys))
+    return flat, sweep
+
+
+def _flatten_section(section: str, value: object, flat: dict, problems: _Problems) -> None:
+    if not isinstance(value, dict):
+        problems.add(section, f"expected a mapping of {section} settings, got {_show(value)}")
+        return
+    names = [k.partition(".")[2] for k in _section_keys(section)]
+    for raw_key, field_value in value.items():
+        name = str(raw_key)
+        if name in names:
+            flat[f"{section}.{name}"] = field_value
+        else:
+            problems.add(f"{section}.{name}", _unknown_key(name, names))
+
+
+def _apply_overrides(
+    overrides: Sequence[str], flat: dict, swept: set[str], problems: _Problems
+) -> None:
+    for text in overrides:
+        key, equals, raw = text.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            problems.add("", "expected KEY=VALUE, e.g. init.c=1.5", override=text)
+            continue
+        if key not in _FIELDS:
+            problems.add(key, _unknown_path(key), override=text)
+            continue
+        if key in swept:
+            problems.add(key, f"is swept (sweep.{key}); cannot also --set it", override=text)
+            continue
+        try:
+            flat[key] = yaml.load(raw, Loader=_Loader)
+        except (yaml.YAMLError, ValueError, RecursionError) as err:
+            problems.add(key, f"cannot parse the value: {_yaml_problem(err)}", override=text)
+            continue
+        problems.origins[key] = text
+
+
+def _check_fields(flat: dict, problems: _Problems) -> tuple[dict[str, object], set[str]]:
+    """Typed values of the fields that passed their checks, and the keys that did not."""
+    typed: dict[str, object] = {}
+    bad: set[str] = set()
+    for key, value in flat.items():
+        checked, problem = _check_value(key, value)
+        if problem:
+            problems.add(key, problem)
+            bad.add(key)
+        else:
+            typed[key] = checked
+    return typed, bad
+
+
+def _check_sweep(raw: object, problems: _Problems) -> dict[str, list] | None:
+    """The sweep with typed values, or None when it has a problem."""
+    if not isinstance(raw, dict):
+        problems.add("sweep", f"expected a mapping of keys to lists of values, got {_show(raw)}")
+        return None
+    sweep: dict[str, list] = {}
+    ok = True
+    for raw_key, values in raw.items():
+        key, where = str(raw_key), f"sweep.{raw_key}"
+        problem = _sweep_key_problem(key)
+        if problem is None and (not isinstance(values, list) or not values):
+            problem = f"expected a non-empty list of values, got {_show(values)}"
+        if problem:
+            problems.add(where, problem)
+            ok = False
+            continue
+        sweep[key] = []
+        for i, value in enumerate(values):
+            checked, problem = _check_value(key, value)
+            if problem:
+                problems.add(f"{where}[{i}]", problem)
+                ok = False
+            sweep[key].append(checked)
+    return sweep if ok else None
+
+
+def _sweep_key_problem(key: str) -> str | None:
+    if key == "name":
+        return "the name cannot be swept; each member gets its own directory under it"
+    if key in _SECTIONS:
+        return f"is a section; sweep one of its fields, e.g. {_section_keys(key)[0]}"
+    return None if key in _FIELDS else _unknown_path(key)
+
+
+def _groups_divide_width(values: Mapping[str, Any], explicit: Container[str]) -> str | None:
+    width, groups = values["model.width"], values["model.groups"]
+    if values["model.norm"] == "group" and width % groups:
+        return f"must divide model.width={width} for norm: group, got {groups}"
+    return None
+
+
+def _kaiming_means_c_2(values: Mapping[str, Any], explicit: Container[str]) -> str | None:
+    # A default c is fine with kaiming; a c the user chose would be silently ignored.
+    if values["init.scheme"] == "kaiming" and "init.c" in explicit and values["init.c"] != 2.0:
+        return f"kaiming means c = 2; use scheme: normal to choose c, got {values['init.c']!r}"
+    return None
+
+
+# (key the problem is reported at, keys the check reads, check)
+_CROSS_CHECKS = (
+    ("model.groups", ("model.norm", "model.width", "model.groups"), _groups_divide_width),
+    ("init.c", ("init.scheme", "init.c"), _kaiming_means_c_2),
+)
+
+
+def _check_cross(
+    typed: dict[str, object],
+    problems: _Problems,
+    *,
+    bad: Set[str] = frozenset(),
+    swept: Set[str] = frozenset(),
+    member: str | None = None,
+    explicit: Container[str] | None = None,
+) -> None:
+    """Checks across fields, skipping those that read a bad key.
+
+    The base runs the checks that read no swept key, each sweep member the others. ``explicit``
+    holds the keys the user set (default: those in ``typed``).
+    """
+    values = {**_DEFAULTS, **typed}
+    for key, reads, check in _CROSS_CHECKS:
+        reads_sweep = not swept.isdisjoint(reads)
+        if not bad.isdisjoint(reads) or reads_sweep != (member is not None):
+            continue
+        problem = check(values, typed if explicit is None else explicit)
+        if problem:
+            suffix = f" (sweep member {member})" if member is not None else ""
+            problems.add(key, problem + suffix, related=reads)
+
+
+def _build(typed: Mapping[str, object]) -> RunConfig:
+    """A RunConfig from valid values over the defaults; kaiming resolves to normal with c = 2."""
+    values = {**_DEFAULTS, **typed}
+    if values["init.scheme"] == "kaiming":
+        values.update({"init.scheme": "normal", "init.c": 2.0})
+    parts: dict[str, dict[str, object]] = {section: {} for section in _SECTIONS}
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if name:
+            parts[section][name] = value
+    sections = {section: cls(**parts[section]) for section, cls in _SECTIONS.items()}
+    return RunConfig(name=values["name"], **sections)
+
+
+def _format_value(value: object) -> str:
+    if value is None or isinstance(value, bool):
+        return str(value).lower()  # none, true, false
+    text = repr(value) if isinstance(value, float) else str(value)
+    return _MEMBER_UNSAFE_RE.sub("-", text)
+
+
+def _member_labels(keys: list[str]) -> dict[str, str]:
+    """The last component of each key, or the full key where two keys share it."""
+    last = [key.rpartition(".")[2] for key in keys]
+    return {key: key if last.count(s) > 1 else s for key, s in zip(keys, last, strict=True)}
+
+
+def _expand(
+    sweep: dict[str, list], typed: dict, bad: set[str], problems: _Problems
+) -> list[tuple[str, dict[str, object]]]:
+    """(name, overrides) of each member: the cartesian product, first key slowest."""
+    if not sweep:
+        return [("", {})]
+    labels = _member_labels(list(sweep))
+    members = []
+    for combo in itertools.product(*sweep.values()):
+        overrides = dict(zip(sweep, combo, strict=True))
+        name = "_".join(f"{labels[k]}={_format_value(v)}" for k, v in overrides.items())
+        _check_cross({**typed, **overrides}, problems, bad=bad, swept=set(sweep), member=name)
+        members.append((name, overrides))
+    names = [name for name, _ in members]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.add("sweep", f"two members would be named {name!r}; sweep values must differ")
+    return members
+
+
+def _yaml_problem(err: Exception) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if mark is None:
+        return f"YAML error: {problem}"
+    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _read_mapping(path: Path, problems: _Problems) -> dict | None:
+    """The file's top-level mapping, or None after recording why there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.add("", "no such file")
+        return None
+    except IsADirectoryError:
+        problems.add("", "is a directory, expected a YAML file")
+        return None
+    except UnicodeDecodeError:
+        problems.add("", "is not UTF-8 text")
+        return None
+    except OSError as err:
+        problems.add("", f"cannot read: {err.strerror}")
+        return None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # e.g. date 2020-13-45
+        problems.add("", _yaml_problem(err))
+        return None
+    sections = ", ".join(_SECTIONS)
+    if data is None:
+        problems.add("", f"the file is empty; expected a mapping with sections {sections}")
+        return None
+    if not isinstance(data, dict):
+        problems.add("", f"expected a mapping with sections {sections}, got {_show(data)}")
+        return None
+    return data
+
+
+def _analyse(path: str | Path, overrides: Sequence[str]) -> tuple[Experiment | None, list[str]]:
+    """The experiment (None if anything is wrong) and every problem found."""
+    path = Path(path)
+    problems = _Problems(str(path))
+    data = _read_mapping(path, problems)
+    if data is None:
+        return None, problems.lines
+    flat, raw_sweep = _flatten(data, problems, allow_sweep=True)
+    swept = {str(k) for k in raw_sweep} if isinstance(raw_sweep, dict) else set()
+    _apply_overrides(overrides, flat, swept, problems)
+    if "name" not in flat:
+        problem = _valid_name(path.stem)
+        if problem:
+            problems.add("name", f"{problem} (taken from the file name; set name: in the file)")
+        else:
+            flat["name"] = path.stem
+    typed, bad = _check_fields(flat, problems)
+    sweep = _check_sweep(raw_sweep, problems)
+    _check_cross(typed, problems, bad=bad, swept=swept)
+    members = _expand(sweep, typed, bad, problems) if sweep is not None else []
+    if problems.lines:
+        return None, problems.lines
+    experiment = Experiment(
+        name=typed["name"],
+        base=_build(typed),
+        sweep=sweep,
+        members=[Member(name, ov, _build({**typed, **ov})) for name, ov in members],
+    )
+    return experiment, []
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
+    """Read, override, validate and expand a config file; ConfigError lists every problem."""
+    experiment, problems = _analyse(path, overrides)
+    if experiment is None:
+        raise ConfigError(problems)
+    return experiment
+
+
+def validate_file(path: str | Path, overrides: Sequence[str] = ()) -> list[str]:
+    """Every problem of a config file with these overrides; empty when it is valid."""
+    return _analyse(path, overrides)[1]
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    """Nested plain dict: name, model, init, data, train, log."""
+    return asdict(cfg)
+
+
+def config_from_dict(d: dict, source: str = "<dict>") -> RunConfig:
+    """A validated RunConfig from a nested dict such as a run's resolved config.yaml."""
+    problems = _Problems(source)
+    if not isinstance(d, dict):
+        raise ConfigError([f"{source}: expected a mapping of config sections, got {_show(d)}"])
+    flat, _ = _flatten(d, problems, allow_sweep=False)
+    typed, bad = _check_fields(flat, problems)
+    _check_cross(typed, problems, bad=bad)
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return _build(typed)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """12 hex digits identifying a resolved config, for caching runs."""
+    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML, sections in their usual order."""
+    return yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False)
+
+
+def set_dotted(cfg: RunConfig, key: str, value: object) -> RunConfig:
+    """A copy of cfg with one dotted key (e.g. "init.c") set, validated like a --set override.
+
+    Only ``key`` counts as set by the caller, so setting init.scheme to kaiming sets c to 2.
+    """
+    problems = _Problems(f"set_dotted({key}={value!r})")
+    checked, problem = _check_value(key, value) if key in _FIELDS else (None, _unknown_path(key))
+    if problem:
+        problems.add(key, problem)
+        raise ConfigError(problems.lines)
+    typed = {**_flat_values(cfg), key: checked}
+    _check_cross(typed, problems, explicit={key})
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return _build(typed)

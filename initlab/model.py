@@ -1,0 +1,253 @@
+"""K independent deep MLPs of one shape, evaluated together with batched matrix products.
+
+Every parameter of every member lives in one flat buffer, laid out parameter by parameter as
+blocks of shape [K, *shape]. Each block is viewed as an ``nn.Parameter`` of shape [K, *shape]
+(dense, so batched matmuls and autograd see ordinary tensors), and every gradient is a view into
+a second flat buffer. The optimizer and the per-layer statistics then work on whole buffers in a
+handful of kernels, whatever the depth, and one member never touches another's numbers.
+
+Placement follows the lecture: z_{i+1} = dropout(norm(act(z_i W_i + b_i))) for i < L, the last
+layer linear. A single model is the case K = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from initlab.config import ModelConfig
+
+IN_FEATURES = 784
+NUM_CLASSES = 10
+NORM_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda z: z}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One parameter inside the flat buffer: elements [offset, offset + K * numel)."""
+
+    name: str
+    shape: tuple[int, ...]  # per member
+    offset: int
+    layer: int  # 0-based Linear layer it belongs to
+    is_weight: bool  # a Linear weight W_i (the statistics are about these)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def layer_widths(model: ModelConfig) -> list[tuple[int, int]]:
+    """(n_in, n_out) of each of the L Linear layers."""
+    dims = [IN_FEATURES] + [model.width] * (model.depth - 1) + [NUM_CLASSES]
+    return list(zip(dims[:-1], dims[1:], strict=True))
+
+
+def parameter_layout(model: ModelConfig) -> list[tuple[str, tuple[int, ...], int, bool]]:
+    """(name, per-member shape, layer, is_weight) of every parameter, in buffer order."""
+    affine = model.norm != "none"
+    layout: list[tuple[str, tuple[int, ...], int, bool]] = []
+    for i, (n_in, n_out) in enumerate(layer_widths(model)):
+        layout.append((f"w{i}", (n_in, n_out), i, True))
+        if model.bias:
+            layout.append((f"b{i}", (1, n_out), i, False))
+        if affine and i < model.depth - 1:
+            layout.append((f"norm_g{i}", (1, n_out), i, False))
+            layout.append((f"norm_b{i}", (1, n_out), i, False))
+    return layout
+
+
+class StackedMLP(nn.Module):
+    """K members of the same architecture; input [K, B, 784], logits [K, B, 10]."""
+
+    def __init__(self, model: ModelConfig, members: int, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.config = model
+        self.members = members
+        self.depth = model.depth
+        self.act = ACTIVATIONS[model.activation]
+        blocks, offset = [], 0
+        for name, shape, layer, is_weight in parameter_layout(model):
+            block = Block(name, shape, offset, layer, is_weight)
+            blocks.append(block)
+            offset += members * block.numel
+        self.blocks: list[Block] = blocks
+        # Plain tensors, not parameters: the Parameters below are views into them.
+        self.flat = torch.zeros(offset, device=device)
+        self.flat_grad = torch.zeros(offset, device=device)
+        for block in blocks:
+            p = nn.Parameter(self.view(self.flat, block))
+            p.grad = self.view(self.flat_grad, block)
+            self.register_parameter(block.name, p)
+        # Dropout probability per member, broadcast over [K, B, width].
+        self.register_buffer("dropout_p", torch.zeros(members, 1, 1, device=device))
+        # 1 while a member trains, 0 once stopped: its batch-norm running averages freeze too.
+        self.register_buffer("active", torch.ones(members, 1, 1, device=device))
+        self.uses_dropout = False
+        if model.norm in ("batch", "syncbatch"):
+            hidden = model.depth - 1
+            self.register_buffer("running_mean", torch.zeros(hidden, members, 1, model.width,
+                                                             device=device))
+            self.register_buffer("running_var", torch.ones(hidden, members, 1, model.width,
+                                                           device=device))
+        self.dropout_generator: torch.Generator | None = None
+
+    # -- layout -------------------------------------------------------------------------------
+    def view(self, flat: Tensor, block: Block) -> Tensor:
+        n = self.members * block.numel
+        return flat[block.offset : block.offset + n].view(self.members, *block.shape)
+
+    def segment_ids(self) -> Tensor:
+        """For each flat element, member * (L + 1) + layer for weights, or the member's spare
+        slot L for everything else, so one ``index_add`` gives per-(member, layer) sums."""
+        L = self.depth
+        ids = torch.empty(self.flat.numel(), dtype=torch.long, device=self.flat.device)
+        members = torch.arange(self.members, device=self.flat.device)
+        for block in self.blocks:
+            slot = block.layer if block.is_weight else L
+            seg = (members * (L + 1) + slot).repeat_interleave(block.numel)
+            ids[block.offset : block.offset + seg.numel()] = seg
+        return ids
+
+    def member_ids(self) -> Tensor:
+        """For each flat element, the member it belongs to."""
+        ids = torch.empty(self.flat.numel(), dtype=torch.long, device=self.flat.device)
+        members = torch.arange(self.members, device=self.flat.device)
+        for block in self.blocks:
+            seg = members.repeat_interleave(block.numel)
+            ids[block.offset : block.offset + seg.numel()] = seg
+        return ids
+
+    def member_vector(self, flat: Tensor, k: int) -> Tensor:
+        """Member k's slice of a flat buffer, as one vector (for checkpoints)."""
+        return torch.cat([self.view(flat, b)[k].reshape(-1) for b in self.blocks])
+
+    @torch.no_grad()
+    def set_member_vector(self, flat: Tensor, k: int, values: Tensor) -> None:
+        start = 0
+        for b in self.blocks:
+            self.view(flat, b)[k].copy_(values[start : start + b.numel].view(b.shape))
+            start += b.numel
+
+    @torch.no_grad()
+    def stop_member(self, k: int, zero: bool = False) -> None:
+        """Freeze member k's running averages; ``zero`` also clears its weights (a diverged
+        member's NaNs stay harmless either way: members never mix)."""
+        self.active[k] = 0.0
+        if zero:
+            for b in self.blocks:
+                self.view(self.flat, b)[k].zero_()
+
+    def weight(self, i: int) -> Tensor:
+        return getattr(self, f"w{i}")
+
+    # -- initialization -----------------------------------------------------------------------
+    @torch.no_grad()
+    def initialize(self, schemes: Sequence[str], cs: Sequence[float], seeds: Sequence[int]):
+        """W_i ~ N(0, c/n_in) (or uniform with that variance, or zeros) per member, drawn from
+        the member's own generator so a member gets the same weights alone or in a sweep."""
+        self.flat.zero_()
+        for k, (scheme, c, seed) in enumerate(zip(schemes, cs, seeds, strict=True)):
+            gen = torch.Generator().manual_seed(member_seed(seed, "init"))
+            for block in self.blocks:
+                member_view = self.view(self.flat, block)[k]
+                if block.is_weight:
+                    member_view.copy_(draw_weight(scheme, c, block.shape, gen))
+                elif block.name.startswith("norm_g"):
+                    member_view.fill_(1.0)
+        if self.config.norm in ("batch", "syncbatch"):
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+
+    def set_dropout(self, ps: Sequence[float], seed: int):
+        self.dropout_p.copy_(torch.tensor(ps, dtype=torch.float32).view(-1, 1, 1))
+        self.uses_dropout = any(p > 0 for p in ps)
+        if self.flat.device.type == "cpu":
+            self.dropout_generator = torch.Generator().manual_seed(member_seed(seed, "dropout"))
+        else:  # graph-capturable: the device's default generator, seeded by the trainer
+            self.dropout_generator = None
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, x: Tensor, act_norms: list[Tensor] | None = None,
+                update_running: bool = True, use_dropout: bool = True) -> Tensor:
+        """Logits [K, B, 10]. If ``act_norms`` is a list, the per-member batch-mean norm of each
+        layer's input Z_i (Z_1 = x) is appended to it: L tensors of shape [K]."""
+        z = x
+        last = self.depth - 1
+        for i in range(self.depth):
+            if act_norms is not None:
+                act_norms.append(torch.linalg.vector_norm(z, dim=-1).mean(dim=-1))
+            w = self.weight(i)
+            z = torch.baddbmm(getattr(self, f"b{i}"), z, w) if self.config.bias else z @ w
+            if i < last:
+                z = self.normalize(i, self.act(z), update_running)
+                if self.uses_dropout and use_dropout and self.training:
+                    z = self.dropout(z)
+        return z
+
+    def normalize(self, i: int, z: Tensor, update_running: bool) -> Tensor:
+        norm = self.config.norm
+        if norm == "none":
+            return z
+        if norm == "layer":
+            z = F.layer_norm(z, z.shape[-1:], eps=NORM_EPS)
+        elif norm == "group":
+            k, b, w = z.shape
+            g = self.config.groups
+            z = F.layer_norm(z.view(k, b, g, w // g), (w // g,), eps=NORM_EPS).view(k, b, w)
+        else:
+            z = self.batch_normalize(i, z, update_running)
+        return z * getattr(self, f"norm_g{i}") + getattr(self, f"norm_b{i}")
+
+    def batch_normalize(self, i: int, z: Tensor, update_running: bool) -> Tensor:
+        """Per member, per feature over the batch; running averages in eval mode."""
+        if not self.training:
+            return (z - self.running_mean[i]) / torch.sqrt(self.running_var[i] + NORM_EPS)
+        mean, var, count = self.batch_moments(z)
+        if update_running:
+            with torch.no_grad():
+                unbiased = var * (count / max(count - 1, 1))
+                self.running_mean[i].lerp_(mean, BN_MOMENTUM * self.active)
+                self.running_var[i].lerp_(unbiased, BN_MOMENTUM * self.active)
+        return (z - mean) / torch.sqrt(var + NORM_EPS)
+
+    def batch_moments(self, z: Tensor) -> tuple[Tensor, Tensor, int]:
+        """Batch mean and biased variance [K, 1, W] and the batch size they cover. A
+        distributed model overrides this to reduce across workers (SyncBatchNorm)."""
+        var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
+        return mean, var, z.shape[1]
+
+    def dropout(self, z: Tensor) -> Tensor:
+        keep = torch.rand(z.shape, generator=self.dropout_generator, device=z.device)
+        keep = keep >= self.dropout_p
+        return z * keep / (1.0 - self.dropout_p)
+
+
+def draw_weight(scheme: str, c: float, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+    """One member's W_i [n_in, n_out] with Var = c / n_in (zeros for the zero init)."""
+    n_in = shape[0]
+    std = (c / n_in) ** 0.5
+    if scheme in ("normal", "kaiming"):
+        return torch.randn(shape, generator=gen) * std
+    if scheme == "uniform":
+        bound = (3.0 ** 0.5) * std  # U(-a, a) has variance a^2 / 3
+        return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+    if scheme == "zeros":
+        return torch.zeros(shape)
+    raise ValueError(f"unknown init scheme {scheme!r}")
+
+
+def member_seed(seed: int, stream: str) -> int:
+    """Independent random streams per member and purpose, from one user seed."""
+    salt = {"init": 1, "data": 2, "dropout": 3, "probe": 4}[stream]
+    return (seed * 1_000_003 + salt) % (2**63 - 1)

@@ -1,0 +1,68 @@
+"""SGD and Adam over a model's flat parameter buffer, with hyperparameters per member.
+
+Each hyperparameter is a vector over the flat buffer (its member's value at every element), so
+one update costs a few elementwise kernels whatever the depth or the number of members, and a
+member is frozen by zeroing its learning rate. Semantics match ``torch.optim.SGD`` (dampening
+0, weight decay added to the gradient) and ``torch.optim.Adam`` (L2 weight decay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from initlab.config import TrainConfig
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+class FlatOptimizer:
+    def __init__(self, flat: Tensor, flat_grad: Tensor, member_ids: Tensor,
+                 configs: Sequence[TrainConfig]):
+        self.flat = flat
+        self.grad = flat_grad
+        self.kind = configs[0].optimizer
+        self.member_ids = member_ids
+
+        def per_element(values: list[float]) -> Tensor:
+            return torch.tensor(values, dtype=flat.dtype, device=flat.device)[member_ids]
+
+        self.lr = per_element([c.lr for c in configs])
+        self.use_decay = any(c.weight_decay > 0 for c in configs)
+        self.weight_decay = per_element([c.weight_decay for c in configs])
+        self.use_momentum = self.kind == "sgd" and any(c.momentum > 0 for c in configs)
+        self.momentum = per_element([c.momentum for c in configs])
+        self.buffers: dict[str, Tensor] = {}
+        if self.use_momentum:
+            self.buffers["momentum"] = torch.zeros_like(flat)
+        if self.kind == "adam":
+            self.buffers["exp_avg"] = torch.zeros_like(flat)
+            self.buffers["exp_avg_sq"] = torch.zeros_like(flat)
+            self.buffers["step"] = torch.zeros((), device=flat.device)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        g = self.grad
+        if self.use_decay:
+            g.addcmul_(self.weight_decay, self.flat)  # L2 decay, folded into the gradient
+        if self.kind == "sgd":
+            if self.use_momentum:
+                buf = self.buffers["momentum"]
+                buf.mul_(self.momentum).add_(g)
+                g = buf
+            self.flat.addcmul_(g, self.lr, value=-1.0)
+            return
+        b1, b2 = ADAM_BETAS
+        m, v, t = self.buffers["exp_avg"], self.buffers["exp_avg_sq"], self.buffers["step"]
+        t.add_(1.0)  # a tensor, so the update can be captured in a CUDA graph
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v / (1 - b2**t)).sqrt_().add_(ADAM_EPS)
+        self.flat.addcdiv_(m * (self.lr / (1 - b1**t)), denom, value=-1.0)
+
+    def freeze(self, member: int) -> None:
+        """Stop updating one member (target reached, or diverged)."""
+        self.lr.masked_fill_(self.member_ids == member, 0.0)

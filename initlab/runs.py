@@ -1,0 +1,203 @@
+"""The run directory: the contract between training, figures and users.
+
+    <out>/<name>/                 a single run, or
+    <out>/<name>/<member>/        one per sweep member, each holding
+        config.yaml    the fully resolved config (written once, atomically)
+        stats.jsonl    one JSON object per capture, append-only
+        summary.json   status, steps, epochs, final_test_error, ... (rewritten atomically)
+        checkpoint.pt  the state to resume from (rewritten atomically)
+
+Readers skip a torn last line of ``stats.jsonl`` (a run killed mid-write) with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from initlab.errors import UsageError
+
+CONFIG_FILE = "config.yaml"
+STATS_FILE = "stats.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+LAYER_KEYS = ("act_norm", "grad_norm", "weight_var", "weight_rel_change")
+PHASES = ("init", "train", "epoch", "final")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place, so a crash leaves
+    either the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def create_unique_dir(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``name-2``, ``name-3``... if taken. ``mkdir`` is atomic, so two runs
+    started at once never share a directory, and an earlier run is never overwritten."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create output directory {parent}: {err.strerror}") from err
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output directory {parent} is not writable")
+    for n in range(1, 10_000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise UsageError(f"cannot create run directory {path}: {err.strerror}") from err
+    raise UsageError(f"too many runs named {name!r} in {parent}")
+
+
+def clean_number(x: float) -> float | None:
+    """JSON has no NaN or Inf: undefined values are written as null."""
+    return x if math.isfinite(x) else None
+
+
+class RunWriter:
+    """Writes one member's run directory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config_yaml: str) -> None:
+        atomic_write_text(self.path / CONFIG_FILE, config_yaml)
+
+    def append_stats(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+        with open(self.path / STATS_FILE, "a") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def read_stats(path: Path) -> list[dict[str, Any]]:
+    """The records of a stats.jsonl, skipping a torn last line with a warning."""
+    records = []
+    lines = path.read_text().splitlines(keepends=True)
+    for n, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:
+                warnings.warn(f"{path}: skipped a torn last line (run interrupted mid-write)",
+                              stacklevel=2)
+            else:
+                raise UsageError(f"{path}: line {n + 1} is not valid JSON") from None
+    return records
+
+
+@dataclass
+class Run:
+    """One member's run directory, loaded. Per-layer statistics are arrays [T, L] (NaN where
+    a value was undefined), scalars arrays [T] (NaN where not evaluated)."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+    step: np.ndarray = field(init=False)
+    epoch: np.ndarray = field(init=False)
+    phase: list[str] = field(init=False)
+    loss: np.ndarray = field(init=False)
+    train_error: np.ndarray = field(init=False)
+    test_error: np.ndarray = field(init=False)
+    layers: dict[str, np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        def column(key: str) -> np.ndarray:
+            return np.array([_num(r.get(key)) for r in self.records], dtype=float)
+
+        self.step = np.array([r["step"] for r in self.records], dtype=int)
+        self.epoch = column("epoch")
+        self.phase = [r["phase"] for r in self.records]
+        self.loss = column("loss")
+        self.train_error = column("train_error")
+        self.test_error = column("test_error")
+        self.layers = {
+            key: np.array([[_num(v) for v in r[key]] for r in self.records], dtype=float)
+            for key in LAYER_KEYS
+        }
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def at(self, phase: str) -> int:
+        """Index of the last record of ``phase`` (``init`` has one, ``final`` at most one)."""
+        for i in range(len(self.phase) - 1, -1, -1):
+            if self.phase[i] == phase:
+                return i
+        raise KeyError(f"{self.path}: no '{phase}' record")
+
+    def last(self) -> int:
+        """Index of the final record, else the last one written (a diverged or interrupted
+        run ends where it ended)."""
+        return self.at("final") if "final" in self.phase else len(self.records) - 1
+
+    def layer_stat(self, key: str, phase: str = "final") -> np.ndarray:
+        index = self.last() if phase == "final" else self.at(phase)
+        return self.layers[key][index]
+
+
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def load_run(path: str | Path) -> Run:
+    """Load one member's run directory (the one holding stats.jsonl)."""
+    path = Path(path)
+    if not (path / STATS_FILE).exists():
+        if is_sweep_dir(path):
+            raise UsageError(f"{path} is a sweep directory; use load_runs() or name a member")
+        raise UsageError(f"{path} is not a run directory (no {STATS_FILE})")
+    config = yaml.safe_load((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).exists() \
+        else {}
+    summary_path = path / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return Run(path, config, summary, read_stats(path / STATS_FILE))
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return path.is_dir() and any((p / STATS_FILE).exists() for p in path.iterdir() if p.is_dir())
+
+
+def load_runs(path: str | Path) -> list[Run]:
+    """A run directory as a list of one, or a sweep directory as its members (sorted)."""
+    path = Path(path)
+    if (path / STATS_FILE).exists():
+        return [load_run(path)]
+    if is_sweep_dir(path):
+        return [load_run(p) for p in sorted(path.iterdir()) if (p / STATS_FILE).exists()]
+    raise UsageError(f"{path} is not a run or sweep directory (no {STATS_FILE} found)")

@@ -1,0 +1,401 @@
+"""Training: members that share the network's shapes train together as one stacked model.
+
+Each member keeps its own init scale, learning rate, weight decay, dropout rate, seed (weights
+and data order) and statistics. Statistics accumulate on the device and the host reads them
+only at epoch ends and checkpoints, so there is no host sync per step.
+
+What a record measures:
+- ``init``, ``epoch``, ``final``: activation and gradient norms of a forward/backward pass on a
+  fixed probe batch of training images (no update, no dropout, batch norm in training mode
+  without touching its running averages); ``test_error`` on the whole test set in evaluation
+  mode. At ``epoch``/``final``, ``loss`` and ``train_error`` average the epoch's training
+  batches; at ``init`` they are the probe batch's.
+- ``train`` (every ``log.every`` updates): the statistics of that update's own training batch,
+  weights as they were just before it.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from initlab import stats
+from initlab.checkpoint import save_group
+from initlab.config import RunConfig
+from initlab.data import MNISTTensors
+from initlab.model import StackedMLP, member_seed
+from initlab.optim import FlatOptimizer
+from initlab.runs import LAYER_KEYS, RunWriter, clean_number
+
+EVAL_CHUNK = 2000
+PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
+
+
+def group_key(cfg: RunConfig) -> tuple:
+    """Members with equal keys can train as one stacked model. Everything a member may vary
+    on its own (init, lr, momentum, weight decay, dropout, seed, target) is left out."""
+    m, d, t, log = cfg.model, cfg.data, cfg.train, cfg.log
+    return (m.depth, m.width, m.activation, m.norm, m.groups, m.bias,
+            d.root, d.scaling, d.train_subset, d.test_subset,
+            t.optimizer, t.batch_size, t.epochs, t.max_steps, t.device, t.cuda_graph,
+            log.every, log.probe_size, log.checkpoint_every)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from initlab.errors import UsageError
+
+        raise UsageError("train.device: cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class MemberState:
+    """Host-side bookkeeping for one member."""
+
+    config: RunConfig
+    writer: RunWriter
+    status: str = "running"  # running | completed | diverged | interrupted
+    reached_target_epoch: int | None = None
+    diverged_step: int | None = None
+    final_test_error: float | None = None
+    pending: list[dict[str, Any]] = field(default_factory=list)  # records not yet on disk
+    summary_written: bool = False  # a stopped member's summary is final
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, nothing to restore
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class GroupTrainer:
+    """Trains K members of one shape together."""
+
+    def __init__(self, members: Sequence[MemberState], data: MNISTTensors,
+                 device: torch.device):
+        self.members = list(members)
+        self.cfg = members[0].config
+        self.K = len(members)
+        self.device = device
+        self.data = data
+        cfgs = [m.config for m in members]
+        self.model = StackedMLP(self.cfg.model, self.K, device)
+        self.model.initialize([c.init.scheme for c in cfgs], [c.init.c for c in cfgs],
+                              [c.train.seed for c in cfgs])
+        self.model.set_dropout([c.model.dropout for c in cfgs], self.cfg.train.seed)
+        if device.type == "cuda":
+            torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
+        self.flat_init = self.model.flat.clone()
+        self.segment_ids = self.model.segment_ids()
+        self.weight_counts = torch.tensor(
+            [b.numel for b in self.model.blocks if b.is_weight], dtype=torch.float32,
+            device=device)
+        self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
+                                       self.model.member_ids(), [c.train for c in cfgs])
+        self.L = self.cfg.model.depth
+        self.batch = self.cfg.train.batch_size
+        n = data.train_x.shape[0]
+        self.steps_per_epoch = n // self.batch  # drop the last partial batch: static shapes
+        self.data_generators = [torch.Generator().manual_seed(member_seed(c.train.seed, "data"))
+                                for c in cfgs]
+        probe = torch.randperm(n, generator=torch.Generator().manual_seed(PROBE_SEED))
+        probe = probe[: min(self.cfg.log.probe_size, n)].to(device)
+        self.probe_x = data.train_x[probe].expand(self.K, -1, -1)
+        self.probe_y = data.train_y[probe].expand(self.K, -1)
+        # Position and on-device accumulators (all part of a checkpoint).
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.order: Tensor | None = None  # [K, N] this epoch's data order
+        self.epoch_loss = torch.zeros(self.K, device=device)
+        self.epoch_errors = torch.zeros(self.K, device=device)
+        self.step_count = torch.zeros((), dtype=torch.long, device=device)
+        self.first_bad_step = torch.full((self.K,), -1, dtype=torch.long, device=device)
+        self.last_epoch_loss: Tensor | None = None
+        self.last_epoch_error: Tensor | None = None
+        self.captures: list[tuple[int, int, dict[str, Tensor]]] = []  # step, epoch, stats
+        self.started = time.perf_counter()
+        self.wall_offset = 0.0  # seconds spent before a resume
+        self.step_fn = self.make_step_fn()
+
+    # -- measuring ----------------------------------------------------------------------------
+    def layer_stats(self, act_norms: list[Tensor]) -> dict[str, Tensor]:
+        flat, K, L, ids = self.model.flat, self.K, self.L, self.segment_ids
+        return {
+            "act_norm": torch.stack(act_norms, dim=1),
+            "grad_norm": stats.gradient_norms(self.model.flat_grad, ids, K, L),
+            "weight_var": stats.weight_variances(flat, ids, self.weight_counts, K, L),
+            "weight_rel_change": stats.relative_changes(flat, self.flat_init, ids, K, L),
+        }
+
+    def measure_probe(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Loss [K], error rate [K] and per-layer statistics on the probe batch."""
+        self.model.train()
+        self.model.flat_grad.zero_()
+        acts: list[Tensor] = []
+        logits = self.model(self.probe_x, acts, update_running=False, use_dropout=False)
+        loss = stats.cross_entropy_per_member(logits, self.probe_y)
+        loss.sum().backward()
+        errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
+        with torch.no_grad():
+            layer = self.layer_stats(acts)
+        self.model.flat_grad.zero_()
+        return loss.detach(), errors.float(), layer
+
+    @torch.no_grad()
+    def test_error(self) -> Tensor:
+        """Error rate on the whole test set per member, in evaluation mode: [K]."""
+        self.model.eval()
+        errors = torch.zeros(self.K, device=self.device)
+        x, y = self.data.test_x, self.data.test_y
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            xb = x[start : start + EVAL_CHUNK].expand(self.K, -1, -1)
+            yb = y[start : start + EVAL_CHUNK].expand(self.K, -1)
+            errors += stats.error_counts(self.model(xb), yb)
+        self.model.train()
+        return errors / x.shape[0]
+
+    # -- one update ---------------------------------------------------------------------------
+    def train_step(self, idx: Tensor, capture: bool) -> dict[str, Tensor] | None:
+        """One update of every member on its own batch ``idx`` [K, B]. Only device work: no
+        host sync, so it can also be captured as a CUDA graph."""
+        x = self.data.train_x[idx]
+        y = self.data.train_y[idx]
+        self.model.flat_grad.zero_()
+        acts: list[Tensor] | None = [] if capture else None
+        logits = self.model(x, acts)
+        loss = stats.cross_entropy_per_member(logits, y)
+        loss.sum().backward()
+        with torch.no_grad():
+            errors = stats.error_counts(logits, y)
+            captured = None
+            if acts is not None:
+                captured = self.layer_stats(acts)
+                captured["loss"] = loss.detach().clone()
+                captured["errors"] = errors.float() / y.shape[1]
+            self.optimizer.step()
+            self.step_count += 1
+            self.epoch_loss += loss.detach()
+            self.epoch_errors += errors
+            newly_bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+            self.first_bad_step.copy_(torch.where(newly_bad, self.step_count,
+                                                  self.first_bad_step))
+        return captured
+
+    def make_step_fn(self) -> Callable[[Tensor, bool], dict[str, Tensor] | None]:
+        """The eager step, or on CUDA the same step replayed from captured graphs."""
+        mode = self.cfg.train.cuda_graph
+        if self.device.type != "cuda" or mode == "off":
+            return self.train_step
+        from initlab.graphs import GraphedStep
+
+        try:
+            return GraphedStep(self)
+        except Exception as err:  # any capture failure falls back to eager unless forced
+            if mode == "on":
+                raise
+            print(f"initlab: CUDA graph capture failed ({err}); training eagerly")
+            return self.train_step
+
+    # -- records ------------------------------------------------------------------------------
+    def active(self) -> list[int]:
+        return [k for k, m in enumerate(self.members) if m.status == "running"]
+
+    def add_records(self, phase: str, step: int, epoch: int, values: dict[str, Tensor]) -> None:
+        """Append one record per running member from on-device values: ``loss``,
+        ``train_error``, optional ``test_error`` [K] and the per-layer statistics [K, L]."""
+        host = {key: v.tolist() for key, v in values.items()}
+        for k in self.active():
+            rec: dict[str, Any] = {"step": step, "epoch": epoch, "phase": phase}
+            for key in ("loss", "train_error", "test_error"):
+                rec[key] = clean_number(host[key][k]) if key in host else None
+            for key in LAYER_KEYS:
+                rec[key] = [clean_number(v) for v in host[key][k]]
+            self.members[k].pending.append(rec)
+
+    def capture_full(self, phase: str) -> list[float]:
+        """Probe + test-set capture for every running member; returns the test errors."""
+        probe_loss, probe_err, layer = self.measure_probe()
+        test = self.test_error()
+        values = dict(layer, test_error=test)
+        if self.last_epoch_loss is None:  # nothing trained yet: the probe's own numbers
+            values.update(loss=probe_loss, train_error=probe_err)
+        else:
+            values.update(loss=self.last_epoch_loss, train_error=self.last_epoch_error)
+        self.add_records(phase, self.step, self.epoch, values)
+        self.mark_nonfinite()
+        return test.tolist()
+
+    def flush_train_captures(self) -> None:
+        """Move the on-device 'train' captures into the members' pending records."""
+        for step, epoch, captured in self.captures:
+            captured["train_error"] = captured.pop("errors")
+            self.add_records("train", step, epoch, captured)
+        self.captures.clear()
+        self.mark_nonfinite()
+
+    def mark_nonfinite(self) -> None:
+        """A member whose loss or any statistic became NaN or Inf stops at the first step where
+        it did, keeping what it captured before. (The relative change of a zero init is
+        undefined, not diverged, so it is not checked.)"""
+        bad_steps = self.first_bad_step.tolist()
+        for k in self.active():
+            at = bad_steps[k] if bad_steps[k] >= 0 else None
+            for rec in self.members[k].pending:
+                if rec["loss"] is None or any(v is None for key in LAYER_KEYS[:3]
+                                              for v in rec[key]):
+                    at = rec["step"] if at is None else min(at, rec["step"])
+                    break
+            if at is not None:
+                self.stop_diverged(k, at)
+
+    def stop_diverged(self, k: int, at_step: int) -> None:
+        member = self.members[k]
+        member.status = "diverged"
+        member.diverged_step = at_step
+        member.pending = [r for r in member.pending if r["step"] < at_step]
+        self.optimizer.freeze(k)
+        self.model.stop_member(k, zero=True)
+
+    def stop_completed(self, k: int, test_error: float) -> None:
+        member = self.members[k]
+        member.pending.append(dict(member.pending[-1], phase="final"))
+        member.status = "completed"
+        member.final_test_error = test_error
+        self.optimizer.freeze(k)
+        self.model.stop_member(k)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, stop: StopFlag, progress: Callable[[dict[str, Any]], None]) -> None:
+        self.started = time.perf_counter()
+        cfg, log = self.cfg.train, self.cfg.log
+        if self.step == 0 and self.epoch == 0 and self.step_in_epoch == 0:
+            test = self.capture_full("init")
+            self.flush(checkpoint=False)
+            progress({"kind": "start", "test_error": test})
+        max_steps = cfg.max_steps or math.inf
+        n = self.data.train_x.shape[0]
+        while self.epoch < cfg.epochs and self.active() and self.step < max_steps:
+            if self.order is None:
+                self.order = torch.stack([torch.randperm(n, generator=g)
+                                          for g in self.data_generators]).to(self.device)
+            while self.step_in_epoch < self.steps_per_epoch and self.step < max_steps:
+                start = self.step_in_epoch * self.batch
+                capture = log.every > 0 and (self.step + 1) % log.every == 0
+                captured = self.step_fn(self.order[:, start : start + self.batch], capture)
+                self.step += 1
+                self.step_in_epoch += 1
+                if captured is not None:
+                    self.captures.append((self.step, self.epoch, captured))
+                progress({"kind": "step"})
+                if stop.signum is not None:
+                    self.interrupt()
+                    raise Interrupted(stop.signum)
+                if log.checkpoint_every and self.step % log.checkpoint_every == 0:
+                    self.flush(checkpoint=True)
+            if self.step_in_epoch < self.steps_per_epoch:
+                break  # max_steps reached mid-epoch
+            self.end_epoch(progress)
+        self.finish()
+        progress({"kind": "done"})
+
+    def close_epoch_means(self) -> None:
+        n = max(self.step_in_epoch, 1)
+        self.last_epoch_loss = self.epoch_loss / n
+        self.last_epoch_error = self.epoch_errors / (n * self.batch)
+        self.epoch_loss.zero_()
+        self.epoch_errors.zero_()
+
+    def end_epoch(self, progress: Callable[[dict[str, Any]], None]) -> None:
+        self.close_epoch_means()
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.order = None
+        self.flush_train_captures()
+        test = self.capture_full("epoch")
+        for k in self.active():
+            target = self.members[k].config.train.target_test_error
+            if target is not None and test[k] <= target:
+                self.members[k].reached_target_epoch = self.epoch
+                self.stop_completed(k, test[k])
+        self.flush(checkpoint=True)
+        progress({"kind": "epoch", "epoch": self.epoch, "test_error": test,
+                  "loss": self.last_epoch_loss.tolist()})
+
+    def finish(self) -> None:
+        """Final capture for members still running (all epochs done, or max_steps)."""
+        self.flush_train_captures()
+        if self.active():
+            if self.step_in_epoch:  # stopped mid-epoch: average what this epoch saw
+                self.close_epoch_means()
+            test = self.capture_full("final")
+            for k in self.active():
+                self.members[k].status = "completed"
+                self.members[k].final_test_error = test[k]
+        self.flush(checkpoint=True)
+
+    def interrupt(self) -> None:
+        for k in self.active():
+            self.members[k].status = "interrupted"
+        self.flush(checkpoint=True)
+
+    # -- persistence --------------------------------------------------------------------------
+    def flush(self, checkpoint: bool) -> None:
+        """Append pending records, then (optionally) checkpoint. The checkpoint remembers how
+        long each stats.jsonl was, so a resume after kill -9 drops records written later."""
+        self.flush_train_captures()
+        for member in self.members:
+            member.writer.append_stats(member.pending)
+            member.pending = []
+        if checkpoint:
+            save_group(self)
+        for member in self.members:
+            if not member.summary_written:
+                member.writer.write_summary(self.summary(member))
+                member.summary_written = member.status in ("completed", "diverged")
+
+    def summary(self, member: MemberState) -> dict[str, Any]:
+        return {
+            "status": member.status,
+            "steps": self.step,
+            "epochs": self.epoch,
+            "final_test_error": member.final_test_error,
+            "reached_target_epoch": member.reached_target_epoch,
+            "diverged_step": member.diverged_step,
+            "wall_seconds": round(self.wall_offset + time.perf_counter() - self.started, 3),
+            "device": str(self.device),
+            "members_in_group": self.K,
+        }
