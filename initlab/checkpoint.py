@@ -120,6 +120,7 @@ def restore_group(trainer: GroupTrainer, states: list[dict[str, Any]]) -> None:
         elif state["member"]["status"] == "interrupted":
             member.status = "running"
     trainer.order = torch.stack(orders).to(dev) if len(orders) == trainer.K else None
+    trainer.set_initial_weights()
 
 
 def truncate_stats(run_dir: Path, state: dict[str, Any]) -> None:

@@ -107,18 +107,6 @@ class StackedMLP(nn.Module):
         n = self.members * block.numel
         return flat[block.offset : block.offset + n].view(self.members, *block.shape)
 
-    def segment_ids(self) -> Tensor:
-        """For each flat element, member * (L + 1) + layer for weights, or the member's spare
-        slot L for everything else, so one ``index_add`` gives per-(member, layer) sums."""
-        L = self.depth
-        ids = torch.empty(self.flat.numel(), dtype=torch.long, device=self.flat.device)
-        members = torch.arange(self.members, device=self.flat.device)
-        for block in self.blocks:
-            slot = block.layer if block.is_weight else L
-            seg = (members * (L + 1) + slot).repeat_interleave(block.numel)
-            ids[block.offset : block.offset + seg.numel()] = seg
-        return ids
-
     def member_ids(self) -> Tensor:
         """For each flat element, the member it belongs to."""
         ids = torch.empty(self.flat.numel(), dtype=torch.long, device=self.flat.device)

@@ -1,11 +1,11 @@
 """Per-layer statistics as plain functions of tensors. Nothing here syncs with the host.
 
-Shapes: K members, L layers. Flat buffers hold every member's parameters; ``segment_ids`` maps
-each element to member * (L + 1) + layer (slot L collects biases and norm parameters, which
-the per-layer statistics leave out).
+Shapes: K members, L layers; per-layer inputs are lists of L tensors [K, ...], one per layer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -16,35 +16,38 @@ def activation_norm(z: Tensor) -> Tensor:
     return torch.linalg.vector_norm(z, dim=-1).mean(dim=-1)
 
 
-def segment_sums(values: Tensor, segment_ids: Tensor, members: int, layers: int) -> Tensor:
-    """Sum of ``values`` over each (member, layer) segment: flat [N] -> [K, L]."""
-    out = torch.zeros(members * (layers + 1), dtype=values.dtype, device=values.device)
-    out.index_add_(0, segment_ids, values)
-    return out.view(members, layers + 1)[:, :layers]
+def gradient_norms(grads: Sequence[Tensor]) -> Tensor:
+    """||grad W_i||_F per member and layer: L tensors [K, n_in, n_out] -> [K, L]."""
+    return torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads], dim=1)
 
 
-def gradient_norms(flat_grad: Tensor, segment_ids: Tensor, members: int, layers: int) -> Tensor:
-    """||grad W_i||_F per member and layer: [K, L]."""
-    return segment_sums(flat_grad.square(), segment_ids, members, layers).sqrt()
-
-
-def weight_variances(flat: Tensor, segment_ids: Tensor, counts: Tensor, members: int,
-                     layers: int) -> Tensor:
+def weight_variances(weights: Sequence[Tensor]) -> Tensor:
     """Var(W_i) over the entries of each weight matrix (population variance): [K, L].
-    ``counts`` [L] is the number of entries of each W_i."""
-    total = segment_sums(flat, segment_ids, members, layers)
-    total_sq = segment_sums(flat.square(), segment_ids, members, layers)
-    mean = total / counts
-    return (total_sq / counts - mean.square()).clamp_min(0.0)
+    E[w^2] - E[w]^2 from two fused reductions: several times faster than ``torch.var`` on
+    the CPU, and exact enough since |E[w]| is tiny next to the spread of the weights."""
+    variances = []
+    for w in weights:
+        flat = w.flatten(1)
+        n = flat.shape[1]
+        mean = flat.sum(dim=1) / n
+        mean_sq = torch.linalg.vector_norm(flat, dim=1).square() / n
+        variances.append((mean_sq - mean.square()).clamp_min(0.0))
+    return torch.stack(variances, dim=1)
 
 
-def relative_changes(flat: Tensor, flat_init: Tensor, segment_ids: Tensor, members: int,
-                     layers: int) -> Tensor:
-    """||W_i - W_i(0)||_F / ||W_i(0)||_F per member and layer: [K, L]; NaN where W_i(0) = 0
-    (the ratio is undefined for a zero initialization)."""
-    moved = segment_sums((flat - flat_init).square(), segment_ids, members, layers).sqrt()
-    start = segment_sums(flat_init.square(), segment_ids, members, layers).sqrt()
-    return torch.where(start > 0, moved / start, torch.full_like(moved, float("nan")))
+def relative_changes(weights: Sequence[Tensor], initial: Sequence[Tensor],
+                     initial_norms: Tensor) -> Tensor:
+    """||W_i - W_i(0)||_F / ||W_i(0)||_F per member and layer: [K, L]. NaN where W_i(0) = 0:
+    the ratio is undefined for a zero initialization. ``initial_norms`` [K, L] is the
+    denominator, computed once (see ``frobenius_norms``)."""
+    moved = frobenius_norms([w - w0 for w, w0 in zip(weights, initial, strict=True)])
+    return torch.where(initial_norms > 0, moved / initial_norms,
+                       torch.full_like(moved, float("nan")))
+
+
+def frobenius_norms(weights: Sequence[Tensor]) -> Tensor:
+    """||W_i||_F per member and layer: [K, L]."""
+    return gradient_norms(weights)
 
 
 def cross_entropy_per_member(logits: Tensor, labels: Tensor) -> Tensor:

@@ -119,10 +119,7 @@ class GroupTrainer:
         if device.type == "cuda":
             torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
         self.flat_init = self.model.flat.clone()
-        self.segment_ids = self.model.segment_ids()
-        self.weight_counts = torch.tensor(
-            [b.numel for b in self.model.blocks if b.is_weight], dtype=torch.float32,
-            device=device)
+        self.set_initial_weights()
         self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
                                        self.model.member_ids(), [c.train for c in cfgs])
         self.L = self.cfg.model.depth
@@ -152,13 +149,21 @@ class GroupTrainer:
         self.step_fn = self.make_step_fn()
 
     # -- measuring ----------------------------------------------------------------------------
+    def set_initial_weights(self) -> None:
+        """Views of W_i(0) and their norms, the reference for the relative change (called
+        again when a checkpoint replaces ``flat_init``)."""
+        blocks = [b for b in self.model.blocks if b.is_weight]
+        self.initial_weights = [self.model.view(self.flat_init, b) for b in blocks]
+        self.initial_norms = stats.frobenius_norms(self.initial_weights)
+
     def layer_stats(self, act_norms: list[Tensor]) -> dict[str, Tensor]:
-        flat, K, L, ids = self.model.flat, self.K, self.L, self.segment_ids
+        weights = [self.model.weight(i) for i in range(self.L)]
         return {
             "act_norm": torch.stack(act_norms, dim=1),
-            "grad_norm": stats.gradient_norms(self.model.flat_grad, ids, K, L),
-            "weight_var": stats.weight_variances(flat, ids, self.weight_counts, K, L),
-            "weight_rel_change": stats.relative_changes(flat, self.flat_init, ids, K, L),
+            "grad_norm": stats.gradient_norms([w.grad for w in weights]),
+            "weight_var": stats.weight_variances(weights),
+            "weight_rel_change": stats.relative_changes(weights, self.initial_weights,
+                                                        self.initial_norms),
         }
 
     def measure_probe(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
