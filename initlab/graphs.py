@@ -36,12 +36,10 @@ class GraphedStep:
                 trainer.train_step(self.idx, capture=True)
                 trainer.train_step(self.idx, capture=False)
         torch.cuda.current_stream().wait_stream(stream)
-        pool = None
-        for capture in (False, True):
+        for capture in (False, True):  # separate memory pools: replayed in any order
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
+            with torch.cuda.graph(graph):
                 self.outputs[capture] = trainer.train_step(self.idx, capture)
-            pool = graph.pool()
             self.graphs[capture] = graph
         self._restore(saved)  # warm-up and capture ran real updates: undo them
         torch.cuda.set_rng_state(rng)
