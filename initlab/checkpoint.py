@@ -4,18 +4,27 @@ A member's ``checkpoint.pt`` has its slice of every stacked buffer (weights, ini
 optimizer state, batch-norm averages, on-device accumulators), its data-order generator and
 this epoch's order, the group's position and dropout generator, and the length its
 ``stats.jsonl`` had, so records written after the checkpoint (kill -9) are dropped on resume.
+The checkpoint before it stays as ``checkpoint.prev.pt`` (see ``save_group``).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from initlab.runs import CHECKPOINT_FILE, STATS_FILE, atomic_write_bytes
+from initlab.runs import (
+    CHECKPOINT_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+    STATS_FILE,
+    atomic_write_bytes,
+    write_error,
+)
 
 if TYPE_CHECKING:
     from initlab.train import GroupTrainer
@@ -64,14 +73,60 @@ def member_state(trainer: GroupTrainer, k: int) -> dict[str, Any]:
 
 
 def save_group(trainer: GroupTrainer) -> None:
+    """Each member's checkpoint, one after the other. The one it replaces is kept as
+    ``checkpoint.prev.pt``: a kill between two members' writes leaves every member with a
+    checkpoint of the earlier step, which ``choose_group_states`` then picks."""
     for k, member in enumerate(trainer.members):
         buffer = io.BytesIO()
         torch.save(member_state(trainer, k), buffer)
-        atomic_write_bytes(member.writer.path / CHECKPOINT_FILE, buffer.getvalue())
+        path = member.writer.path / CHECKPOINT_FILE
+        if path.exists():
+            try:
+                os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_FILE))
+            except OSError as err:
+                raise write_error(path, err) from err
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:
     return torch.load(run_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+def load_states(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """A member's readable checkpoints, newest first, with their files. One that cannot be
+    read (damaged outside initlab: writes are atomic) is skipped with a warning."""
+    found = []
+    for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            position(state)
+        except Exception as err:  # any unreadable file: fall back to the other one
+            warnings.warn(f"{path}: unreadable checkpoint skipped ({err})", stacklevel=2)
+            continue
+        found.append((path, state))
+    return found
+
+
+def position(state: dict[str, Any]) -> tuple[int, int, int]:
+    group = state["group"]
+    return group["step"], group["epoch"], group["step_in_epoch"]
+
+
+def choose_group_states(
+    candidates: Sequence[Sequence[tuple[Path, dict[str, Any]]]],
+) -> list[tuple[Path, dict[str, Any]]] | None:
+    """For the members of one group, the newest checkpoint position that every member has
+    (each member's file and state), or None when they share none: start the group afresh."""
+    if not candidates or any(not c for c in candidates):
+        return None
+    shared = set.intersection(*({position(s) for _, s in c} for c in candidates))
+    if not shared:
+        return None
+    newest = max(shared)
+    return [next((p, s) for p, s in c if position(s) == newest) for c in candidates]
 
 
 @torch.no_grad()
@@ -114,13 +169,34 @@ def restore_group(trainer: GroupTrainer, states: list[dict[str, Any]]) -> None:
         trainer.data_generators[k].set_state(state["data_rng"])
         if state["order"] is not None:
             orders.append(state["order"])
-        if member.status != "running":
+        if member.status == "interrupted":  # it stopped for a signal: it trains on
+            member.status = "running"
+        elif member.status != "running":  # completed or diverged: it stays stopped
             opt.freeze(k)
             model.stop_member(k)
-        elif state["member"]["status"] == "interrupted":
-            member.status = "running"
+            member.summary_written = True  # its summary.json is final
     trainer.order = torch.stack(orders).to(dev) if len(orders) == trainer.K else None
     trainer.set_initial_weights()
+
+
+def rewind_member(run_dir: Path, chosen: tuple[Path, dict[str, Any]] | None) -> None:
+    """Put a member's directory back at its chosen checkpoint (None: before its first step):
+    that checkpoint becomes checkpoint.pt, and records written after it are dropped."""
+    for stale in run_dir.glob(".*.tmp"):  # a write cut short by kill -9
+        stale.unlink(missing_ok=True)
+    current, previous = run_dir / CHECKPOINT_FILE, run_dir / PREVIOUS_CHECKPOINT_FILE
+    try:
+        if chosen is None:
+            for path in (run_dir / STATS_FILE, current, previous):
+                path.unlink(missing_ok=True)
+            return
+        path, state = chosen
+        if path != current:
+            os.replace(path, current)
+        previous.unlink(missing_ok=True)  # older, or from a later step this resume redoes
+        truncate_stats(run_dir, state)
+    except OSError as err:
+        raise write_error(run_dir, err) from err
 
 
 def truncate_stats(run_dir: Path, state: dict[str, Any]) -> None:

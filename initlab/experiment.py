@@ -1,22 +1,38 @@
 """Run an experiment (one config or a sweep) into a run directory, or resume one.
 
 Members are grouped by shape (``train.group_key``); each group trains as one stacked model.
+Everything a user can get wrong (output directory, device, data) is checked before the run
+directory is created, so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from initlab.checkpoint import load_state, restore_group, truncate_stats
+from initlab.checkpoint import choose_group_states, load_states, restore_group, rewind_member
 from initlab.config import Experiment, RunConfig, config_from_dict, dump_yaml
 from initlab.data import MNISTTensors, load_mnist
+from initlab.distributed import LOCAL, Comm
 from initlab.errors import UsageError
-from initlab.runs import CHECKPOINT_FILE, CONFIG_FILE, STATS_FILE, RunWriter, create_unique_dir
+from initlab.runs import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    RunWriteError,
+    RunWriter,
+    atomic_write_text,
+    check_output_parent,
+    create_unique_dir,
+)
 from initlab.train import (
     GroupTrainer,
     Interrupted,
@@ -27,6 +43,7 @@ from initlab.train import (
 )
 
 ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
+DataCache = dict[tuple, MNISTTensors]
 
 
 @dataclass
@@ -43,47 +60,130 @@ def quiet_progress(label: str, total: int) -> Callable[[dict[str, Any]], None]:
 def run_experiment(exp: Experiment, out: Path, data_root: str | None = None,
                    progress: ProgressFactory = quiet_progress) -> list[Outcome]:
     """Create the run directory (never reusing an existing one) and train every member."""
+    check_output_parent(out)
+    data = prepare_data([m.config for m in exp.members], data_root)  # no run on bad data
     top = create_unique_dir(out, exp.name)
+    try:
+        members = write_members(exp, top)
+    except BaseException:  # nothing trained yet: leave nothing half set up behind
+        shutil.rmtree(top, ignore_errors=True)
+        raise
+    with run_lock(top):
+        return train_members(members, data_root, progress, None, data)
+
+
+def write_members(exp: Experiment, top: Path) -> list[MemberState]:
+    """Each member's directory and resolved config; for a sweep, ``sweep.json`` last, so a
+    sweep directory without it is known to be incomplete."""
     members = []
     for member in exp.members:
-        path = top / member.name if exp.is_sweep else top
-        writer = RunWriter(path)
+        writer = RunWriter(top / member.name if exp.is_sweep else top)
         writer.write_config(dump_yaml(member.config))
         members.append(MemberState(member.config, writer))
-    return train_members(members, data_root, progress, states=None)
+    if exp.is_sweep:
+        listing = {"name": exp.name, "members": [m.name for m in exp.members]}
+        atomic_write_text(top / SWEEP_FILE, json.dumps(listing, indent=2) + "\n")
+    return members
 
 
 def resume_experiment(run_dir: Path, data_root: str | None = None,
                       progress: ProgressFactory = quiet_progress) -> list[Outcome]:
     """Continue an interrupted (or killed) run or sweep from its last checkpoints."""
-    dirs = [run_dir] if (run_dir / CONFIG_FILE).exists() else sorted(
-        p for p in run_dir.iterdir() if (p / CONFIG_FILE).exists()) if run_dir.is_dir() else []
-    if not dirs:
+    members = [MemberState(read_config(path), RunWriter(path)) for path in member_dirs(run_dir)]
+    data = prepare_data([m.config for m in members], data_root)
+    with run_lock(run_dir):
+        states: list[dict | None] = [None] * len(members)
+        for indices in group_indices(members).values():
+            found = [load_states(members[i].writer.path) for i in indices]
+            chosen = choose_group_states(found) or [None] * len(indices)
+            for i, pick in zip(indices, chosen, strict=True):
+                rewind_member(members[i].writer.path, pick)
+                states[i] = None if pick is None else pick[1]
+        return train_members(members, data_root, progress, states, data)
+
+
+def member_dirs(run_dir: Path) -> list[Path]:
+    """The member directories of a run (itself) or of a sweep (those ``sweep.json`` lists)."""
+    if (run_dir / CONFIG_FILE).is_file():
+        return [run_dir]
+    if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    members: list[MemberState] = []
-    states: list[dict | None] = []
-    for path in dirs:
-        cfg = config_from_dict(yaml.safe_load((path / CONFIG_FILE).read_text()),
-                               str(path / CONFIG_FILE))
-        state = None
-        if (path / CHECKPOINT_FILE).exists():
-            state = load_state(path)
-            truncate_stats(path, state)
-        else:  # stopped before its first checkpoint: start this member afresh
-            (path / STATS_FILE).unlink(missing_ok=True)
-        members.append(MemberState(cfg, RunWriter(path)))
-        states.append(state)
-    return train_members(members, data_root, progress, states)
+    listing = run_dir / SWEEP_FILE
+    if not listing.is_file():
+        if any((p / CONFIG_FILE).exists() for p in run_dir.iterdir() if p.is_dir()):
+            raise UsageError(f"{run_dir}: this sweep was stopped while its directories were "
+                             f"being created, before any training; start it again with "
+                             f"`initlab run CONFIG`")
+        raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    try:
+        names = json.loads(listing.read_text())["members"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{listing}: unreadable ({err})") from None
+    dirs = [run_dir / str(name) for name in names]
+    missing = [str(d) for d in dirs if not (d / CONFIG_FILE).is_file()]
+    if missing:
+        raise UsageError(f"{run_dir}: sweep member directories missing: {', '.join(missing)}")
+    return dirs
 
 
-def train_members(members: list[MemberState], data_root: str | None,
-                  progress: ProgressFactory, states: list[dict | None] | None) -> list[Outcome]:
+def read_config(path: Path) -> RunConfig:
+    source = path / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(source.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"{source}: cannot read the run's config ({err})") from None
+    return config_from_dict(raw, str(source))
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One process at a time per run directory: a second ``--resume`` of a directory still
+    being trained is refused. The lock goes with the process, even after kill -9."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        yield
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"{run_dir} is being trained by another initlab process; "
+                             f"wait for it or stop it first") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def group_indices(members: Sequence[MemberState]) -> dict[tuple, list[int]]:
     groups: dict[tuple, list[int]] = {}
     for i, member in enumerate(members):
         groups.setdefault(group_key(member.config), []).append(i)
-    data_cache: dict[tuple, MNISTTensors] = {}
+    return groups
+
+
+def prepare_data(configs: Sequence[RunConfig], data_root: str | None) -> DataCache:
+    """Resolve every device and load (so verify) every data set the members need."""
+    cache: DataCache = {}
+    for cfg in configs:
+        data = load_group_data(cfg, data_root, resolve_device(cfg.train.device), cache)
+        n = data.train_x.shape[0]
+        if cfg.train.epochs and cfg.train.batch_size > n:  # else zero steps: a silent nothing
+            raise UsageError(f"train.batch_size: {cfg.train.batch_size} is larger than the "
+                             f"{n} training images, so an epoch would have no step; lower it "
+                             f"or raise data.train_subset")
+    return cache
+
+
+def train_members(members: list[MemberState], data_root: str | None,
+                  progress: ProgressFactory, states: list[dict | None] | None,
+                  data_cache: DataCache | None = None, comm: Comm = LOCAL) -> list[Outcome]:
+    """``comm``: the process group whose ranks split each batch (initlab.distributed); only
+    its rank 0 writes, and returns the outcomes."""
+    data_cache = {} if data_cache is None else data_cache
     with StopFlag() as stop:
-        for indices in groups.values():
+        for indices in group_indices(members).values():
             group = [members[i] for i in indices]
             group_states = [states[i] for i in indices] if states else [None] * len(indices)
             if all(s is not None and s["member"]["status"] in ("completed", "diverged")
@@ -92,20 +192,41 @@ def train_members(members: list[MemberState], data_root: str | None,
             cfg = group[0].config
             device = resolve_device(cfg.train.device)
             data = load_group_data(cfg, data_root, device, data_cache)
-            trainer = GroupTrainer(group, data, device)
+            trainer = GroupTrainer(group, data, device, comm)
+            label = cfg.name if len(group) == 1 else f"{cfg.name} ×{len(group)}"
+            on_event = progress(label, total_steps(cfg, data.train_x.shape[0]))
             if all(s is not None for s in group_states):
                 restore_group(trainer, group_states)  # type: ignore[arg-type]
-            label = cfg.name if len(group) == 1 else f"{cfg.name} ×{len(group)}"
-            total = total_steps(cfg, data.train_x.shape[0])
+                on_event({"kind": "resume", "step": trainer.step})
             try:
-                trainer.run(stop, progress(label, total))
+                trainer.run(stop, on_event)
             except Interrupted as err:
+                mark_not_started(members)
                 raise RunInterrupted(err.signum, resume_path(members)) from None
+            except RunWriteError as err:
+                raise RunWriteError(f"{err}\nThe last checkpoint is intact; once this is fixed, "
+                                    f"continue with: initlab run --resume "
+                                    f"{resume_path(members)}") from None
+    if not comm.is_writer:
+        return []
     return [Outcome(m.writer.path.name, m.writer.path, read_summary(m)) for m in members]
 
 
+def mark_not_started(members: Sequence[MemberState]) -> None:
+    """On interruption, members of groups not reached yet get a summary too, so every member
+    of the sweep says where it stands (``--resume`` starts them from the beginning)."""
+    sizes = {key: len(indices) for key, indices in group_indices(members).items()}
+    for member in members:
+        if not (member.writer.path / SUMMARY_FILE).exists():
+            member.writer.write_summary({
+                "status": "interrupted", "steps": 0, "epochs": 0, "final_test_error": None,
+                "reached_target_epoch": None, "diverged_step": None, "wall_seconds": 0.0,
+                "device": None, "members_in_group": sizes[group_key(member.config)],
+            })
+
+
 def load_group_data(cfg: RunConfig, data_root: str | None, device: Any,
-                    cache: dict[tuple, MNISTTensors]) -> MNISTTensors:
+                    cache: DataCache) -> MNISTTensors:
     d = cfg.data
     key = (d.root, d.scaling, d.train_subset, d.test_subset, str(device))
     if key not in cache:
@@ -120,15 +241,13 @@ def total_steps(cfg: RunConfig, n_train: int) -> int:
 
 
 def read_summary(member: MemberState) -> dict[str, Any]:
-    import json
-
-    return json.loads((member.writer.path / "summary.json").read_text())
+    return json.loads((member.writer.path / SUMMARY_FILE).read_text())
 
 
 def resume_path(members: list[MemberState]) -> Path:
     """The directory ``--resume`` takes: the run, or the sweep above its members."""
     path = members[0].writer.path
-    return path if len(members) == 1 else path.parent
+    return path.parent if (path.parent / SWEEP_FILE).is_file() else path
 
 
 class RunInterrupted(Exception):

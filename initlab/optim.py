@@ -63,6 +63,13 @@ class FlatOptimizer:
         denom = (v / (1 - b2**t)).sqrt_().add_(ADAM_EPS)
         self.flat.addcdiv_(m * (self.lr / (1 - b1**t)), denom, value=-1.0)
 
-    def freeze(self, member: int) -> None:
-        """Stop updating one member (target reached, or diverged)."""
-        self.lr.masked_fill_(self.member_ids == member, 0.0)
+    def freeze(self, member: int, reset: bool = False) -> None:
+        """Stop updating one member (target reached, or diverged). ``reset`` also clears its
+        optimizer state: a diverged member's NaN momentum would otherwise make 0 * NaN
+        updates turn its zeroed weights back into NaN."""
+        mine = self.member_ids == member
+        self.lr.masked_fill_(mine, 0.0)
+        if reset:
+            for buf in self.buffers.values():
+                if buf.shape == mine.shape:
+                    buf.masked_fill_(mine, 0.0)

@@ -59,6 +59,11 @@ def plot_runs(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = No
 
         raise UsageError(f"--metric: unknown {', '.join(unknown)}; choose from "
                          f"{', '.join(METRICS)}")
+    empty = [str(run.path) for run in runs if not run.records]
+    if empty:
+        from initlab.errors import UsageError
+
+        raise UsageError(f"nothing to plot yet: no records in {', '.join(empty)}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics, strict=True):

@@ -19,24 +19,31 @@ class RichProgress:
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
             console=console, transient=False,
         )
+        self.started = False
 
     def __enter__(self) -> RichProgress:
-        self.progress.start()
-        return self
+        return self  # the display starts with the first bar: an early error prints alone
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        self.stop()
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
+            self.started = False
 
     def factory(self, label: str, total: int) -> Callable[[dict[str, Any]], None]:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         task = self.progress.add_task(label, total=max(total, 1), status="init")
 
         def on_event(event: dict[str, Any]) -> None:
             kind = event["kind"]
             if kind == "step":
                 self.progress.advance(task)
+            elif kind == "resume":  # continue the bar where the checkpoint left off
+                self.progress.update(task, completed=event["step"], status="resumed")
             elif kind == "start":
                 status = f"init  test err {_span(event['test_error'])}"
                 self.progress.update(task, status=status)
@@ -73,7 +80,8 @@ def outcome_line(outcome: Outcome) -> str:
 
 def print_outcomes(console: Console, outcomes: Sequence[Outcome]) -> None:
     for outcome in outcomes:
-        console.print(outcome_line(outcome), highlight=False)
+        console.print(outcome_line(outcome), highlight=False, markup=False, soft_wrap=True)
     diverged = [o.path.name for o in outcomes if o.summary["status"] == "diverged"]
     if diverged:
-        console.print(f"diverged: {', '.join(diverged)}", highlight=False)
+        console.print(f"diverged: {', '.join(diverged)}", highlight=False, markup=False,
+                      soft_wrap=True)

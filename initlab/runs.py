@@ -5,7 +5,11 @@
         config.yaml    the fully resolved config (written once, atomically)
         stats.jsonl    one JSON object per capture, append-only
         summary.json   status, steps, epochs, final_test_error, ... (rewritten atomically)
-        checkpoint.pt  the state to resume from (rewritten atomically)
+        checkpoint.pt  the state to resume from (rewritten atomically; the one before it is
+                       kept as checkpoint.prev.pt, so a sweep killed between two members'
+                       checkpoints still has a step every member can resume from)
+    <out>/<name>/sweep.json       a sweep's member names, written once all member directories
+                                  exist (a sweep without it was stopped while being set up)
 
 Readers skip a torn last line of ``stats.jsonl`` (a run killed mid-write) with a warning.
 """
@@ -30,27 +34,56 @@ CONFIG_FILE = "config.yaml"
 STATS_FILE = "stats.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
+SWEEP_FILE = "sweep.json"
 LAYER_KEYS = ("act_norm", "grad_norm", "weight_var", "weight_rel_change")
 PHASES = ("init", "train", "epoch", "final")
+
+
+class RunWriteError(UsageError):
+    """A run directory could not be written (disk full, permissions): a clear message, not a
+    traceback."""
+
+
+def write_error(path: Path, err: OSError) -> RunWriteError:
+    return RunWriteError(f"cannot write {path}: {err.strerror or err}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place, so a crash leaves
     either the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise write_error(path, err) from err
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from err
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def check_output_parent(parent: Path) -> None:
+    """Fail early, creating nothing, when runs cannot be written under ``parent``: the nearest
+    existing ancestor must be a writable directory. (Root passes ``os.access`` whatever the
+    mode bits; ``create_unique_dir`` then reports what the file system refuses.)"""
+    existing = Path(os.path.abspath(parent))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot create output directory {parent}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {existing} is not writable")
 
 
 def create_unique_dir(parent: Path, name: str) -> Path:
@@ -84,19 +117,27 @@ class RunWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(path, err) from err
 
     def write_config(self, config_yaml: str) -> None:
         atomic_write_text(self.path / CONFIG_FILE, config_yaml)
 
     def append_stats(self, records: list[dict[str, Any]]) -> None:
-        if not records:
-            return
+        """Append records; the file exists from the first call on, even with none (a member
+        that diverged at its init capture has a run directory with no records)."""
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
-        with open(self.path / STATS_FILE, "a") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.path / STATS_FILE
+        try:
+            with open(path, "a") as f:
+                if lines:
+                    f.write(lines)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as err:  # a partial line is dropped on resume (checkpoint's length)
+            raise write_error(path, err) from err
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")

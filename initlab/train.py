@@ -30,12 +30,15 @@ from initlab import stats
 from initlab.checkpoint import save_group
 from initlab.config import RunConfig
 from initlab.data import MNISTTensors
+from initlab.distributed import LOCAL, Comm
 from initlab.model import StackedMLP, member_seed
 from initlab.optim import FlatOptimizer
 from initlab.runs import LAYER_KEYS, RunWriter, clean_number
 
 EVAL_CHUNK = 2000
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
+# Statistics of a rank's own batch, averaged over ranks (the others are the same on every rank).
+PER_WORKER_KEYS = ("act_norm", "loss", "errors")
 
 
 def group_key(cfg: RunConfig) -> tuple:
@@ -105,8 +108,9 @@ class GroupTrainer:
     """Trains K members of one shape together."""
 
     def __init__(self, members: Sequence[MemberState], data: MNISTTensors,
-                 device: torch.device):
+                 device: torch.device, comm: Comm = LOCAL):
         self.members = list(members)
+        self.comm = comm  # several processes: see initlab.distributed
         self.cfg = members[0].config
         self.K = len(members)
         self.device = device
@@ -118,6 +122,7 @@ class GroupTrainer:
         self.model.set_dropout([c.model.dropout for c in cfgs], self.cfg.train.seed)
         if device.type == "cuda":
             torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
+        self.net = comm.wrap(self.model, self.cfg.train.seed)  # the model, or DDP around it
         self.flat_init = self.model.flat.clone()
         self.set_initial_weights()
         self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
@@ -154,7 +159,11 @@ class GroupTrainer:
         again when a checkpoint replaces ``flat_init``)."""
         blocks = [b for b in self.model.blocks if b.is_weight]
         self.initial_weights = [self.model.view(self.flat_init, b) for b in blocks]
-        self.initial_norms = stats.frobenius_norms(self.initial_weights)
+        norms = stats.frobenius_norms(self.initial_weights)
+        if hasattr(self, "initial_norms"):  # in place: a captured CUDA graph reads it
+            self.initial_norms.copy_(norms)
+        else:
+            self.initial_norms = norms
 
     def layer_stats(self, act_norms: list[Tensor]) -> dict[str, Tensor]:
         weights = [self.model.weight(i) for i in range(self.L)]
@@ -183,6 +192,7 @@ class GroupTrainer:
     @torch.no_grad()
     def test_error(self) -> Tensor:
         """Error rate on the whole test set per member, in evaluation mode: [K]."""
+        self.comm.sync_running_stats(self.model)
         self.model.eval()
         errors = torch.zeros(self.K, device=self.device)
         x, y = self.data.test_x, self.data.test_y
@@ -201,9 +211,9 @@ class GroupTrainer:
         y = self.data.train_y[idx]
         self.model.flat_grad.zero_()
         acts: list[Tensor] | None = [] if capture else None
-        logits = self.model(x, acts)
+        logits = self.net(x, acts)
         loss = stats.cross_entropy_per_member(logits, y)
-        loss.sum().backward()
+        loss.sum().backward()  # under DDP, flat_grad then holds the mean over ranks
         with torch.no_grad():
             errors = stats.error_counts(logits, y)
             captured = None
@@ -223,7 +233,7 @@ class GroupTrainer:
     def make_step_fn(self) -> Callable[[Tensor, bool], dict[str, Tensor] | None]:
         """The eager step, or on CUDA the same step replayed from captured graphs."""
         mode = self.cfg.train.cuda_graph
-        if self.device.type != "cuda" or mode == "off":
+        if self.device.type != "cuda" or mode == "off" or self.comm.world > 1:
             return self.train_step
         from initlab.graphs import GraphedStep
 
@@ -266,6 +276,7 @@ class GroupTrainer:
 
     def flush_train_captures(self) -> None:
         """Move the on-device 'train' captures into the members' pending records."""
+        self.comm.mean_([c[key] for _, _, c in self.captures for key in PER_WORKER_KEYS])
         for step, epoch, captured in self.captures:
             captured["train_error"] = captured.pop("errors")
             self.add_records("train", step, epoch, captured)
@@ -276,7 +287,7 @@ class GroupTrainer:
         """A member whose loss or any statistic became NaN or Inf stops at the first step where
         it did, keeping what it captured before. (The relative change of a zero init is
         undefined, not diverged, so it is not checked.)"""
-        bad_steps = self.first_bad_step.tolist()
+        bad_steps = self.comm.earliest(self.first_bad_step).tolist()
         for k in self.active():
             at = bad_steps[k] if bad_steps[k] >= 0 else None
             for rec in self.members[k].pending:
@@ -292,7 +303,7 @@ class GroupTrainer:
         member.status = "diverged"
         member.diverged_step = at_step
         member.pending = [r for r in member.pending if r["step"] < at_step]
-        self.optimizer.freeze(k)
+        self.optimizer.freeze(k, reset=True)
         self.model.stop_member(k, zero=True)
 
     def stop_completed(self, k: int, test_error: float) -> None:
@@ -320,15 +331,17 @@ class GroupTrainer:
             while self.step_in_epoch < self.steps_per_epoch and self.step < max_steps:
                 start = self.step_in_epoch * self.batch
                 capture = log.every > 0 and (self.step + 1) % log.every == 0
-                captured = self.step_fn(self.order[:, start : start + self.batch], capture)
+                batch = self.comm.shard(self.order[:, start : start + self.batch])
+                captured = self.step_fn(batch, capture)
                 self.step += 1
                 self.step_in_epoch += 1
                 if captured is not None:
                     self.captures.append((self.step, self.epoch, captured))
                 progress({"kind": "step"})
-                if stop.signum is not None:
+                signum = self.comm.agreed_stop(stop.signum)  # ranks stop together
+                if signum is not None:
                     self.interrupt()
-                    raise Interrupted(stop.signum)
+                    raise Interrupted(signum)
                 if log.checkpoint_every and self.step % log.checkpoint_every == 0:
                     self.flush(checkpoint=True)
             if self.step_in_epoch < self.steps_per_epoch:
@@ -338,6 +351,7 @@ class GroupTrainer:
         progress({"kind": "done"})
 
     def close_epoch_means(self) -> None:
+        self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors)  # over ranks
         n = max(self.step_in_epoch, 1)
         self.last_epoch_loss = self.epoch_loss / n
         self.last_epoch_error = self.epoch_errors / (n * self.batch)
@@ -373,6 +387,9 @@ class GroupTrainer:
         self.flush(checkpoint=True)
 
     def interrupt(self) -> None:
+        # Captures first, while members still count as running: else they would be dropped,
+        # and a member that diverged since the last flush would be saved as interrupted.
+        self.flush_train_captures()
         for k in self.active():
             self.members[k].status = "interrupted"
         self.flush(checkpoint=True)
@@ -386,17 +403,23 @@ class GroupTrainer:
             member.writer.append_stats(member.pending)
             member.pending = []
         if checkpoint:
-            save_group(self)
+            # Rank 0's checkpoint is the run's: it gets the epoch's counts so far.
+            self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors, keep_on_writer=True)
+            if self.comm.is_writer:
+                save_group(self)
         for member in self.members:
             if not member.summary_written:
                 member.writer.write_summary(self.summary(member))
                 member.summary_written = member.status in ("completed", "diverged")
 
     def summary(self, member: MemberState) -> dict[str, Any]:
+        # A diverged member's counts stop where it diverged, not where that was noticed
+        # (which depends on flush timing, e.g. an interruption).
+        at = member.diverged_step
         return {
             "status": member.status,
-            "steps": self.step,
-            "epochs": self.epoch,
+            "steps": self.step if at is None else at,
+            "epochs": self.epoch if at is None else max(at - 1, 0) // max(self.steps_per_epoch, 1),
             "final_test_error": member.final_test_error,
             "reached_target_epoch": member.reached_target_epoch,
             "diverged_step": member.diverged_step,
