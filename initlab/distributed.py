@@ -1,0 +1,526 @@
+"""Several processes: torchrun's environment, ``--nproc N`` local workers, and what a trainer asks
+of its process group.
+
+Two ways to use N processes (``initlab run CONFIG --nproc N``, or ``torchrun --nproc-per-node N
+-m initlab run CONFIG``, which reach the same code below through the same environment variables):
+
+- **split batches** (a single config; ``--split batches`` for a sweep): every rank trains every
+  member on its contiguous slice of each global batch (``train.batch_size`` is the global batch:
+  ``batch_size / N`` examples per rank), under ``DistributedDataParallel``. Batch norm normalises
+  over a rank's own slice (as PyTorch's BatchNorm does under DDP); ``norm: syncbatch`` over the
+  global batch. Rank 0 writes the run directory; statistics are reduced across ranks first.
+- **split members** (a sweep; ``--split members``): members are dealt to ranks round-robin, each
+  rank trains its share batched in one process and writes those members' directories under the
+  one sweep directory that rank 0 created. No collectives while training.
+
+Backends: gloo for CPU tensors, nccl for CUDA tensors (one process per GPU). A local launch hosts
+the rendezvous store and binds gloo on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import inspect
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from initlab.errors import UsageError
+from initlab.runs import RunWriter, check_output_parent, create_unique_dir
+
+if TYPE_CHECKING:
+    from initlab.config import Experiment, RunConfig
+    from initlab.experiment import Outcome, ProgressFactory
+    from initlab.model import StackedMLP
+
+LOOPBACK = "127.0.0.1"
+SPLITS = ("auto", "batches", "members")
+# Member-split ranks wait for the slowest rank at the end of a sweep: no collective runs while
+# they train, so this wait may be as long as a whole run.
+GATHER_TIMEOUT = datetime.timedelta(days=30)
+KILL_GRACE_S = 20.0
+
+
+# --- What a trainer asks of its process group ----------------------------------------------------
+
+
+@dataclass
+class Comm:
+    """A rank's view of its process group. The default, ``LOCAL``, is one process: every method
+    returns at once, so the single-process path is unchanged."""
+
+    rank: int = 0
+    world: int = 1
+    group: Any = None  # torch ProcessGroup; None with one process
+    _stop_flag: Tensor | None = field(default=None, repr=False)
+    _stop_work: Any = field(default=None, repr=False)
+
+    @property
+    def is_writer(self) -> bool:
+        """Rank 0 writes run directories, checkpoints and what a person reads."""
+        return self.rank == 0
+
+    # -- setup ----------------------------------------------------------------------------------
+    def plan(self, configs: Sequence[RunConfig], is_sweep: bool, split: str = "auto") -> Plan:
+        """Which of these members this rank trains, with which comm, and whether it writes them.
+        Raises UsageError (nothing written yet) when the batch cannot be split evenly."""
+        everything = list(range(len(configs)))
+        if self.world == 1:
+            return Plan(everything, LOCAL, writes=True, parent=self)
+        if resolve_split(split, is_sweep) == "members":
+            mine = everything[self.rank :: self.world]
+            # Made now, while every rank is here; its long timeout is for the final gather.
+            gather = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
+            return Plan(mine, LOCAL, writes=True, parent=self, gather_group=gather)
+        check_batch_split(configs, self.world)
+        return Plan(everything, self, writes=self.is_writer, parent=self)
+
+    def on_writer(self, make_dir: Callable[[], Path]) -> Path:
+        """Rank 0 makes a directory; every rank learns its path (or rank 0's UsageError)."""
+        if self.world == 1:
+            return make_dir()
+        message: list[Any] = [None]
+        if self.is_writer:
+            try:
+                message = [str(make_dir())]
+            except BaseException as err:  # the others must not wait for a path forever
+                text = str(err) if isinstance(err, UsageError) else f"rank 0: {err!r}"
+                failed = UsageError(text)
+                dist.broadcast_object_list([failed], src=0, group=self.group)
+                raise
+        dist.broadcast_object_list(message, src=0, group=self.group)
+        if isinstance(message[0], UsageError):
+            raise message[0]
+        return Path(message[0])
+
+    def wrap(self, model: StackedMLP, seed: int) -> nn.Module:
+        """The module a training step calls: the model itself, or the model under
+        DistributedDataParallel (one gradient all-reduce per step, averaging over ranks)."""
+        if self.world == 1:
+            return model
+        if model.config.norm == "syncbatch":
+            # An instance attribute shadows the method: the hook StackedMLP leaves for this.
+            model.batch_moments = functools.partial(synced_batch_moments, comm=self)
+        reseed_dropout(model, seed, self.rank)
+        return ddp(model, self.group)
+
+    # -- during training ------------------------------------------------------------------------
+    def shard(self, idx: Tensor) -> Tensor:
+        """This rank's contiguous slice of a global batch of indices [K, B] -> [K, B / world]."""
+        if self.world == 1:
+            return idx
+        b = idx.shape[1] // self.world
+        return idx[:, self.rank * b : (self.rank + 1) * b]
+
+    def agreed_stop(self, signum: int | None) -> int | None:
+        """The signal to stop for, the same on every rank. A rank's flag travels in a
+        non-blocking all-reduce answered at the next step, so ranks stop one step after the
+        signal, together, and no step waits on it."""
+        if self.world == 1:
+            return signum
+        agreed = None
+        if self._stop_work is not None:
+            self._stop_work.wait()
+            agreed = int(self._stop_flag.item()) or None  # type: ignore[union-attr]
+        self._stop_flag = torch.tensor([signum or 0], dtype=torch.long)
+        self._stop_work = dist.all_reduce(self._stop_flag, op=dist.ReduceOp.MAX,
+                                          group=self.group, async_op=True)
+        return agreed
+
+    def mean_(self, tensors: Sequence[Tensor]) -> None:
+        """Average each tensor over ranks in place, in one collective: statistics of a rank's
+        own batch (activation norms, loss, error rate; shards are equal, so the mean of the
+        per-rank means is the global mean)."""
+        if self.world == 1 or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1).float() for t in tensors])
+        dist.all_reduce(flat, group=self.group)
+        flat /= self.world
+        self._scatter(flat, tensors)
+
+    def reduce_epoch_(self, loss_sum: Tensor, error_count: Tensor, *,
+                      keep_on_writer: bool = False) -> None:
+        """The epoch accumulators over all ranks: summed per-step mean losses -> their mean
+        over ranks, error counts -> their sum. With ``keep_on_writer`` the other ranks then
+        clear their counts, so rank 0 (whose checkpoint is the run's) holds the epoch so far
+        and a later reduction still counts every error once."""
+        if self.world == 1:
+            return
+        flat = torch.cat([loss_sum.float(), error_count.float()])
+        dist.all_reduce(flat, group=self.group)
+        flat[: loss_sum.numel()] /= self.world
+        self._scatter(flat, [loss_sum, error_count])
+        if keep_on_writer and not self.is_writer:
+            error_count.zero_()
+
+    def earliest(self, steps: Tensor) -> Tensor:
+        """The earliest step over ranks (-1: none) of each member's first non-finite loss."""
+        if self.world == 1:
+            return steps
+        never = torch.iinfo(torch.long).max
+        steps = torch.where(steps < 0, torch.full_like(steps, never), steps)
+        dist.all_reduce(steps, op=dist.ReduceOp.MIN, group=self.group)
+        return torch.where(steps == never, torch.full_like(steps, -1), steps)
+
+    @torch.no_grad()
+    def sync_running_stats(self, model: StackedMLP) -> None:
+        """Per-rank batch norm keeps per-rank running averages; evaluation uses rank 0's on
+        every rank (what DDP's buffer broadcast does, done only where they are read)."""
+        if self.world == 1 or model.config.norm != "batch":
+            return
+        for buffer in (model.running_mean, model.running_var):
+            dist.broadcast(buffer, src=0, group=self.group)
+
+    def close(self) -> None:
+        """Wait for the last stop-flag exchange before the process group goes."""
+        if self._stop_work is not None:
+            self._stop_work.wait()
+            self._stop_work = None
+
+    @staticmethod
+    def _scatter(flat: Tensor, tensors: Sequence[Tensor]) -> None:
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+LOCAL = Comm()
+
+
+class NullWriter(RunWriter):
+    """A rank that does not write: the run directory belongs to rank 0."""
+
+    def __init__(self, path: Path):  # no mkdir: rank 0 may be on another machine
+        self.path = path
+
+    def write_config(self, config_yaml: str) -> None:
+        pass
+
+    def append_stats(self, records: list[dict[str, Any]]) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class Plan:
+    """This rank's part of an experiment (see ``Comm.plan``)."""
+
+    indices: list[int]  # the members (positions in the experiment) this rank trains
+    comm: Comm  # the comm their trainer uses: LOCAL unless ranks split batches
+    writes: bool  # this rank writes those members' directories
+    parent: Comm  # the process group the experiment runs in
+    gather_group: Any = None  # ranks split members: rank 0 gathers every outcome through it
+
+    def writer(self, path: Path) -> RunWriter:
+        return RunWriter(path) if self.writes else NullWriter(path)
+
+    def outcomes(self, mine: list[Any], paths: Sequence[Path]) -> list[Any]:
+        """Rank 0: every member's outcome, in experiment order; other ranks: []."""
+        if self.gather_group is None:
+            return mine if self.parent.is_writer else []
+        shares: list[list[Any]] = [[] for _ in range(self.parent.world)]
+        dist.all_gather_object(shares, mine, group=self.gather_group)
+        if not self.parent.is_writer:
+            return []
+        order = {str(p): i for i, p in enumerate(paths)}
+        every = sorted((o for share in shares for o in share), key=lambda o: order[str(o.path)])
+        missing = [str(o.path) for o in every if not o.path.is_dir()]
+        if missing:
+            raise UsageError(f"run directories written by other ranks are not visible here: "
+                             f"{', '.join(missing)}; --out must be on a file system every "
+                             f"rank shares")
+        return every
+
+
+def resolve_split(split: str, is_sweep: bool) -> str:
+    """``auto``: a sweep splits its members, a single config its batches."""
+    if split not in SPLITS:
+        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "auto":
+        return "members" if is_sweep else "batches"
+    return split
+
+
+def check_launch(exp: Experiment, nproc: int, split: str) -> None:
+    """What ``Comm.plan`` will check on every worker, checked once before they start."""
+    if resolve_split(split, exp.is_sweep) == "batches":
+        check_batch_split([m.config for m in exp.members], nproc)
+
+
+def check_batch_split(configs: Sequence[RunConfig], world: int) -> None:
+    bad = sorted({c.train.batch_size for c in configs if c.train.batch_size % world})
+    if bad:
+        sizes = ", ".join(map(str, bad))
+        raise UsageError(f"train.batch_size is the global batch, split evenly over {world} "
+                         f"processes; {sizes} is not a multiple of {world}")
+
+
+# --- An experiment over several processes ------------------------------------------------------
+
+
+def run_experiment_across(exp: Experiment, out: Path, data_root: str | None,
+                          progress: ProgressFactory, comm: Comm,
+                          split: str = "auto") -> list[Outcome]:
+    """``experiment.run_experiment`` on every rank of ``comm``: rank 0 sets up the run
+    directory exactly as one process does (and alone holds its lock); each rank then trains
+    the members its plan gives it. Rank 0 returns every outcome, the others []."""
+    from initlab import experiment as ex
+    from initlab.train import MemberState
+
+    plan = comm.plan([m.config for m in exp.members], exp.is_sweep, split)
+    data = ex.prepare_data([exp.members[i].config for i in plan.indices], data_root)
+
+    def set_up() -> Path:
+        check_output_parent(out)
+        top = create_unique_dir(out, exp.name)
+        try:
+            ex.write_members(exp, top)
+        except BaseException:
+            shutil.rmtree(top, ignore_errors=True)
+            raise
+        return top
+
+    top = comm.on_writer(set_up)
+    paths = [top / m.name if exp.is_sweep else top for m in exp.members]
+    members = [MemberState(exp.members[i].config, plan.writer(paths[i])) for i in plan.indices]
+    with ex.run_lock(top) if comm.is_writer else contextlib.nullcontext():
+        mine = ex.train_members(members, data_root, progress, None, data, comm=plan.comm)
+        return plan.outcomes(mine, paths)
+
+
+# --- Synchronized batch norm ------------------------------------------------------------------
+
+
+class AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiably: every rank's loss depends on the sum, so the gradient
+    of the summed loss with respect to a rank's input is the sum of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: Any) -> Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def synced_batch_moments(z: Tensor, comm: Comm) -> tuple[Tensor, Tensor, int]:
+    """``StackedMLP.batch_moments`` over the global batch: mean and biased variance [K, 1, W]
+    per member and feature. Each rank's (mean, variance) of its own slice goes into its slot of
+    a [world, 2, K, 1, W] tensor, one all-reduce fills every slot, and the moments combine as
+    Chan et al.'s parallel variance (the ranks' slices are equal), which is as exact as a
+    two-pass variance, unlike sum / sum of squares."""
+    var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
+    mine = torch.stack([mean, var]).unsqueeze(0)
+    before = mine.new_zeros((comm.rank, *mine.shape[1:]))
+    after = mine.new_zeros((comm.world - comm.rank - 1, *mine.shape[1:]))
+    slots = AllReduceSum.apply(torch.cat([before, mine, after]), comm.group)
+    means, variances = slots[:, 0], slots[:, 1]
+    mean = means.mean(dim=0)
+    var = (variances + (means - mean).square()).mean(dim=0)
+    return mean, var, z.shape[1] * comm.world
+
+
+# --- Data parallelism -----------------------------------------------------------------------
+
+
+def ddp(model: StackedMLP, group: Any) -> nn.Module:
+    """DistributedDataParallel over the stacked model, with gradients left where the optimizer
+    reads them: ``gradient_as_bucket_view=False`` makes DDP copy the averaged bucket back into
+    each ``param.grad`` in place, and those are views into ``model.flat_grad``. One bucket holds
+    every parameter, so a step costs one all-reduce (DDP's default first bucket is 1 MB, which
+    would split a deep model into two). Buffers are not broadcast at each forward: batch-norm
+    running averages are synced from rank 0 before evaluation instead."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    size_mb = model.flat.numel() * model.flat.element_size() / 2**20
+    options: dict[str, Any] = {"bucket_cap_mb": size_mb + 1.0, "gradient_as_bucket_view": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        options["forward_sync_buffers"] = False
+    else:  # torch before the rename
+        options["broadcast_buffers"] = False
+    wrapped = DistributedDataParallel(model, process_group=group, **options)
+    if any(p.grad is None or p.grad.data_ptr() != g.data_ptr()
+           for p, g in zip(model.parameters(), grad_views(model), strict=True)):
+        raise RuntimeError("DistributedDataParallel replaced the gradient views into flat_grad")
+    return wrapped
+
+
+def grad_views(model: StackedMLP) -> list[Tensor]:
+    return [model.view(model.flat_grad, b) for b in model.blocks]
+
+
+def reseed_dropout(model: StackedMLP, seed: int, rank: int) -> None:
+    """Each rank draws its own dropout masks (rank 0 the single-process ones)."""
+    from initlab.model import member_seed
+
+    stream = member_seed(seed, "dropout") + rank
+    if model.dropout_generator is not None:
+        model.dropout_generator.manual_seed(stream)
+    elif model.flat.device.type == "cuda":
+        torch.manual_seed(stream)
+
+
+# --- Process groups ---------------------------------------------------------------------------
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[Comm]:
+    """The process group torchrun (or ``launch``) describes in RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR and MASTER_PORT; ``LOCAL`` without them (or with WORLD_SIZE 1)."""
+    world = env_world_size()
+    if world <= 1:
+        yield LOCAL
+        return
+    rank = int(os.environ["RANK"])
+    bind_gloo_to_loopback()
+    dist.init_process_group(backend_for_this_machine(), init_method="env://", rank=rank,
+                            world_size=world)
+    comm = Comm(rank=rank, world=world, group=dist.group.WORLD)
+    try:
+        yield comm
+    finally:
+        comm.close()
+        dist.destroy_process_group()
+
+
+def backend_for_this_machine() -> str:
+    """gloo for CPU tensors; with a GPU for each local process, nccl for CUDA tensors too (and
+    this process's GPU is LOCAL_RANK's, so device "cuda" means it)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if torch.cuda.is_available() and local_world <= torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
+
+
+def bind_gloo_to_loopback() -> None:
+    """On one machine (MASTER_ADDR a loopback address) gloo listens on 127.0.0.1 only; across
+    machines it keeps its default (or the user's GLOO_SOCKET_IFNAME)."""
+    addr = os.environ.get("MASTER_ADDR", "")
+    if "GLOO_SOCKET_IFNAME" in os.environ or not (addr.startswith("127.") or addr == "localhost"):
+        return
+    names = [name for _, name in socket.if_nameindex()]
+    loopback = next((n for n in ("lo", "lo0") if n in names), None)
+    if loopback is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback
+
+
+# --- Launching local workers ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_store() -> Iterator[int]:
+    """A rendezvous store on 127.0.0.1 (a free port the kernel picks), hosted by this process
+    as torchrun's agent hosts its own; yields the port. TCPStore would listen on every
+    interface if left to bind on its own, hence the socket handed to it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        fd = sock.detach()  # the store owns the listening socket from here, and closes it
+    try:
+        store = dist.TCPStore(LOOPBACK, port, is_master=True, wait_for_workers=False,
+                              master_listen_fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        yield port
+    finally:
+        del store
+
+
+def worker_env(rank: int, nproc: int, port: int) -> dict[str, str]:
+    """torchrun's variables for one local worker, plus loopback-only gloo and a fair share of
+    the CPU threads."""
+    env = dict(os.environ)
+    env.update({
+        "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0",
+        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+        "MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port),
+        "TORCHELASTIC_USE_AGENT_STORE": "True",  # every rank is a client of the store here
+    })
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return env
+
+
+def launch(nproc: int, args: Sequence[str]) -> int:
+    """Run ``python -m initlab ARGS`` in ``nproc`` local worker processes and wait for them;
+    their exit code (the first failure's, if any). A signal here is passed on to the workers,
+    which checkpoint and stop together."""
+    if nproc < 2:
+        raise UsageError(f"--nproc must be at least 2 to launch workers, got {nproc}")
+    if env_world_size() > 1:
+        raise UsageError("--nproc inside a torchrun (or --nproc) worker: give one or the other")
+    with local_store() as port:
+        procs = [subprocess.Popen([sys.executable, "-m", "initlab", *args],
+                                  env=worker_env(rank, nproc, port)) for rank in range(nproc)]
+        return wait_all(procs)
+
+
+def wait_all(procs: list[subprocess.Popen]) -> int:
+    def forward(signum: int, frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                stop_all(procs)  # the others would wait for the failed one in a collective
+                return failed[0]
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(0.1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Give the workers still running a moment to finish (a shared signal: they stop and
+    checkpoint together), then terminate and finally kill them."""
+    deadline = time.monotonic() + KILL_GRACE_S
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
