@@ -222,8 +222,9 @@ def bench(
         "time fewer).")] = None,
     warmup: Annotated[int | None, typer.Option("--warmup", min=0, help="Untimed steps first "
                                                "(default 10).")] = None,
-    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Timed blocks; the "
-                                                "fastest counts (default 4).")] = None,
+    blocks: Annotated[int | None, typer.Option("--blocks", min=1, help="Timed steps are "
+                                               "split in blocks; the fastest counts (default "
+                                               "12).")] = None,
     sweep: Annotated[list[int] | None, typer.Option(
         "--sweep", min=2, help="Sweep size K to time (repeatable; default 9 and 81).")] = None,
     data_root: DataRoot = None,
@@ -233,7 +234,7 @@ def bench(
 
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
-    settings = settings_for(device, steps, warmup, repeats, sweep, data_root)
+    settings = settings_for(device, steps, warmup, blocks, sweep, data_root)
     run_bench(settings, out, Console())
 
 
