@@ -26,7 +26,8 @@ NUM_CLASSES = 10
 NORM_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda z: z}
+# In place: they act on a fresh matmul output that autograd does not need to keep.
+ACTIVATIONS = {"relu": torch.relu_, "tanh": torch.tanh_, "identity": lambda z: z}
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,25 @@ class StackedMLP(nn.Module):
             for b in self.blocks:
                 self.view(self.flat, b)[k].zero_()
 
+    def weight_groups(self, flat: Tensor) -> list[Tensor]:
+        """The weight matrices of ``flat`` as a few [G, K, n] views, each covering a run of
+        G consecutive layers of one shape (evenly spaced in the buffer), entries flattened:
+        for the default net W_1, W_2..W_49, W_50. Per-layer statistics then cost a few
+        kernels instead of a few per layer."""
+        blocks = [b for b in self.blocks if b.is_weight]
+        groups, i = [], 0
+        while i < len(blocks):
+            j = i + 1
+            spacing = blocks[i + 1].offset - blocks[i].offset if i + 1 < len(blocks) else 0
+            while (j < len(blocks) and blocks[j].shape == blocks[i].shape
+                   and blocks[j].offset - blocks[j - 1].offset == spacing):
+                j += 1
+            n = blocks[i].numel
+            groups.append(flat.as_strided((j - i, self.members, n), (spacing, n, 1),
+                                          blocks[i].offset))
+            i = j
+        return groups
+
     def weight(self, i: int) -> Tensor:
         return getattr(self, f"w{i}")
 
@@ -168,15 +188,18 @@ class StackedMLP(nn.Module):
     # -- forward ------------------------------------------------------------------------------
     def forward(self, x: Tensor, act_norms: list[Tensor] | None = None,
                 update_running: bool = True, use_dropout: bool = True) -> Tensor:
-        """Logits [K, B, 10]. If ``act_norms`` is a list, the per-member batch-mean norm of each
-        layer's input Z_i (Z_1 = x) is appended to it: L tensors of shape [K]."""
+        """Logits [K, B, 10]. If ``act_norms`` is a list, the per-example norms ||Z_i||_2 of
+        each layer's input (Z_1 = x) are appended to it: L tensors [K, B]."""
         z = x
         last = self.depth - 1
         for i in range(self.depth):
             if act_norms is not None:
-                act_norms.append(torch.linalg.vector_norm(z, dim=-1).mean(dim=-1))
-            w = self.weight(i)
-            z = torch.baddbmm(getattr(self, f"b{i}"), z, w) if self.config.bias else z @ w
+                act_norms.append(torch.linalg.vector_norm(z, dim=-1))
+            # bmm then an in-place bias add: on the CPU, baddbmm first copies the broadcast
+            # bias into its output, which costs more than the add.
+            z = torch.bmm(z, self.weight(i))
+            if self.config.bias:
+                z = z.add_(getattr(self, f"b{i}"))
             if i < last:
                 z = self.normalize(i, self.act(z), update_running)
                 if self.uses_dropout and use_dropout and self.training:

@@ -157,21 +157,20 @@ class GroupTrainer:
     def set_initial_weights(self) -> None:
         """Views of W_i(0) and their norms, the reference for the relative change (called
         again when a checkpoint replaces ``flat_init``)."""
-        blocks = [b for b in self.model.blocks if b.is_weight]
-        self.initial_weights = [self.model.view(self.flat_init, b) for b in blocks]
-        norms = stats.frobenius_norms(self.initial_weights)
+        self.initial_groups = self.model.weight_groups(self.flat_init)
+        norms = stats.frobenius_norms(self.initial_groups)
         if hasattr(self, "initial_norms"):  # in place: a captured CUDA graph reads it
             self.initial_norms.copy_(norms)
         else:
             self.initial_norms = norms
 
     def layer_stats(self, act_norms: list[Tensor]) -> dict[str, Tensor]:
-        weights = [self.model.weight(i) for i in range(self.L)]
+        weights = self.model.weight_groups(self.model.flat)
         return {
-            "act_norm": torch.stack(act_norms, dim=1),
-            "grad_norm": stats.gradient_norms([w.grad for w in weights]),
+            "act_norm": stats.activation_norms(act_norms),
+            "grad_norm": stats.gradient_norms(self.model.weight_groups(self.model.flat_grad)),
             "weight_var": stats.weight_variances(weights),
-            "weight_rel_change": stats.relative_changes(weights, self.initial_weights,
+            "weight_rel_change": stats.relative_changes(weights, self.initial_groups,
                                                         self.initial_norms),
         }
 

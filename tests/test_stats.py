@@ -41,10 +41,13 @@ def test_statistics_match_a_hand_computation() -> None:
     logits = model(x, acts)
     stats.cross_entropy_per_member(logits, y).sum().backward()
     weights = [model.weight(i) for i in range(model.depth)]
-    act_norm = torch.stack(acts, dim=1)
-    grad_norm = stats.gradient_norms([w.grad for w in weights])
-    weight_var = stats.weight_variances(weights)
-    rel = stats.relative_changes(weights, initial, stats.frobenius_norms(initial))
+    act_norm = stats.activation_norms(acts)
+    # both forms of layer groups: one per layer, and the model's multi-layer views
+    grad_norm = stats.gradient_norms(stats.layer_groups([w.grad for w in weights]))
+    assert torch.equal(grad_norm, stats.gradient_norms(model.weight_groups(model.flat_grad)))
+    weight_var = stats.weight_variances(model.weight_groups(model.flat))
+    w0 = stats.layer_groups(initial)
+    rel = stats.relative_changes(stats.layer_groups(weights), w0, stats.frobenius_norms(w0))
 
     for k in range(2):
         layers = plain_copy(model, k)
@@ -71,8 +74,8 @@ def test_statistics_match_a_hand_computation() -> None:
 
 
 def test_relative_change_of_a_zero_init_is_undefined_not_infinite() -> None:
-    w0 = [torch.zeros(1, 3, 3)]
-    w = [torch.ones(1, 3, 3)]
+    w0 = stats.layer_groups([torch.zeros(1, 3, 3)])
+    w = stats.layer_groups([torch.ones(1, 3, 3)])
     rel = stats.relative_changes(w, w0, stats.frobenius_norms(w0))
     assert torch.isnan(rel).all()
 
