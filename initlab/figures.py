@@ -93,6 +93,10 @@ class Figure:
     plot: Callable[[FigureInput], Any]  # -> a matplotlib Figure
     claims: Callable[[FigureInput], list[Claim]]
     measure: Callable[[FigureInput, str | None], None] | None = None  # (input, data_root)
+    # Recipes that the shared batched cache cannot express (a learning rate tied to the batch
+    # size, a 4-process launch) produce their own run directories: config stem -> members.
+    produce: Callable[[Mode, Path, str | None, ProgressFactory], dict[str, list[Path]]] | None \
+        = None
 
 
 # --- Reading runs -----------------------------------------------------------------------------
@@ -799,7 +803,32 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
            "In training mode a batch-normalized network's output for one image depends on the "
            "other images in its batch; in evaluation mode (running averages) it does not.",
            ("trained-batchnorm",), plot_bn_eval, bn_eval_claims, measure_bn_eval),
+    Figure("small-batch",
+           "Batch norm's test error rises when a worker sees few examples; group and layer "
+           "norm, which use no batch statistics, stay level.",
+           ("small-batch",),
+           lambda inp: _batch_figures().plot_small_batch(inp.paths["small-batch"], inp.banner),
+           lambda inp: _batch_figures().small_batch_claims(inp.paths["small-batch"]),
+           produce=lambda mode, cache, data_root, progress: {
+               "small-batch": _batch_figures().produce_small_batch(
+                   CONFIG_DIR / "small-batch.yaml", cache, data_root, mode.quick, progress)}),
+    Figure("sync-bn",
+           "With 4 examples per worker, synchronizing batch statistics across 4 workers fixes "
+           "batch norm at a communication cost; group norm needs neither.",
+           ("sync-bn",),
+           lambda inp: _batch_figures().plot_sync_bn(inp.paths["sync-bn"], inp.banner),
+           lambda inp: _batch_figures().sync_bn_claims(inp.paths["sync-bn"]),
+           produce=lambda mode, cache, data_root, progress: {
+               "sync-bn": _batch_figures().produce_sync_bn(
+                   CONFIG_DIR / "sync-bn.yaml", cache, data_root, mode.quick)}),
 )}
+
+
+def _batch_figures() -> Any:
+    """The small-batch and sync-bn recipes (imported late: they import this module's kin)."""
+    from initlab import figures_batch
+
+    return figures_batch
 
 
 # --- The pipeline --------------------------------------------------------------------------------
@@ -885,9 +914,15 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     figures = select(only)
     mode = Mode(quick)
     cache = cache if cache is not None else DEFAULT_CACHE
-    stems = list(dict.fromkeys(stem for f in figures for stem in f.configs))
+    produced: dict[str, list[Path]] = {}
+    for figure in figures:
+        if figure.produce is not None:
+            produced.update(figure.produce(mode, cache, data_root, progress))
+    stems = [stem for stem in dict.fromkeys(s for f in figures for s in f.configs)
+             if stem not in produced]
     configs = resolve_configs(stems, mode, config_dir)
     paths, trained, cached = ensure_runs(configs, cache, data_root, progress, log)
+    paths.update(produced)
     files: list[Path] = []
     claims: list[Claim] = []
     for figure in figures:
