@@ -49,6 +49,12 @@ def write_error(path: Path, err: OSError) -> RunWriteError:
     return RunWriteError(f"cannot write {path}: {err.strerror or err}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place, so a crash leaves
     either the old file or the new one, never half of one."""
@@ -57,6 +63,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as err:
         raise write_error(path, err) from err
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
