@@ -62,7 +62,7 @@ def member_state(trainer: GroupTrainer, k: int) -> dict[str, Any]:
             "epoch": trainer.epoch,
             "step_in_epoch": trainer.step_in_epoch,
             "step_count": trainer.step_count.clone(),
-            "wall_seconds": trainer.wall_offset + _elapsed(trainer),
+            "wall_seconds": trainer.wall_seconds(),
             "dropout_rng": (model.dropout_generator.get_state()
                             if model.dropout_generator is not None else None),
             "cuda_rng": (torch.cuda.get_rng_state() if trainer.device.type == "cuda"
@@ -213,12 +213,6 @@ def _member_slice(name: str, buf: torch.Tensor, k: int) -> torch.Tensor:
 
 def _maybe(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
     return None if t is None else t[k].clone()
-
-
-def _elapsed(trainer: GroupTrainer) -> float:
-    import time
-
-    return time.perf_counter() - trainer.started
 
 
 def _to_cpu(value: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,15 +428,20 @@ def load_data(cfg: RunConfig, data_root: str | None) -> Any:
     return load_mnist(root, d.scaling, "cpu", d.train_subset, d.test_subset, log=lambda m: None)
 
 
+def unmeasured(inp: FigureInput, stem: str) -> Iterator[tuple[Run, Path]]:
+    """The runs of a config whose measurement for this figure is not saved yet, with the path
+    it goes to (measurements are cached beside the run, like the runs themselves)."""
+    for path in inp.paths[stem]:
+        target = measure_path(path, inp.name)
+        if not target.exists():
+            yield load_run(path), target
+
+
 def measure_zero_init(inp: FigureInput, data_root: str | None) -> None:
     """Largest |weight| after training, and what the output bias learned vs class frequencies."""
     import torch
 
-    for path in inp.paths["zero-init"]:
-        target = measure_path(path, inp.name)
-        if target.exists():
-            continue
-        run = load_run(path)
+    for run, target in unmeasured(inp, "zero-init"):
         model, cfg, _ = load_member_model(run)
         data = load_data(cfg, data_root)
         with torch.no_grad():
@@ -581,18 +586,8 @@ def measure_weight_norms(inp: FigureInput, data_root: str | None) -> None:
     """Exact ‖W‖_F over all weight matrices at init and after training, from checkpoints."""
     import torch
 
-    from initlab.checkpoint import load_state
-    from initlab.config import config_from_dict
-    from initlab.model import StackedMLP
-
-    for path in inp.paths["regularization"]:
-        target = measure_path(path, inp.name)
-        if target.exists():
-            continue
-        run = load_run(path)
-        cfg = config_from_dict(run.config)
-        model = StackedMLP(cfg.model, 1)
-        state = load_state(path)
+    for run, target in unmeasured(inp, "regularization"):
+        model, _, state = load_member_model(run)
         result = {}
         for key, vector in (("init", state["params_init"]), ("final", state["params"])):
             model.set_member_vector(model.flat, 0, vector)

@@ -411,6 +411,10 @@ class GroupTrainer:
                 member.writer.write_summary(self.summary(member))
                 member.summary_written = member.status in ("completed", "diverged")
 
+    def wall_seconds(self) -> float:
+        """Training time so far, including the time before a resume."""
+        return self.wall_offset + time.perf_counter() - self.started
+
     def summary(self, member: MemberState) -> dict[str, Any]:
         # A diverged member's counts stop where it diverged, not where that was noticed
         # (which depends on flush timing, e.g. an interruption).
@@ -422,7 +426,7 @@ class GroupTrainer:
             "final_test_error": member.final_test_error,
             "reached_target_epoch": member.reached_target_epoch,
             "diverged_step": member.diverged_step,
-            "wall_seconds": round(self.wall_offset + time.perf_counter() - self.started, 3),
+            "wall_seconds": round(self.wall_seconds(), 3),
             "device": str(self.device),
             "members_in_group": self.K,
         }
