@@ -8,6 +8,8 @@ lr 0.01) on the same batches of 128 real MNIST images, in one process:
   ``nn.Sequential`` of Linear+ReLU and forward hooks recording the activation norms;
 - ``one``: initlab's training step for one config (``GroupTrainer.step_fn``);
 - ``one_stats``: the same with the per-layer statistics captured at every step;
+- ``one_autograd``: one config with ``train.backward: autograd`` (what the hand-written
+  backward saves);
 - ``sweepK``: initlab training K members (init.c varied) as one stacked model;
 - on CUDA also ``one_eager`` and ``sweepK_eager`` (largest K): the eager step next to the
   CUDA-graph one.
@@ -186,13 +188,14 @@ def time_plain(settings: BenchSettings, cfg: RunConfig) -> BenchRow:
 
 
 # -- (b), (c), (d) initlab ----------------------------------------------------------------------
-def bench_config(device: torch.device, cuda_graph: str = "auto") -> RunConfig:
+def bench_config(device: torch.device, cuda_graph: str = "auto",
+                 backward: str = "auto") -> RunConfig:
     """The default 50 x 100 ReLU network, Kaiming (c = 2), SGD lr 0.01, inputs normalized as
     in the plain way."""
     cfg = RunConfig(name="bench")
     cfg.data = replace(cfg.data, scaling="standard")
     cfg.train = replace(cfg.train, lr=LR, batch_size=BATCH, device=device.type,
-                        cuda_graph=cuda_graph)
+                        cuda_graph=cuda_graph, backward=backward)
     return cfg
 
 
@@ -218,10 +221,11 @@ def is_graphed(trainer: GroupTrainer) -> bool:
 
 
 def time_initlab(settings: BenchSettings, data: MNISTTensors, key: str, members: int,
-                 capture: bool = False, cuda_graph: str = "auto") -> BenchRow:
+                 capture: bool = False, cuda_graph: str = "auto",
+                 backward: str = "auto") -> BenchRow:
     """initlab's own training step on real batches, in the order its training loop uses."""
     device = settings.device
-    configs = member_configs(bench_config(device, cuda_graph), members)
+    configs = member_configs(bench_config(device, cuda_graph, backward), members)
     with tempfile.TemporaryDirectory(prefix="initlab-bench-") as tmp:
         trainer = make_trainer(configs, data, device, Path(tmp))
         n = data.train_x.shape[0]
@@ -242,29 +246,35 @@ def time_initlab(settings: BenchSettings, data: MNISTTensors, key: str, members:
         warmup, steps = settings.steps_for(members)
         per_step = time_steps(step, device, warmup, steps, settings.blocks)
         graphed = is_graphed(trainer)
-    return BenchRow(key, initlab_name(members, capture, device, graphed), members, steps,
-                    per_step, extra={"cuda_graph": graphed, "stats_every_step": capture})
+        manual = trainer.manual
+    return BenchRow(key, initlab_name(members, capture, device, graphed, manual), members,
+                    steps, per_step, extra={"cuda_graph": graphed, "stats_every_step": capture,
+                                            "hand_written_backward": manual})
 
 
-def initlab_name(members: int, capture: bool, device: torch.device, graphed: bool) -> str:
+def initlab_name(members: int, capture: bool, device: torch.device, graphed: bool,
+                 manual: bool = True) -> str:
     name = f"initlab ×{members}"
     if capture:
         name += " +stats"  # per-layer statistics captured at every step
+    if not manual:
+        name += ", autograd"
     if device.type == "cuda":
         name += ", graph" if graphed else ", eager"
     return name
 
 
 # -- the whole bench ----------------------------------------------------------------------------
-def contenders(settings: BenchSettings) -> list[tuple[str, int, bool, str]]:
-    """(key, members, capture every step, cuda_graph) of the initlab rows, in order."""
-    rows = [("one", 1, False, "auto"), ("one_stats", 1, True, "auto")]
-    rows += [(f"sweep{k}", k, False, "auto") for k in settings.sweeps]
+def contenders(settings: BenchSettings) -> list[tuple[str, int, bool, str, str]]:
+    """(key, members, capture every step, cuda_graph, backward) of the initlab rows."""
+    rows = [("one", 1, False, "auto", "auto"), ("one_stats", 1, True, "auto", "auto"),
+            ("one_autograd", 1, False, "auto", "autograd")]
+    rows += [(f"sweep{k}", k, False, "auto", "auto") for k in settings.sweeps]
     if settings.device.type == "cuda":
-        rows.append(("one_eager", 1, False, "off"))
+        rows.append(("one_eager", 1, False, "off", "auto"))
         if settings.sweeps:
             big = max(settings.sweeps)
-            rows.append((f"sweep{big}_eager", big, False, "off"))
+            rows.append((f"sweep{big}_eager", big, False, "off", "auto"))
     return rows
 
 
@@ -273,9 +283,11 @@ def run_contenders(settings: BenchSettings, log: Callable[[str], None]) -> list[
     log("timing the plain way (torchvision DataLoader) ...")
     rows = [time_plain(settings, cfg)]
     data = load_mnist(settings.data_root, "standard", settings.device, log=lambda m: None)
-    for key, members, capture, graph in contenders(settings):
-        log(f"timing {initlab_name(members, capture, settings.device, graph != 'off')} ...")
-        rows.append(time_initlab(settings, data, key, members, capture, graph))
+    for key, members, capture, graph, backward in contenders(settings):
+        name = initlab_name(members, capture, settings.device, graph != "off",
+                            backward != "autograd")
+        log(f"timing {name} ...")
+        rows.append(time_initlab(settings, data, key, members, capture, graph, backward))
     return rows
 
 

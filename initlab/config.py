@@ -60,6 +60,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     cuda_graph: str = "auto"  # auto | on | off: capture the training step as a CUDA graph
+    # auto: the hand-written backward for nets without norm layers; autograd: always autograd
+    backward: str = "auto"
 
 
 @dataclass
@@ -130,6 +132,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adam"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.cuda_graph": ("auto", "on", "off"),
+    "train.backward": ("auto", "autograd"),
 }
 
 

@@ -446,7 +446,7 @@ def measure_zero_init(inp: FigureInput, data_root: str | None) -> None:
         data = load_data(cfg, data_root)
         with torch.no_grad():
             max_abs = max(float(model.weight(i).abs().max()) for i in range(model.depth))
-            bias = getattr(model, f"b{model.depth - 1}")[0, 0].clone()
+            bias = model.bias(model.depth - 1)[0, 0].clone()
         freqs = torch.bincount(data.train_y, minlength=bias.numel()).double()
         freqs /= freqs.sum()
         result = {

@@ -6,6 +6,9 @@ blocks of shape [K, *shape]. Each block is viewed as an ``nn.Parameter`` of shap
 a second flat buffer. The optimizer and the per-layer statistics then work on whole buffers in a
 handful of kernels, whatever the depth, and one member never touches another's numbers.
 
+A layer's bias is the last row of its block ([K, n_in + 1, n_out]): with a column of ones
+after the inputs, one matrix product computes z W + b, and one more gives both gradients.
+
 Placement follows the lecture: z_{i+1} = dropout(norm(act(z_i W_i + b_i))) for i < L, the last
 layer linear. A single model is the case K = 1.
 """
@@ -38,7 +41,7 @@ class Block:
     shape: tuple[int, ...]  # per member
     offset: int
     layer: int  # 0-based Linear layer it belongs to
-    is_weight: bool  # a Linear weight W_i (the statistics are about these)
+    is_linear: bool  # a Linear layer's [W_i; b_i] (the statistics are about its W_i rows)
 
     @property
     def numel(self) -> int:
@@ -55,13 +58,13 @@ def layer_widths(model: ModelConfig) -> list[tuple[int, int]]:
 
 
 def parameter_layout(model: ModelConfig) -> list[tuple[str, tuple[int, ...], int, bool]]:
-    """(name, per-member shape, layer, is_weight) of every parameter, in buffer order."""
+    """(name, per-member shape, layer, is_linear) of every parameter, in buffer order. A
+    member's parameters in this order (W_0, b_0, norm gain and shift, W_1, ...) are its
+    checkpoint vector."""
     affine = model.norm != "none"
     layout: list[tuple[str, tuple[int, ...], int, bool]] = []
     for i, (n_in, n_out) in enumerate(layer_widths(model)):
-        layout.append((f"w{i}", (n_in, n_out), i, True))
-        if model.bias:
-            layout.append((f"b{i}", (1, n_out), i, False))
+        layout.append((f"linear{i}", (n_in + int(model.bias), n_out), i, True))
         if affine and i < model.depth - 1:
             layout.append((f"norm_g{i}", (1, n_out), i, False))
             layout.append((f"norm_b{i}", (1, n_out), i, False))
@@ -76,10 +79,11 @@ class StackedMLP(nn.Module):
         self.config = model
         self.members = members
         self.depth = model.depth
+        self.widths = layer_widths(model)
         self.act = ACTIVATIONS[model.activation]
         blocks, offset = [], 0
-        for name, shape, layer, is_weight in parameter_layout(model):
-            block = Block(name, shape, offset, layer, is_weight)
+        for name, shape, layer, is_linear in parameter_layout(model):
+            block = Block(name, shape, offset, layer, is_linear)
             blocks.append(block)
             offset += members * block.numel
         self.blocks: list[Block] = blocks
@@ -102,6 +106,7 @@ class StackedMLP(nn.Module):
             self.register_buffer("running_var", torch.ones(hidden, members, 1, model.width,
                                                            device=device))
         self.dropout_generator: torch.Generator | None = None
+        self.scratch: dict[int, Scratch] = {}  # hand-written backward's buffers, per batch size
 
     # -- layout -------------------------------------------------------------------------------
     def view(self, flat: Tensor, block: Block) -> Tensor:
@@ -139,10 +144,10 @@ class StackedMLP(nn.Module):
 
     def weight_groups(self, flat: Tensor) -> list[Tensor]:
         """The weight matrices of ``flat`` as a few [G, K, n] views, each covering a run of
-        G consecutive layers of one shape (evenly spaced in the buffer), entries flattened:
-        for the default net W_1, W_2..W_49, W_50. Per-layer statistics then cost a few
-        kernels instead of a few per layer."""
-        blocks = [b for b in self.blocks if b.is_weight]
+        G consecutive layers of one shape (evenly spaced in the buffer), entries flattened
+        (bias rows left out): for the default net W_1, W_2..W_49, W_50. Per-layer statistics
+        then cost a few kernels instead of a few per layer."""
+        blocks = [b for b in self.blocks if b.is_linear]
         groups, i = [], 0
         while i < len(blocks):
             j = i + 1
@@ -150,14 +155,23 @@ class StackedMLP(nn.Module):
             while (j < len(blocks) and blocks[j].shape == blocks[i].shape
                    and blocks[j].offset - blocks[j - 1].offset == spacing):
                 j += 1
-            n = blocks[i].numel
-            groups.append(flat.as_strided((j - i, self.members, n), (spacing, n, 1),
-                                          blocks[i].offset))
+            n_in, n_out = self.widths[blocks[i].layer]
+            groups.append(flat.as_strided((j - i, self.members, n_in * n_out),
+                                          (spacing, blocks[i].numel, 1), blocks[i].offset))
             i = j
         return groups
 
+    def linear(self, i: int) -> Tensor:
+        """Layer i's parameter [K, n_in (+ 1 bias row), n_out]."""
+        return getattr(self, f"linear{i}")
+
     def weight(self, i: int) -> Tensor:
-        return getattr(self, f"w{i}")
+        """W_i [K, n_in, n_out]."""
+        return self.linear(i)[:, : self.widths[i][0]]
+
+    def bias(self, i: int) -> Tensor | None:
+        """b_i [K, 1, n_out], or None for a net without biases."""
+        return self.linear(i)[:, self.widths[i][0] :] if self.config.bias else None
 
     # -- initialization -----------------------------------------------------------------------
     @torch.no_grad()
@@ -169,8 +183,9 @@ class StackedMLP(nn.Module):
             gen = torch.Generator().manual_seed(member_seed(seed, "init"))
             for block in self.blocks:
                 member_view = self.view(self.flat, block)[k]
-                if block.is_weight:
-                    member_view.copy_(draw_weight(scheme, c, block.shape, gen))
+                if block.is_linear:  # biases stay zero
+                    shape = self.widths[block.layer]
+                    member_view[: shape[0]].copy_(draw_weight(scheme, c, shape, gen))
                 elif block.name.startswith("norm_g"):
                     member_view.fill_(1.0)
         if self.config.norm in ("batch", "syncbatch"):
@@ -186,25 +201,88 @@ class StackedMLP(nn.Module):
             self.dropout_generator = None
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, x: Tensor, act_norms: list[Tensor] | None = None,
+    def forward(self, x: Tensor, layer_inputs: list[Tensor] | None = None,
                 update_running: bool = True, use_dropout: bool = True) -> Tensor:
-        """Logits [K, B, 10]. If ``act_norms`` is a list, the per-example norms ||Z_i||_2 of
-        each layer's input (Z_1 = x) are appended to it: L tensors [K, B]."""
+        """Logits [K, B, 10]. If ``layer_inputs`` is a list, each layer's input Z_i [K, B, n]
+        (Z_1 = x) is appended to it, for the activation statistics."""
         z = x
         last = self.depth - 1
         for i in range(self.depth):
-            if act_norms is not None:
-                act_norms.append(torch.linalg.vector_norm(z, dim=-1))
+            if layer_inputs is not None:
+                layer_inputs.append(z)  # never changed in place after this point
             # bmm then an in-place bias add: on the CPU, baddbmm first copies the broadcast
             # bias into its output, which costs more than the add.
             z = torch.bmm(z, self.weight(i))
             if self.config.bias:
-                z = z.add_(getattr(self, f"b{i}"))
+                z = z.add_(self.bias(i))
             if i < last:
                 z = self.normalize(i, self.act(z), update_running)
                 if self.uses_dropout and use_dropout and self.training:
-                    z = self.dropout(z)
+                    z = z * self.dropout_scale(z.shape)
         return z
+
+    # -- hand-written backward ----------------------------------------------------------------
+    def supports_manual_backward(self) -> bool:
+        """Nets without normalization layers (most of the lecture's) have a hand-written
+        backward. tanh's derivative comes from its output, which dropout rescales: with both,
+        autograd it is."""
+        return self.config.norm == "none" and not (
+            self.uses_dropout and self.config.activation == "tanh")
+
+    @torch.no_grad()
+    def manual_loss_and_grad(self, x: Tensor, y: Tensor, use_dropout: bool = True,
+                             ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """What autograd would give for the summed cross-entropy, in fewer, larger kernels:
+        every layer's output goes straight into one preallocated buffer with a column of ones
+        after it, so the bias costs nothing in either direction, the layer inputs are already
+        laid out for one-kernel activation statistics, and each gradient is written (not
+        accumulated: nothing to zero first) into ``flat_grad``.
+
+        Returns the logits [K, B, 10], the loss per member [K], and the layer inputs as
+        groups [G, K, B, n] (``stats.activation_norms``). Logits and inputs live in buffers
+        the next call overwrites."""
+        b = x.shape[1]
+        s = self.scratch.get(b)
+        if s is None:
+            s = self.scratch[b] = Scratch.allocate(self, b)
+        if self.config.bias:
+            s.inputs[0][..., :IN_FEATURES].copy_(x)
+            inputs = s.inputs
+        else:
+            inputs = [x, *s.inputs[1:]]
+        dropout = self.uses_dropout and use_dropout and self.training
+        scales: list[Tensor] = []
+        last = self.depth - 1
+        for i in range(self.depth):
+            out = s.outputs[i]
+            torch.bmm(inputs[i], s.params[i], out=out)
+            if i < last:
+                self.act(out)
+                if dropout:
+                    scales.append(self.dropout_scale(out.shape))
+                    out.mul_(scales[-1])
+        logp = torch.log_softmax(s.outputs[last], dim=-1)
+        loss = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=-1).neg_()
+        # d(mean cross-entropy)/d logits = (softmax - one_hot) / B
+        g = logp.exp_().scatter_add_(-1, y.unsqueeze(-1), s.minus_one).div_(b)
+        for i in range(last, -1, -1):
+            torch.bmm(inputs[i].transpose(1, 2), g, out=s.grads[i])
+            if i > 0:
+                g = torch.bmm(g, s.weights_t[i])
+                if dropout:
+                    g.mul_(scales[i - 1])
+                g = self.activation_backward(g, s.outputs[i - 1])
+        groups = [inputs[0][..., :IN_FEATURES].unsqueeze(0), s.hidden_outputs]
+        return s.outputs[last], loss, groups
+
+    def activation_backward(self, g: Tensor, out: Tensor) -> Tensor:
+        """The gradient at an activation's input from the one at its output ``out``."""
+        name = self.config.activation
+        if name == "relu":
+            return torch.ops.aten.threshold_backward(g, out, 0.0)
+        if name == "tanh":
+            return g.mul_(1.0 - out.square())
+        return g
 
     def normalize(self, i: int, z: Tensor, update_running: bool) -> Tensor:
         norm = self.config.norm
@@ -238,10 +316,44 @@ class StackedMLP(nn.Module):
         var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
         return mean, var, z.shape[1]
 
-    def dropout(self, z: Tensor) -> Tensor:
-        keep = torch.rand(z.shape, generator=self.dropout_generator, device=z.device)
-        keep = keep >= self.dropout_p
-        return z * keep / (1.0 - self.dropout_p)
+    def dropout_scale(self, shape: torch.Size) -> Tensor:
+        """A fresh dropout mask: 0 with probability p, else 1 / (1 - p), per member."""
+        keep = torch.rand(shape, generator=self.dropout_generator, device=self.flat.device)
+        return (keep >= self.dropout_p) / (1.0 - self.dropout_p)
+
+
+@dataclass
+class Scratch:
+    """The hand-written backward's buffers for one batch size, reused every step (so a CUDA
+    graph sees fixed addresses), and the views it uses, made once: at 128 x 100, taking
+    hundreds of views per step costs as much as the bias adds this layout saves."""
+
+    inputs: list[Tensor]  # layer i's input [K, B, n_in (+ 1: a column of ones with biases)]
+    outputs: list[Tensor]  # layer i's output [K, B, n_out]: a view of the next one's input
+    hidden_outputs: Tensor  # the hidden outputs as one group [L - 1, K, B, width]
+    params: list[Tensor]  # [W_i; b_i] [K, n_in (+ 1), n_out] in ``flat``
+    weights_t: list[Tensor]  # W_i transposed [K, n_out, n_in]
+    grads: list[Tensor]  # gradient of [W_i; b_i] in ``flat_grad``
+    minus_one: Tensor  # [K, B, 1], subtracts the one-hot label from the softmax
+
+    @classmethod
+    def allocate(cls, model: StackedMLP, batch: int) -> Scratch:
+        k, ones, dev = model.members, int(model.config.bias), model.flat.device
+        hidden = torch.ones(model.depth - 1, k, batch, model.config.width + ones, device=dev)
+        inputs = [torch.ones(k, batch, IN_FEATURES + ones, device=dev), *hidden.unbind(0)]
+        outputs = [z[..., : model.config.width] for z in inputs[1:]]
+        outputs.append(torch.empty(k, batch, NUM_CLASSES, device=dev))
+        linear = [blk for blk in model.blocks if blk.is_linear]
+        return cls(
+            inputs=inputs,
+            outputs=outputs,
+            hidden_outputs=hidden[..., : model.config.width],
+            params=[model.view(model.flat, blk) for blk in linear],
+            weights_t=[model.view(model.flat, blk)[:, :n_in].transpose(1, 2)
+                       for blk, (n_in, _) in zip(linear, model.widths, strict=True)],
+            grads=[model.view(model.flat_grad, blk) for blk in linear],
+            minus_one=torch.full((k, batch, 1), -1.0, device=dev),
+        )
 
 
 def draw_weight(scheme: str, c: float, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:

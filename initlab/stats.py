@@ -1,8 +1,9 @@
 """Per-layer statistics as plain functions of tensors. Nothing here syncs with the host.
 
-Shapes: K members, L layers. Weight statistics take "layer groups": tensors [G, K, n] holding
-G consecutive layers' matrices of every member, entries flattened (``layer_groups`` turns a
-list of per-layer tensors [K, ...] into that form).
+Shapes: K members, L layers, B examples. The statistics take "layer groups": tensors holding
+G consecutive layers of every member at once -- weights as [G, K, n] (entries flattened),
+layer inputs as [G, K, B, n] -- so a 50-layer net costs a few kernels, not a few per layer.
+``layer_groups`` turns a list of per-layer tensors [K, ...] into that form.
 """
 
 from __future__ import annotations
@@ -13,19 +14,26 @@ import torch
 from torch import Tensor
 
 
-def activation_norms(row_norms: Sequence[Tensor]) -> Tensor:
-    """Mean over the batch of ||Z_i||_2 per member and layer: L tensors [K, B] -> [K, L]."""
-    return torch.stack(list(row_norms), dim=1).mean(dim=-1)
+def activation_norms(input_groups: Sequence[Tensor]) -> Tensor:
+    """Mean over the batch of the per-example ||Z_i||_2, per member and layer: [K, L] from
+    groups of layer inputs [G, K, B, n]."""
+    return _per_layer(input_groups,
+                      lambda g: torch.linalg.vector_norm(g, dim=-1).mean(dim=-1))
 
 
 def layer_groups(per_layer: Sequence[Tensor]) -> list[Tensor]:
-    """Per-layer tensors [K, ...] as layer groups [1, K, n], the form the functions below take.
-    (The trainer passes ``StackedMLP.weight_groups`` views, which cover many layers each.)"""
+    """Per-layer weights [K, ...] as layer groups [1, K, n], the form the weight statistics
+    take. (The trainer passes ``StackedMLP.weight_groups`` views, which cover many layers.)"""
     return [t.reshape(1, t.shape[0], -1) for t in per_layer]
 
 
+def input_groups(per_layer: Sequence[Tensor]) -> list[Tensor]:
+    """Per-layer inputs [K, B, n] as groups [1, K, B, n] for ``activation_norms``."""
+    return [t.unsqueeze(0) for t in per_layer]
+
+
 def _per_layer(groups: Sequence[Tensor], reduce: Callable[[Tensor], Tensor]) -> Tensor:
-    """Apply a reduction [G, K, n] -> [G, K] to each group; stack to [K, L]."""
+    """Apply a reduction [G, K, ...] -> [G, K] to each group; stack to [K, L]."""
     return torch.cat([reduce(g) for g in groups], dim=0).T
 
 
@@ -43,22 +51,18 @@ def weight_variances(groups: Sequence[Tensor]) -> Tensor:
     """Var(W_i) over the entries of each weight matrix (population variance): [K, L].
     E[w^2] - E[w]^2 from two fused reductions: several times faster than ``torch.var`` on
     the CPU, and exact enough since |E[w]| is tiny next to the spread of the weights."""
-
-    def variance(g: Tensor) -> Tensor:
-        n = g.shape[-1]
-        mean = g.sum(dim=-1) / n
-        mean_sq = torch.linalg.vector_norm(g, dim=-1).square() / n
-        return (mean_sq - mean.square()).clamp_min(0.0)
-
-    return _per_layer(groups, variance)
+    entries = [g.shape[-1] for g in groups for _ in range(g.shape[0])]
+    inv_n = 1.0 / torch.tensor(entries, dtype=groups[0].dtype, device=groups[0].device)
+    mean = _per_layer(groups, lambda g: g.sum(dim=-1)).mul_(inv_n)
+    mean_sq = frobenius_norms(groups).square_().mul_(inv_n)
+    return mean_sq.sub_(mean.square_()).clamp_min_(0.0)
 
 
-def relative_changes(groups: Sequence[Tensor], initial_groups: Sequence[Tensor],
-                     initial_norms: Tensor) -> Tensor:
-    """||W_i - W_i(0)||_F / ||W_i(0)||_F per member and layer: [K, L]. NaN where W_i(0) = 0:
-    the ratio is undefined for a zero initialization. ``initial_norms`` [K, L] is the
-    denominator, computed once with ``frobenius_norms``."""
-    moved = frobenius_norms([w - w0 for w, w0 in zip(groups, initial_groups, strict=True)])
+def relative_changes(change_groups: Sequence[Tensor], initial_norms: Tensor) -> Tensor:
+    """||W_i - W_i(0)||_F / ||W_i(0)||_F per member and layer: [K, L], from layer groups of
+    W - W(0) and the norms of W(0) [K, L] (``frobenius_norms``, computed once). NaN where
+    W_i(0) = 0: the ratio is undefined for a zero initialization."""
+    moved = frobenius_norms(change_groups)
     return torch.where(initial_norms > 0, moved / initial_norms,
                        torch.full_like(moved, float("nan")))
 

@@ -47,7 +47,7 @@ def group_key(cfg: RunConfig) -> tuple:
     m, d, t, log = cfg.model, cfg.data, cfg.train, cfg.log
     return (m.depth, m.width, m.activation, m.norm, m.groups, m.bias,
             d.root, d.scaling, d.train_subset, d.test_subset,
-            t.optimizer, t.batch_size, t.epochs, t.max_steps, t.device, t.cuda_graph,
+            t.optimizer, t.batch_size, t.epochs, t.max_steps, t.device, t.cuda_graph, t.backward,
             log.every, log.probe_size, log.checkpoint_every)
 
 
@@ -123,7 +123,11 @@ class GroupTrainer:
         if device.type == "cuda":
             torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
         self.net = comm.wrap(self.model, self.cfg.train.seed)  # the model, or DDP around it
+        # DDP all-reduces from autograd's hooks, so several processes keep autograd.
+        self.manual = (self.cfg.train.backward == "auto" and comm.world == 1
+                       and self.model.supports_manual_backward())
         self.flat_init = self.model.flat.clone()
+        self.make_stat_views()
         self.set_initial_weights()
         self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
                                        self.model.member_ids(), [c.train for c in cfgs])
@@ -154,39 +158,65 @@ class GroupTrainer:
         self.step_fn = self.make_step_fn()
 
     # -- measuring ----------------------------------------------------------------------------
+    def make_stat_views(self) -> None:
+        """The weight statistics' views, made once (the buffers never move). W - W(0) is
+        taken over the whole contiguous buffer into one kept for the purpose: faster than
+        over the strided weight views, and no multi-megabyte temporary per step."""
+        self.weight_views = self.model.weight_groups(self.model.flat)
+        self.grad_views = self.model.weight_groups(self.model.flat_grad)
+        self.change = torch.empty_like(self.model.flat)
+        self.change_views = self.model.weight_groups(self.change)
+
     def set_initial_weights(self) -> None:
-        """Views of W_i(0) and their norms, the reference for the relative change (called
-        again when a checkpoint replaces ``flat_init``)."""
-        self.initial_groups = self.model.weight_groups(self.flat_init)
-        norms = stats.frobenius_norms(self.initial_groups)
+        """The norms of W_i(0), the reference for the relative change (again when a checkpoint
+        replaces ``flat_init``)."""
+        norms = stats.frobenius_norms(self.model.weight_groups(self.flat_init))
         if hasattr(self, "initial_norms"):  # in place: a captured CUDA graph reads it
             self.initial_norms.copy_(norms)
         else:
             self.initial_norms = norms
 
-    def layer_stats(self, act_norms: list[Tensor]) -> dict[str, Tensor]:
-        weights = self.model.weight_groups(self.model.flat)
+    def layer_stats(self, inputs: list[Tensor]) -> dict[str, Tensor]:
+        """Per-layer statistics [K, L] from the layer inputs (groups [G, K, B, n]) of the pass
+        that just filled ``flat_grad``."""
+        torch.sub(self.model.flat, self.flat_init, out=self.change)
         return {
-            "act_norm": stats.activation_norms(act_norms),
-            "grad_norm": stats.gradient_norms(self.model.weight_groups(self.model.flat_grad)),
-            "weight_var": stats.weight_variances(weights),
-            "weight_rel_change": stats.relative_changes(weights, self.initial_groups,
-                                                        self.initial_norms),
+            "act_norm": stats.activation_norms(inputs),
+            "grad_norm": stats.gradient_norms(self.grad_views),
+            "weight_var": stats.weight_variances(self.weight_views),
+            "weight_rel_change": stats.relative_changes(self.change_views, self.initial_norms),
         }
+
+    def loss_and_grad(self, x: Tensor, y: Tensor, keep_inputs: bool, training: bool = True,
+                      ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+        """Logits [K, B, 10] and loss per member [K] of one forward pass, the gradient of the
+        summed loss in ``flat_grad``, and (``keep_inputs``) the layer inputs as groups for
+        ``layer_stats``. ``training=False`` is the probe: no dropout, batch-norm averages left
+        alone. The hand-written backward where the net has one, else autograd."""
+        if self.manual:
+            logits, loss, inputs = self.model.manual_loss_and_grad(x, y, use_dropout=training)
+            return logits, loss, inputs if keep_inputs else None
+        self.model.flat_grad.zero_()
+        kept: list[Tensor] | None = [] if keep_inputs else None
+        if training:
+            logits = self.net(x, kept)
+        else:
+            logits = self.model(x, kept, update_running=False, use_dropout=False)
+        loss = stats.cross_entropy_per_member(logits, y)
+        loss.sum().backward()  # under DDP, flat_grad then holds the mean over ranks
+        inputs = None if kept is None else stats.input_groups([z.detach() for z in kept])
+        return logits.detach(), loss.detach(), inputs
 
     def measure_probe(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Loss [K], error rate [K] and per-layer statistics on the probe batch."""
         self.model.train()
-        self.model.flat_grad.zero_()
-        acts: list[Tensor] = []
-        logits = self.model(self.probe_x, acts, update_running=False, use_dropout=False)
-        loss = stats.cross_entropy_per_member(logits, self.probe_y)
-        loss.sum().backward()
-        errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
+        logits, loss, inputs = self.loss_and_grad(self.probe_x, self.probe_y, keep_inputs=True,
+                                                  training=False)
         with torch.no_grad():
-            layer = self.layer_stats(acts)
+            errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
+            layer = self.layer_stats(inputs)
         self.model.flat_grad.zero_()
-        return loss.detach(), errors.float(), layer
+        return loss.clone(), errors.float(), layer
 
     @torch.no_grad()
     def test_error(self) -> Tensor:
@@ -206,23 +236,20 @@ class GroupTrainer:
     def train_step(self, idx: Tensor, capture: bool) -> dict[str, Tensor] | None:
         """One update of every member on its own batch ``idx`` [K, B]. Only device work: no
         host sync, so it can also be captured as a CUDA graph."""
-        x = self.data.train_x[idx]
-        y = self.data.train_y[idx]
-        self.model.flat_grad.zero_()
-        acts: list[Tensor] | None = [] if capture else None
-        logits = self.net(x, acts)
-        loss = stats.cross_entropy_per_member(logits, y)
-        loss.sum().backward()  # under DDP, flat_grad then holds the mean over ranks
+        # index_select: several times faster than x[idx] on the CPU
+        x = self.data.train_x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
+        y = self.data.train_y.index_select(0, idx.reshape(-1)).view(idx.shape)
+        logits, loss, inputs = self.loss_and_grad(x, y, keep_inputs=capture)
         with torch.no_grad():
             errors = stats.error_counts(logits, y)
             captured = None
-            if acts is not None:
-                captured = self.layer_stats(acts)
-                captured["loss"] = loss.detach().clone()
+            if inputs is not None:
+                captured = self.layer_stats(inputs)
+                captured["loss"] = loss.clone()
                 captured["errors"] = errors.float() / y.shape[1]
             self.optimizer.step()
             self.step_count += 1
-            self.epoch_loss += loss.detach()
+            self.epoch_loss += loss
             self.epoch_errors += errors
             newly_bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
             self.first_bad_step.copy_(torch.where(newly_bad, self.step_count,

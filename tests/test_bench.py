@@ -39,7 +39,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
 def test_every_contender_has_a_positive_time(result: tuple[dict, Path, str]) -> None:
     res, _, _ = result
     rows = {r["key"]: r for r in res["rows"]}
-    assert list(rows) == ["plain", "one", "one_stats", "sweep3"]
+    assert list(rows) == ["plain", "one", "one_stats", "one_autograd", "sweep3"]
     for row in rows.values():
         assert set(row) == ROW_KEYS
         assert row["seconds_per_step"] > 0 and row["gflops"] > 0 and row["steps"] >= 1
@@ -52,6 +52,9 @@ def test_every_contender_has_a_positive_time(result: tuple[dict, Path, str]) -> 
     assert rows["one"]["cost_vs_one"] == pytest.approx(1.0)
     assert rows["sweep3"]["members"] == 3
     assert rows["one_stats"]["extra"]["stats_every_step"] is True
+    assert rows["one"]["extra"]["hand_written_backward"] is True
+    assert rows["one_autograd"]["extra"]["hand_written_backward"] is False
+    assert rows["one_autograd"]["name"] == "initlab ×1, autograd"
 
 
 def test_json_describes_machine_settings_and_goals(result: tuple[dict, Path, str]) -> None:
@@ -87,7 +90,8 @@ def test_flops_count_the_matrix_products() -> None:
 def test_cuda_adds_eager_rows_and_cpu_times_fewer_steps_for_big_sweeps() -> None:
     cuda = BenchSettings(device=torch.device("cuda"))
     keys = [key for key, *_ in contenders(cuda)]
-    assert keys == ["one", "one_stats", "sweep9", "sweep81", "one_eager", "sweep81_eager"]
+    assert keys == ["one", "one_stats", "one_autograd", "sweep9", "sweep81", "one_eager",
+                    "sweep81_eager"]
     assert cuda.steps_for(81) == (cuda.warmup, cuda.steps)
     cpu = BenchSettings(device=torch.device("cpu"), steps=120, warmup=10, blocks=12)
     assert cpu.steps_for(9) == (10, 120)

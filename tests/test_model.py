@@ -9,7 +9,7 @@ import torch
 
 from initlab.config import ModelConfig
 from initlab.model import StackedMLP
-from initlab.stats import activation_norms
+from initlab.stats import activation_norms, cross_entropy_per_member, input_groups
 
 
 def weights(model: StackedMLP, member: int) -> list[torch.Tensor]:
@@ -44,7 +44,7 @@ def test_zero_init_and_biases() -> None:
     model = StackedMLP(ModelConfig(depth=4, width=8), members=1)
     model.initialize(["zeros"], [2.0], [0])
     assert all(torch.count_nonzero(w) == 0 for w in weights(model, 0))
-    assert torch.count_nonzero(model.b0) == 0
+    assert torch.count_nonzero(model.bias(0)) == 0
 
 
 def test_member_weights_do_not_depend_on_the_group() -> None:
@@ -83,7 +83,7 @@ def test_normalization_removes_the_scale(norm: str) -> None:
     model(torch.rand(1, 32, 784).expand(2, -1, -1), acts)
     # Without normalization these differ by (3/1)^(i/2); with it, only through the eps
     # in sqrt(var + eps), which matters for the few tiny groups of 5 post-ReLU features.
-    norms = activation_norms(acts)  # [K, L]
+    norms = activation_norms(input_groups(acts))  # [K, L]
     assert torch.allclose(norms[0, 1:], norms[1, 1:], rtol=1e-2), (norm, norms)
 
 
@@ -100,3 +100,46 @@ def test_batch_norm_eval_uses_running_averages() -> None:
     model.train()
     assert not torch.allclose(model(x[:, :2], update_running=False)[:, :1],
                               model(x, update_running=False)[:, :1], atol=1e-4)
+
+
+@pytest.mark.parametrize(("activation", "bias", "dropout"), [
+    ("relu", True, 0.0), ("relu", False, 0.0), ("tanh", True, 0.0), ("identity", True, 0.0),
+    ("relu", True, 0.3), ("identity", False, 0.2)])
+def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
+                                                dropout: float) -> None:
+    """Loss, logits, every gradient element and the activation statistics agree with autograd
+    for K = 3 members that differ in init, dropout rate and weights."""
+    cfg = ModelConfig(depth=5, width=12, activation=activation, bias=bias)
+
+    def build() -> StackedMLP:
+        model = StackedMLP(cfg, members=3)
+        model.initialize(["normal"] * 3, [1.0, 2.0, 3.0], [0, 1, 2])
+        model.set_dropout([dropout, dropout / 2, 0.0], seed=7)  # same masks in both
+        with torch.no_grad():  # nonzero biases too
+            model.flat.add_(0.05 * torch.randn(model.flat.shape,
+                                               generator=torch.Generator().manual_seed(3)))
+        return model
+
+    auto, manual = build(), build()
+    assert manual.supports_manual_backward()
+    x = torch.rand(3, 16, 784, generator=torch.Generator().manual_seed(4))
+    y = torch.randint(0, 10, (3, 16), generator=torch.Generator().manual_seed(5))
+    inputs: list[torch.Tensor] = []
+    logits = auto(x, inputs)
+    loss = cross_entropy_per_member(logits, y)
+    loss.sum().backward()
+    manual.flat_grad.fill_(float("nan"))  # every element must be written, none accumulated
+    m_logits, m_loss, groups = manual.manual_loss_and_grad(x, y)
+    torch.testing.assert_close(m_logits, logits.detach())
+    torch.testing.assert_close(m_loss, loss.detach())
+    torch.testing.assert_close(manual.flat_grad, auto.flat_grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(activation_norms(groups),
+                               activation_norms(input_groups([z.detach() for z in inputs])))
+
+
+def test_tanh_with_dropout_keeps_autograd() -> None:
+    model = StackedMLP(ModelConfig(depth=3, width=8, activation="tanh"), members=1)
+    model.set_dropout([0.1], seed=0)
+    assert not model.supports_manual_backward()
+    assert not StackedMLP(ModelConfig(depth=3, width=8, norm="layer"),
+                          members=1).supports_manual_backward()

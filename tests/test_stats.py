@@ -20,7 +20,7 @@ def plain_copy(model: StackedMLP, k: int) -> list[nn.Linear]:
         layer = nn.Linear(w.shape[0], w.shape[1])
         with torch.no_grad():
             layer.weight.copy_(w.T)
-            layer.bias.copy_(getattr(model, f"b{i}")[k, 0].detach())
+            layer.bias.copy_(model.bias(i)[k, 0].detach())
         layers.append(layer)
     return layers
 
@@ -41,13 +41,16 @@ def test_statistics_match_a_hand_computation() -> None:
     logits = model(x, acts)
     stats.cross_entropy_per_member(logits, y).sum().backward()
     weights = [model.weight(i) for i in range(model.depth)]
-    act_norm = stats.activation_norms(acts)
+    act_norm = stats.activation_norms(stats.input_groups(acts))
     # both forms of layer groups: one per layer, and the model's multi-layer views
-    grad_norm = stats.gradient_norms(stats.layer_groups([w.grad for w in weights]))
+    grads = [model.linear(i).grad[:, : w.shape[1]] for i, w in enumerate(weights)]
+    grad_norm = stats.gradient_norms(stats.layer_groups(grads))
     assert torch.equal(grad_norm, stats.gradient_norms(model.weight_groups(model.flat_grad)))
     weight_var = stats.weight_variances(model.weight_groups(model.flat))
     w0 = stats.layer_groups(initial)
-    rel = stats.relative_changes(stats.layer_groups(weights), w0, stats.frobenius_norms(w0))
+    rel = stats.relative_changes(
+        stats.layer_groups([w - w_init for w, w_init in zip(weights, initial, strict=True)]),
+        stats.frobenius_norms(w0))
 
     for k in range(2):
         layers = plain_copy(model, k)
@@ -76,7 +79,8 @@ def test_statistics_match_a_hand_computation() -> None:
 def test_relative_change_of_a_zero_init_is_undefined_not_infinite() -> None:
     w0 = stats.layer_groups([torch.zeros(1, 3, 3)])
     w = stats.layer_groups([torch.ones(1, 3, 3)])
-    rel = stats.relative_changes(w, w0, stats.frobenius_norms(w0))
+    rel = stats.relative_changes([a - b for a, b in zip(w, w0, strict=True)],
+                               stats.frobenius_norms(w0))
     assert torch.isnan(rel).all()
 
 

@@ -74,6 +74,24 @@ def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str, optimizer
                                        equal_nan=True, err_msg=f"member {i} {key}")
 
 
+def test_hand_written_backward_trains_like_autograd(tmp_path: Path) -> None:
+    """The same run with ``train.backward: autograd``: the same records to float tolerance
+    (dropout on, so the masks must line up too)."""
+    runs = []
+    for backward in ("auto", "autograd"):
+        cfg = {**SMALL, "name": backward, "model": {**SMALL["model"], "dropout": 0.1},
+               "train": {**SMALL["train"], "backward": backward}}
+        exp = load_experiment(write_config(tmp_path / f"{backward}.yaml", cfg))
+        runs.append(initlab.load_run(run_experiment(exp, tmp_path / "runs")[0].path))
+    manual, auto = runs
+    assert list(manual.step) == list(auto.step) and manual.phase == auto.phase
+    np.testing.assert_allclose(manual.loss, auto.loss, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(manual.test_error, auto.test_error, atol=1 / 500 + 1e-9)
+    for key in LAYER_KEYS:
+        np.testing.assert_allclose(manual.layers[key], auto.layers[key], rtol=1e-3, atol=1e-7,
+                                   equal_nan=True, err_msg=key)
+
+
 def test_cli_run_writes_the_run_directory_contract(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "kaiming-small.yaml", {**SMALL, "name": "small"})
     result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "runs"), "--plot"])
