@@ -190,6 +190,12 @@ def figures(
     cache: Annotated[Path | None, typer.Option("--cache", help="Run cache (default "
                                                "runs/figures-cache).")] = None,
     data_root: DataRoot = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a value in every figure's config, e.g. --set "
+        "train.backward=autograd (repeatable).")] = None,
+    max_group: Annotated[int | None, typer.Option(
+        "--max-group", min=1, help="Train at most this many members as one stacked model "
+        "(default: all of one shape; 1 trains one model at a time).")] = None,
 ) -> None:
     """Redraw every lecture figure from real runs (training only what is not cached) and
     check every lecture claim in REPORT.md."""
@@ -203,7 +209,8 @@ def figures(
 
     with RichProgress(console) as progress:
         try:
-            result = build_figures(only, quick, out, cache, data_root, progress.factory, log)
+            result = build_figures(only, quick, out, cache, data_root, progress.factory, log,
+                                   overrides=set_ or (), max_group=max_group)
         except RunInterrupted as stop:
             progress.stop()
             log("interrupted: unfinished runs start afresh on the next `initlab figures`")

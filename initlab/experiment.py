@@ -58,8 +58,10 @@ def quiet_progress(label: str, total: int) -> Callable[[dict[str, Any]], None]:
 
 
 def run_experiment(exp: Experiment, out: Path, data_root: str | None = None,
-                   progress: ProgressFactory = quiet_progress) -> list[Outcome]:
-    """Create the run directory (never reusing an existing one) and train every member."""
+                   progress: ProgressFactory = quiet_progress,
+                   max_group: int | None = None) -> list[Outcome]:
+    """Create the run directory (never reusing an existing one) and train every member
+    (``max_group``: at most this many as one stacked model)."""
     check_output_parent(out)
     data = prepare_data([m.config for m in exp.members], data_root)  # no run on bad data
     top = create_unique_dir(out, exp.name)
@@ -69,7 +71,7 @@ def run_experiment(exp: Experiment, out: Path, data_root: str | None = None,
         shutil.rmtree(top, ignore_errors=True)
         raise
     with run_lock(top):
-        return train_members(members, data_root, progress, None, data)
+        return train_members(members, data_root, progress, None, data, max_group=max_group)
 
 
 def write_members(exp: Experiment, top: Path) -> list[MemberState]:
@@ -93,7 +95,7 @@ def resume_experiment(run_dir: Path, data_root: str | None = None,
     data = prepare_data([m.config for m in members], data_root)
     with run_lock(run_dir):
         states: list[dict | None] = [None] * len(members)
-        for indices in group_indices(members).values():
+        for indices in group_indices(members):
             found = [load_states(members[i].writer.path) for i in indices]
             chosen = choose_group_states(found) or [None] * len(indices)
             for i, pick in zip(indices, chosen, strict=True):
@@ -156,11 +158,16 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def group_indices(members: Sequence[MemberState]) -> dict[tuple, list[int]]:
-    groups: dict[tuple, list[int]] = {}
+def group_indices(members: Sequence[MemberState],
+                  max_group: int | None = None) -> list[list[int]]:
+    """The members that train together as one stacked model: equal ``group_key``, split into
+    groups of at most ``max_group`` (a memory bound, or one model at a time for comparison)."""
+    by_key: dict[tuple, list[int]] = {}
     for i, member in enumerate(members):
-        groups.setdefault(group_key(member.config), []).append(i)
-    return groups
+        by_key.setdefault(group_key(member.config), []).append(i)
+    size = max_group or max(len(members), 1)
+    return [indices[j : j + size] for indices in by_key.values()
+            for j in range(0, len(indices), size)]
 
 
 def prepare_data(configs: Sequence[RunConfig], data_root: str | None) -> DataCache:
@@ -178,12 +185,14 @@ def prepare_data(configs: Sequence[RunConfig], data_root: str | None) -> DataCac
 
 def train_members(members: list[MemberState], data_root: str | None,
                   progress: ProgressFactory, states: list[dict | None] | None,
-                  data_cache: DataCache | None = None, comm: Comm = LOCAL) -> list[Outcome]:
+                  data_cache: DataCache | None = None, comm: Comm = LOCAL,
+                  max_group: int | None = None) -> list[Outcome]:
     """``comm``: the process group whose ranks split each batch (initlab.distributed); only
-    its rank 0 writes, and returns the outcomes."""
+    its rank 0 writes, and returns the outcomes. ``max_group``: see ``group_indices``."""
     data_cache = {} if data_cache is None else data_cache
+    groups = group_indices(members, max_group)
     with StopFlag() as stop:
-        for indices in group_indices(members).values():
+        for indices in groups:
             group = [members[i] for i in indices]
             group_states = [states[i] for i in indices] if states else [None] * len(indices)
             if all(s is not None and s["member"]["status"] in ("completed", "diverged")
@@ -201,7 +210,7 @@ def train_members(members: list[MemberState], data_root: str | None,
             try:
                 trainer.run(stop, on_event)
             except Interrupted as err:
-                mark_not_started(members)
+                mark_not_started(members, groups)
                 raise RunInterrupted(err.signum, resume_path(members)) from None
             except RunWriteError as err:
                 raise RunWriteError(f"{err}\nThe last checkpoint is intact; once this is fixed, "
@@ -212,16 +221,16 @@ def train_members(members: list[MemberState], data_root: str | None,
     return [Outcome(m.writer.path.name, m.writer.path, read_summary(m)) for m in members]
 
 
-def mark_not_started(members: Sequence[MemberState]) -> None:
+def mark_not_started(members: Sequence[MemberState], groups: Sequence[Sequence[int]]) -> None:
     """On interruption, members of groups not reached yet get a summary too, so every member
     of the sweep says where it stands (``--resume`` starts them from the beginning)."""
-    sizes = {key: len(indices) for key, indices in group_indices(members).items()}
-    for member in members:
+    sizes = {i: len(indices) for indices in groups for i in indices}
+    for i, member in enumerate(members):
         if not (member.writer.path / SUMMARY_FILE).exists():
             member.writer.write_summary({
                 "status": "interrupted", "steps": 0, "epochs": 0, "final_test_error": None,
                 "reached_target_epoch": None, "diverged_step": None, "wall_seconds": 0.0,
-                "device": None, "members_in_group": sizes[group_key(member.config)],
+                "device": None, "members_in_group": sizes[i],
             })
 
 

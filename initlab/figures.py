@@ -54,6 +54,8 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class Mode:
     quick: bool = False
+    overrides: tuple[str, ...] = ()  # --set, applied to every figure's config
+    max_group: int | None = None  # at most this many members per stacked model
 
     @property
     def banner(self) -> str:
@@ -806,7 +808,8 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
            lambda inp: _batch_figures().small_batch_claims(inp.paths["small-batch"]),
            produce=lambda mode, cache, data_root, progress: {
                "small-batch": _batch_figures().produce_small_batch(
-                   CONFIG_DIR / "small-batch.yaml", cache, data_root, mode.quick, progress)}),
+                   CONFIG_DIR / "small-batch.yaml", cache, data_root, mode.quick, progress,
+                   mode.overrides, mode.max_group)}),
     Figure("sync-bn",
            "With 4 examples per worker, synchronizing batch statistics across 4 workers fixes "
            "batch norm at a communication cost; group norm needs neither.",
@@ -815,7 +818,7 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
            lambda inp: _batch_figures().sync_bn_claims(inp.paths["sync-bn"]),
            produce=lambda mode, cache, data_root, progress: {
                "sync-bn": _batch_figures().produce_sync_bn(
-                   CONFIG_DIR / "sync-bn.yaml", cache, data_root, mode.quick)}),
+                   CONFIG_DIR / "sync-bn.yaml", cache, data_root, mode.quick, mode.overrides)}),
 )}
 
 
@@ -856,7 +859,7 @@ def resolve_configs(stems: Sequence[str], mode: Mode,
     """Each config file's member configs (sweep expanded, quick mode applied)."""
     configs = {}
     for stem in stems:
-        experiment = load_experiment(config_dir / f"{stem}.yaml")
+        experiment = load_experiment(config_dir / f"{stem}.yaml", mode.overrides)
         configs[stem] = [mode.adapt(member.config) for member in experiment.members]
     return configs
 
@@ -872,8 +875,8 @@ def is_cached(path: Path, cfg: RunConfig) -> bool:
 
 
 def ensure_runs(configs: dict[str, list[RunConfig]], cache: Path, data_root: str | None,
-                progress: ProgressFactory = quiet_progress,
-                log: Log = print) -> tuple[dict[str, list[Path]], int, int]:
+                progress: ProgressFactory = quiet_progress, log: Log = print,
+                max_group: int | None = None) -> tuple[dict[str, list[Path]], int, int]:
     """Run directories for every config (train the missing ones, together): the paths by
     config stem, how many were trained and how many were cached."""
     paths = {stem: [cache / config_hash(cfg) for cfg in cfgs] for stem, cfgs in configs.items()}
@@ -891,7 +894,7 @@ def ensure_runs(configs: dict[str, list[RunConfig]], cache: Path, data_root: str
         writer.write_config(dump_yaml(cfg))
         members.append(_member_state(cfg, writer))
     if members:
-        train_members(members, data_root, progress, states=None)
+        train_members(members, data_root, progress, states=None, max_group=max_group)
     return paths, len(missing), len(needed) - len(missing)
 
 
@@ -904,10 +907,13 @@ def _member_state(cfg: RunConfig, writer: RunWriter) -> Any:
 def build_figures(only: Sequence[str] | None = None, quick: bool = False,
                   out: Path = Path("figures"), cache: Path | None = None,
                   data_root: str | None = None, progress: ProgressFactory = quiet_progress,
-                  log: Log = print, config_dir: Path = CONFIG_DIR) -> Result:
-    """Train what is missing, measure, draw every requested figure, check and report claims."""
+                  log: Log = print, config_dir: Path = CONFIG_DIR,
+                  overrides: Sequence[str] = (), max_group: int | None = None) -> Result:
+    """Train what is missing, measure, draw every requested figure, check and report claims.
+    ``overrides`` (``--set``) apply to every figure's config; ``max_group`` bounds how many
+    members train as one stacked model."""
     figures = select(only)
-    mode = Mode(quick)
+    mode = Mode(quick, tuple(overrides), max_group)
     cache = cache if cache is not None else DEFAULT_CACHE
     produced: dict[str, list[Path]] = {}
     for figure in figures:
@@ -916,7 +922,7 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     stems = [stem for stem in dict.fromkeys(s for f in figures for s in f.configs)
              if stem not in produced]
     configs = resolve_configs(stems, mode, config_dir)
-    paths, trained, cached = ensure_runs(configs, cache, data_root, progress, log)
+    paths, trained, cached = ensure_runs(configs, cache, data_root, progress, log, max_group)
     paths.update(produced)
     files: list[Path] = []
     claims: list[Claim] = []

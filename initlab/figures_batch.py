@@ -59,15 +59,17 @@ def scaled_lr(lr_at_reference: float, batch: int) -> float:
 # --- Recipes: configs -> run directories ------------------------------------------------------
 
 
-def quick_overrides(quick: bool) -> list[str]:
-    return list(QUICK) if quick else []
+def base_overrides(quick: bool, extra: Sequence[str] = ()) -> list[str]:
+    """Quick mode's, then the user's (``initlab figures --set``)."""
+    return [*(QUICK if quick else ()), *extra]
 
 
-def small_batch_overrides(config: Path, quick: bool = False) -> list[list[str]]:
+def small_batch_overrides(config: Path, quick: bool = False,
+                          extra: Sequence[str] = ()) -> list[list[str]]:
     """The config's overrides for each batch size b: lr = lr(128) * b / 128."""
-    base = load_experiment(config, quick_overrides(quick))
+    base = load_experiment(config, base_overrides(quick, extra))
     lr = base.base.train.lr
-    return [[*quick_overrides(quick), f"name={base.name}-b{b}", f"train.batch_size={b}",
+    return [[*base_overrides(quick, extra), f"name={base.name}-b{b}", f"train.batch_size={b}",
              f"train.lr={scaled_lr(lr, b)!r}"] for b in BATCH_SIZES]
 
 
@@ -107,15 +109,16 @@ def cached_run(config: Path, overrides: list[str], runs_root: Path,
 
 
 def produce_small_batch(config: Path, runs_root: Path, data_root: str | None = None,
-                        quick: bool = False,
-                        progress: ProgressFactory = quiet_progress) -> list[Path]:
+                        quick: bool = False, progress: ProgressFactory = quiet_progress,
+                        extra: Sequence[str] = (), max_group: int | None = None) -> list[Path]:
     """The member directories of one sweep (seeds x norms) per batch size, trained in this
     process."""
     def train(overrides: list[str]) -> None:
-        run_experiment(load_experiment(config, overrides), runs_root, data_root, progress)
+        run_experiment(load_experiment(config, overrides), runs_root, data_root, progress,
+                       max_group)
 
     with one_thread():
-        return [path for overrides in small_batch_overrides(config, quick)
+        return [path for overrides in small_batch_overrides(config, quick, extra)
                 for path in cached_run(config, overrides, runs_root, train)]
 
 
@@ -135,7 +138,7 @@ def one_thread() -> Iterator[None]:
 
 
 def produce_sync_bn(config: Path, runs_root: Path, data_root: str | None = None,
-                    quick: bool = False) -> list[Path]:
+                    quick: bool = False, extra: Sequence[str] = ()) -> list[Path]:
     """The sweep trained by SYNC_WORKERS local gloo processes splitting every batch: the same
     launcher, workers and code path as ``initlab run CONFIG --nproc 4 --split batches``."""
     from initlab.distributed import check_launch, launch
@@ -149,7 +152,7 @@ def produce_sync_bn(config: Path, runs_root: Path, data_root: str | None = None,
         if code != 0:
             raise UsageError(f"figure {SYNC_BN}: the {SYNC_WORKERS} workers failed (exit {code})")
 
-    return cached_run(config, quick_overrides(quick), runs_root, train)
+    return cached_run(config, base_overrides(quick, extra), runs_root, train)
 
 
 # --- Reading runs --------------------------------------------------------------------------

@@ -79,6 +79,32 @@ def test_unknown_figure_is_a_usage_error(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+def test_set_and_max_group_reach_every_run(tmp_path: Path) -> None:
+    """--set changes every figure's config (and so its cache entry); --max-group 1 trains
+    one model at a time."""
+    import json
+
+    out, cache = tmp_path / "figures", tmp_path / "cache"
+    args = ["figures", "--quick", "--only", "init-norms", "--out", str(out), "--cache",
+            str(cache), "--set", "train.backward=autograd", "--max-group", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(runs) == 3  # c = 1, 2, 3
+    for run in runs:
+        assert "backward: autograd" in (run / "config.yaml").read_text()
+        assert json.loads((run / "summary.json").read_text())["members_in_group"] == 1
+
+
+def test_a_bad_set_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["figures", "--quick", "--only", "init-norms", "--out",
+                                      str(tmp_path / "f"), "--cache", str(tmp_path / "c"),
+                                      "--set", "train.backward=never"])
+    assert result.exit_code == 2
+    assert "train.backward" in result.output
+    assert not any(tmp_path.iterdir())
+
+
 # --- Claims on hand-written run directories ------------------------------------------------
 
 L = 50
@@ -149,7 +175,7 @@ def test_unfinished_cached_runs_are_retrained(tmp_path: Path, monkeypatch) -> No
         (writer.path / "stale.txt").write_text("from the interrupted run")
     trained: list[Path] = []
 
-    def fake_train(members, data_root, progress, states):
+    def fake_train(members, data_root, progress, states, max_group=None):
         trained.extend(m.writer.path for m in members)
         for m in members:
             m.writer.write_summary({"status": "completed"})
