@@ -369,7 +369,7 @@ def ddp(model: StackedMLP, group: Any) -> nn.Module:
 
 
 def grad_views(model: StackedMLP) -> list[Tensor]:
-    return [model.view(model.flat_grad, b) for b in model.blocks]
+    return model.parameter_views(model.flat_grad)
 
 
 def reseed_dropout(model: StackedMLP, seed: int, rank: int) -> None:

@@ -15,6 +15,7 @@ layer linear. A single model is the case K = 1.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from initlab.config import ModelConfig
+
+# W_i and b_i are views of one block per layer (a member's bias row follows its weight rows),
+# so not "dense": autograd warns, once, that accumulating into such a gradient may be slower.
+# Measured: no slower than separate dense parameters; the accumulation lands in the views.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
 
 IN_FEATURES = 784
 NUM_CLASSES = 10
@@ -90,10 +96,11 @@ class StackedMLP(nn.Module):
         # Plain tensors, not parameters: the Parameters below are views into them.
         self.flat = torch.zeros(offset, device=device)
         self.flat_grad = torch.zeros(offset, device=device)
-        for block in blocks:
-            p = nn.Parameter(self.view(self.flat, block))
-            p.grad = self.view(self.flat_grad, block)
-            self.register_parameter(block.name, p)
+        for name, value, grad in zip(self.parameter_names(), self.parameter_views(self.flat),
+                                     self.parameter_views(self.flat_grad), strict=True):
+            p = nn.Parameter(value)
+            p.grad = grad
+            self.register_parameter(name, p)
         # Dropout probability per member, broadcast over [K, B, width].
         self.register_buffer("dropout_p", torch.zeros(members, 1, 1, device=device))
         # 1 while a member trains, 0 once stopped: its batch-norm running averages freeze too.
@@ -161,17 +168,36 @@ class StackedMLP(nn.Module):
             i = j
         return groups
 
-    def linear(self, i: int) -> Tensor:
-        """Layer i's parameter [K, n_in (+ 1 bias row), n_out]."""
-        return getattr(self, f"linear{i}")
+    def parameter_names(self) -> list[str]:
+        names = []
+        for block in self.blocks:
+            if block.is_linear:
+                names += [f"w{block.layer}", f"b{block.layer}"][: 1 + int(self.config.bias)]
+            else:
+                names.append(block.name)
+        return names
+
+    def parameter_views(self, flat: Tensor) -> list[Tensor]:
+        """The parameters' views of ``flat`` (or their gradients' of ``flat_grad``). W_i and b_i
+        are separate views of their layer's block: autograd through slices of one parameter
+        would build and add a zero-padded block-sized gradient for each slice."""
+        views = []
+        for block in self.blocks:
+            view = self.view(flat, block)
+            if block.is_linear:
+                n_in = self.widths[block.layer][0]
+                views += [view[:, :n_in], view[:, n_in:]][: 1 + int(self.config.bias)]
+            else:
+                views.append(view)
+        return views
 
     def weight(self, i: int) -> Tensor:
-        """W_i [K, n_in, n_out]."""
-        return self.linear(i)[:, : self.widths[i][0]]
+        """W_i [K, n_in, n_out] (each member's matrix contiguous; the bias row follows it)."""
+        return getattr(self, f"w{i}")
 
     def bias(self, i: int) -> Tensor | None:
         """b_i [K, 1, n_out], or None for a net without biases."""
-        return self.linear(i)[:, self.widths[i][0] :] if self.config.bias else None
+        return getattr(self, f"b{i}") if self.config.bias else None
 
     # -- initialization -----------------------------------------------------------------------
     @torch.no_grad()
