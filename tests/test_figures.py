@@ -96,12 +96,15 @@ def test_set_and_max_group_reach_every_run(tmp_path: Path) -> None:
         assert json.loads((run / "summary.json").read_text())["members_in_group"] == 1
 
 
-def test_a_bad_set_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_bad_set_or_max_group_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["figures", "--quick", "--only", "init-norms", "--out",
                                       str(tmp_path / "f"), "--cache", str(tmp_path / "c"),
                                       "--set", "train.backward=never"])
     assert result.exit_code == 2
     assert "train.backward" in result.output
+    zero = CliRunner().invoke(app, ["figures", "--quick", "--out", str(tmp_path / "f"),
+                                    "--max-group", "0"])
+    assert zero.exit_code == 2 and "--max-group" in zero.output
     assert not any(tmp_path.iterdir())
 
 
