@@ -369,7 +369,7 @@ def ddp(model: StackedMLP, group: Any) -> nn.Module:
 
 
 def grad_views(model: StackedMLP) -> list[Tensor]:
-    return model.parameter_views(model.flat_grad)
+    return [view for _, view in model.parameter_views(model.flat_grad)]
 
 
 def reseed_dropout(model: StackedMLP, seed: int, rank: int) -> None:

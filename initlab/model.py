@@ -1,13 +1,13 @@
 """K independent deep MLPs of one shape, evaluated together with batched matrix products.
 
-Every parameter of every member lives in one flat buffer, laid out parameter by parameter as
-blocks of shape [K, *shape]. Each block is viewed as an ``nn.Parameter`` of shape [K, *shape]
-(dense, so batched matmuls and autograd see ordinary tensors), and every gradient is a view into
-a second flat buffer. The optimizer and the per-layer statistics then work on whole buffers in a
-handful of kernels, whatever the depth, and one member never touches another's numbers.
-
-A layer's bias is the last row of its block ([K, n_in + 1, n_out]): with a column of ones
-after the inputs, one matrix product computes z W + b, and one more gives both gradients.
+Every parameter of every member lives in one flat buffer, laid out as blocks of shape
+[K, *shape]: one per Linear layer, [K, n_in + 1, n_out] with the bias as its last row, and one
+per norm gain or shift. Each parameter (W_i, b_i, gain, shift) is an ``nn.Parameter`` viewing its
+part of a block, and its gradient the same part of a second flat buffer. The optimizer and the
+per-layer statistics then work on whole buffers in a handful of kernels, whatever the depth,
+and one member never touches another's numbers. With the bias as a row, a column of ones after
+the inputs lets one matrix product compute z W + b, and one more both gradients (the
+hand-written backward).
 
 Placement follows the lecture: z_{i+1} = dropout(norm(act(z_i W_i + b_i))) for i < L, the last
 layer linear. A single model is the case K = 1.
@@ -96,8 +96,8 @@ class StackedMLP(nn.Module):
         # Plain tensors, not parameters: the Parameters below are views into them.
         self.flat = torch.zeros(offset, device=device)
         self.flat_grad = torch.zeros(offset, device=device)
-        for name, value, grad in zip(self.parameter_names(), self.parameter_views(self.flat),
-                                     self.parameter_views(self.flat_grad), strict=True):
+        for (name, value), (_, grad) in zip(self.parameter_views(self.flat),
+                                            self.parameter_views(self.flat_grad), strict=True):
             p = nn.Parameter(value)
             p.grad = grad
             self.register_parameter(name, p)
@@ -168,27 +168,20 @@ class StackedMLP(nn.Module):
             i = j
         return groups
 
-    def parameter_names(self) -> list[str]:
-        names = []
-        for block in self.blocks:
-            if block.is_linear:
-                names += [f"w{block.layer}", f"b{block.layer}"][: 1 + int(self.config.bias)]
-            else:
-                names.append(block.name)
-        return names
-
-    def parameter_views(self, flat: Tensor) -> list[Tensor]:
-        """The parameters' views of ``flat`` (or their gradients' of ``flat_grad``). W_i and b_i
-        are separate views of their layer's block: autograd through slices of one parameter
-        would build and add a zero-padded block-sized gradient for each slice."""
+    def parameter_views(self, flat: Tensor) -> list[tuple[str, Tensor]]:
+        """Each parameter's name and view of ``flat`` (or its gradient's of ``flat_grad``).
+        W_i and b_i are separate views of their layer's block: autograd through slices of one
+        block parameter would build and add a zero-padded block-sized gradient per slice."""
         views = []
         for block in self.blocks:
             view = self.view(flat, block)
-            if block.is_linear:
-                n_in = self.widths[block.layer][0]
-                views += [view[:, :n_in], view[:, n_in:]][: 1 + int(self.config.bias)]
-            else:
-                views.append(view)
+            if not block.is_linear:
+                views.append((block.name, view))
+                continue
+            n_in, i = self.widths[block.layer][0], block.layer
+            views.append((f"w{i}", view[:, :n_in]))
+            if self.config.bias:
+                views.append((f"b{i}", view[:, n_in:]))
         return views
 
     def weight(self, i: int) -> Tensor:

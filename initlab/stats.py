@@ -3,7 +3,7 @@
 Shapes: K members, L layers, B examples. The statistics take "layer groups": tensors holding
 G consecutive layers of every member at once -- weights as [G, K, n] (entries flattened),
 layer inputs as [G, K, B, n] -- so a 50-layer net costs a few kernels, not a few per layer.
-``layer_groups`` turns a list of per-layer tensors [K, ...] into that form.
+``layer_groups`` and ``input_groups`` turn lists of per-layer tensors into those forms.
 """
 
 from __future__ import annotations
