@@ -27,6 +27,7 @@ from initlab.runs import (
 )
 
 if TYPE_CHECKING:
+    from initlab.model import StackedMLP
     from initlab.train import GroupTrainer
 
 VERSION = 1
@@ -151,15 +152,12 @@ def restore_group(trainer: GroupTrainer, states: list[dict[str, Any]]) -> None:
         member = trainer.members[k]
         for key, value in state["member"].items():
             setattr(member, key, value)
-        model.set_member_vector(model.flat, k, state["params"].to(dev))
+        load_member(model, k, state)
         model.set_member_vector(trainer.flat_init, k, state["params_init"].to(dev))
         for name, vec in state["optimizer"].items():
             model.set_member_vector(opt.buffers[name], k, vec.to(dev))
         if state["adam_step"] is not None:
             opt.buffers["step"].copy_(state["adam_step"])
-        buffers = dict(model.named_buffers())
-        for name, value in state["buffers"].items():
-            _member_slice(name, buffers[name], k).copy_(value)
         trainer.first_bad_step[k] = state["first_bad_step"]
         trainer.epoch_loss[k] = state["epoch_loss"]
         trainer.epoch_errors[k] = state["epoch_errors"]
@@ -177,6 +175,15 @@ def restore_group(trainer: GroupTrainer, states: list[dict[str, Any]]) -> None:
             member.summary_written = True  # its summary.json is final
     trainer.order = torch.stack(orders).to(dev) if len(orders) == trainer.K else None
     trainer.set_initial_weights()
+
+
+@torch.no_grad()
+def load_member(model: StackedMLP, k: int, state: dict[str, Any]) -> None:
+    """A checkpoint's weights and model buffers (batch-norm averages, ...) into member k."""
+    model.set_member_vector(model.flat, k, state["params"].to(model.flat.device))
+    buffers = dict(model.named_buffers())
+    for name, value in state["buffers"].items():
+        _member_slice(name, buffers[name], k).copy_(value)
 
 
 def rewind_member(run_dir: Path, chosen: tuple[Path, dict[str, Any]] | None) -> None:

@@ -407,18 +407,14 @@ def weights_move_claims(inp: FigureInput) -> list[Claim]:
 
 def load_member_model(run: Run) -> tuple[Any, RunConfig, dict[str, Any]]:
     """The trained K=1 model of a run directory, from its checkpoint (inference only)."""
-    from initlab.checkpoint import load_state
+    from initlab.checkpoint import load_member, load_state
     from initlab.config import config_from_dict
     from initlab.model import StackedMLP
 
     cfg = config_from_dict(run.config, str(run.path / CONFIG_FILE))
     state = load_state(run.path)
     model = StackedMLP(cfg.model, 1)
-    model.set_member_vector(model.flat, 0, state["params"])
-    buffers = dict(model.named_buffers())
-    for name, value in state["buffers"].items():
-        if name.startswith("running_"):  # batch-norm averages [L-1, K, ...]; member 0 here
-            buffers[name][:, 0].copy_(value)
+    load_member(model, 0, state)
     return model, cfg, state
 
 
