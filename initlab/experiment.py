@@ -32,6 +32,7 @@ from initlab.runs import (
     atomic_write_text,
     check_output_parent,
     create_unique_dir,
+    run_summary,
 )
 from initlab.train import (
     GroupTrainer,
@@ -227,11 +228,7 @@ def mark_not_started(members: Sequence[MemberState], groups: Sequence[Sequence[i
     sizes = {i: len(indices) for indices in groups for i in indices}
     for i, member in enumerate(members):
         if not (member.writer.path / SUMMARY_FILE).exists():
-            member.writer.write_summary({
-                "status": "interrupted", "steps": 0, "epochs": 0, "final_test_error": None,
-                "reached_target_epoch": None, "diverged_step": None, "wall_seconds": 0.0,
-                "device": None, "members_in_group": sizes[i],
-            })
+            member.writer.write_summary(run_summary("interrupted", members_in_group=sizes[i]))
 
 
 def load_group_data(cfg: RunConfig, data_root: str | None, device: Any,

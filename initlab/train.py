@@ -33,7 +33,7 @@ from initlab.data import MNISTTensors
 from initlab.distributed import LOCAL, Comm
 from initlab.model import StackedMLP, member_seed
 from initlab.optim import FlatOptimizer
-from initlab.runs import LAYER_KEYS, RunWriter, clean_number
+from initlab.runs import LAYER_KEYS, RunWriter, clean_number, run_summary
 
 EVAL_CHUNK = 2000
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
@@ -446,14 +446,14 @@ class GroupTrainer:
         # A diverged member's counts stop where it diverged, not where that was noticed
         # (which depends on flush timing, e.g. an interruption).
         at = member.diverged_step
-        return {
-            "status": member.status,
-            "steps": self.step if at is None else at,
-            "epochs": self.epoch if at is None else max(at - 1, 0) // max(self.steps_per_epoch, 1),
-            "final_test_error": member.final_test_error,
-            "reached_target_epoch": member.reached_target_epoch,
-            "diverged_step": member.diverged_step,
-            "wall_seconds": round(self.wall_seconds(), 3),
-            "device": str(self.device),
-            "members_in_group": self.K,
-        }
+        return run_summary(
+            member.status,
+            steps=self.step if at is None else at,
+            epochs=self.epoch if at is None else max(at - 1, 0) // max(self.steps_per_epoch, 1),
+            final_test_error=member.final_test_error,
+            reached_target_epoch=member.reached_target_epoch,
+            diverged_step=at,
+            wall_seconds=round(self.wall_seconds(), 3),
+            device=str(self.device),
+            members_in_group=self.K,
+        )
