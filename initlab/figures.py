@@ -943,6 +943,12 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
     if mode.quick:
         notes.append(f"**{mode.banner}.** Every run used the first {QUICK_TRAIN} training and "
                      f"{QUICK_TEST} test images and at most {QUICK_EPOCHS} epochs.")
+    if mode.overrides:
+        notes.append("Every figure's config was changed by "
+                     + ", ".join(f"`--set {o}`" for o in mode.overrides) + ".")
+    if mode.max_group:
+        notes.append(f"At most {mode.max_group} member(s) trained as one stacked model "
+                     "(`--max-group`).")
     notes.append("Network unless stated: 50 Linear layers of width 100, ReLU, "
                  "W_i ~ N(0, c/n), MNIST pixels in [0, 1], batch 128. Every number is read from "
                  f"the run directories in `{cache}` (named by config hash); a FAIL is reported "

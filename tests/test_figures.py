@@ -89,6 +89,8 @@ def test_set_and_max_group_reach_every_run(tmp_path: Path) -> None:
             str(cache), "--set", "train.backward=autograd", "--max-group", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    report = (out / fg.REPORT_FILE).read_text()
+    assert "`--set train.backward=autograd`" in report and "`--max-group`" in report
     runs = [p for p in cache.iterdir() if p.is_dir()]
     assert len(runs) == 3  # c = 1, 2, 3
     for run in runs:
