@@ -242,11 +242,14 @@ class StackedMLP(nn.Module):
 
     # -- hand-written backward ----------------------------------------------------------------
     def supports_manual_backward(self) -> bool:
-        """Nets without normalization layers (most of the lecture's) have a hand-written
-        backward. tanh's derivative comes from its output, which dropout rescales: with both,
-        autograd it is."""
-        return self.config.norm == "none" and not (
-            self.uses_dropout and self.config.activation == "tanh")
+        """Nets without normalization, or with layer or group norm, have a hand-written
+        backward (batch norm keeps autograd: its batch statistics and running averages).
+        Without a norm, tanh's derivative comes from its output, which dropout rescales: with
+        both, autograd it is."""
+        norm = self.config.norm
+        if norm == "none":
+            return not (self.uses_dropout and self.config.activation == "tanh")
+        return norm in ("layer", "group")
 
     @torch.no_grad()
     def manual_loss_and_grad(self, x: Tensor, y: Tensor, use_dropout: bool = True,
@@ -270,16 +273,23 @@ class StackedMLP(nn.Module):
         else:
             inputs = [x, *s.inputs[1:]]
         dropout = self.uses_dropout and use_dropout and self.training
+        normed = self.config.norm != "none"
         scales: list[Tensor] = []
+        moments: list[tuple[Tensor, Tensor, Tensor]] = []  # (normalized, mean, 1/std) per layer
         last = self.depth - 1
         for i in range(self.depth):
             out = s.outputs[i]
-            torch.bmm(inputs[i], s.params[i], out=out)
-            if i < last:
-                self.act(out)
-                if dropout:
-                    scales.append(self.dropout_scale(out.shape))
-                    out.mul_(scales[-1])
+            if i < last and normed:  # act(z W + b) into its own buffer, normalized into out
+                torch.bmm(inputs[i], s.params[i], out=s.activated[i])
+                self.act(s.activated[i])
+                moments.append(self.normalize_into(i, s, out))
+            else:
+                torch.bmm(inputs[i], s.params[i], out=out)
+                if i < last:
+                    self.act(out)
+            if i < last and dropout:
+                scales.append(self.dropout_scale(out.shape))
+                out.mul_(scales[-1])
         logp = torch.log_softmax(s.outputs[last], dim=-1)
         loss = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=-1).neg_()
         # d(mean cross-entropy)/d logits = (softmax - one_hot) / B
@@ -290,9 +300,43 @@ class StackedMLP(nn.Module):
                 g = torch.bmm(g, s.weights_t[i])
                 if dropout:
                     g.mul_(scales[i - 1])
-                g = self.activation_backward(g, s.outputs[i - 1])
+                if normed:
+                    g = self.normalize_backward(i - 1, s, g, moments[i - 1])
+                    g = self.activation_backward(g, s.activated[i - 1])
+                else:
+                    g = self.activation_backward(g, s.outputs[i - 1])
         groups = [inputs[0][..., :IN_FEATURES].unsqueeze(0), s.hidden_outputs]
         return s.outputs[last], loss, groups
+
+    def norm_shape(self) -> tuple[int, ...]:
+        """Layer norm normalizes all ``width`` features, group norm each of ``groups``."""
+        w, groups = self.config.width, self.config.groups
+        return (w,) if self.config.norm == "layer" else (groups, w // groups)
+
+    def normalize_into(self, i: int, s: Scratch, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """out = gain * norm(activated) + shift, for layer i; returns what the backward needs."""
+        k, b, w = out.shape
+        shape = self.norm_shape()
+        normalized, mean, rstd = torch.native_layer_norm(
+            s.activated[i].view(k, b, *shape), shape[-1:], None, None, NORM_EPS)
+        normalized = normalized.view(k, b, w)
+        torch.addcmul(s.shifts[i], normalized, s.gains[i], out=out)
+        return normalized, mean, rstd
+
+    def normalize_backward(self, i: int, s: Scratch, g: Tensor,
+                           moments: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """From the gradient at layer i's normalized output to the one at its activation;
+        the gain's and shift's gradients go into ``flat_grad`` on the way."""
+        normalized, mean, rstd = moments
+        k, b, w = g.shape
+        shape = self.norm_shape()
+        torch.sum(g * normalized, dim=1, keepdim=True, out=s.gain_grads[i])
+        torch.sum(g, dim=1, keepdim=True, out=s.shift_grads[i])
+        g = g.mul_(s.gains[i]).view(k, b, *shape)
+        g = torch.ops.aten.native_layer_norm_backward(
+            g, s.activated[i].view(k, b, *shape), shape[-1:], mean, rstd, None, None,
+            [True, False, False])[0]
+        return g.view(k, b, w)
 
     def activation_backward(self, g: Tensor, out: Tensor) -> Tensor:
         """The gradient at an activation's input from the one at its output ``out``."""
@@ -354,6 +398,13 @@ class Scratch:
     weights_t: list[Tensor]  # W_i transposed [K, n_out, n_in]
     grads: list[Tensor]  # gradient of [W_i; b_i] in ``flat_grad``
     minus_one: Tensor  # [K, B, 1], subtracts the one-hot label from the softmax
+    # With layer or group norm: each hidden layer's act(z W + b) before normalization, and the
+    # norm's gain and shift [K, 1, width] (and their gradients), per hidden layer.
+    activated: list[Tensor]
+    gains: list[Tensor]
+    shifts: list[Tensor]
+    gain_grads: list[Tensor]
+    shift_grads: list[Tensor]
 
     @classmethod
     def allocate(cls, model: StackedMLP, batch: int) -> Scratch:
@@ -363,6 +414,12 @@ class Scratch:
         outputs = [z[..., : model.config.width] for z in inputs[1:]]
         outputs.append(torch.empty(k, batch, NUM_CLASSES, device=dev))
         linear = [blk for blk in model.blocks if blk.is_linear]
+        normed = model.config.norm != "none"
+        hidden_shape = (k, batch, model.config.width)
+
+        def norm_views(flat: Tensor, prefix: str) -> list[Tensor]:
+            return [model.view(flat, blk) for blk in model.blocks if blk.name.startswith(prefix)]
+
         return cls(
             inputs=inputs,
             outputs=outputs,
@@ -372,6 +429,12 @@ class Scratch:
                        for blk, (n_in, _) in zip(linear, model.widths, strict=True)],
             grads=[model.view(model.flat_grad, blk) for blk in linear],
             minus_one=torch.full((k, batch, 1), -1.0, device=dev),
+            activated=[torch.empty(hidden_shape, device=dev)
+                       for _ in range(model.depth - 1)] if normed else [],
+            gains=norm_views(model.flat, "norm_g"),
+            shifts=norm_views(model.flat, "norm_b"),
+            gain_grads=norm_views(model.flat_grad, "norm_g"),
+            shift_grads=norm_views(model.flat_grad, "norm_b"),
         )
 
 
