@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     cuda_graph: str = "auto"  # auto | on | off: capture the training step as a CUDA graph
-    # auto: the hand-written backward for nets without norm layers; autograd: always autograd
+    # auto: the hand-written backward (no norm, layer or group norm); autograd: always autograd
     backward: str = "auto"
 
 
