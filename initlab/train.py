@@ -216,7 +216,7 @@ class GroupTrainer:
             errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
             layer = self.layer_stats(inputs)
         self.model.flat_grad.zero_()
-        return loss.clone(), errors.float(), layer
+        return loss, errors.float(), layer
 
     @torch.no_grad()
     def test_error(self) -> Tensor:
@@ -245,7 +245,7 @@ class GroupTrainer:
             captured = None
             if inputs is not None:
                 captured = self.layer_stats(inputs)
-                captured["loss"] = loss.clone()
+                captured["loss"] = loss  # fresh each step; a graph's outputs are cloned
                 captured["errors"] = errors.float() / y.shape[1]
             self.optimizer.step()
             self.step_count += 1
