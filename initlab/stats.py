@@ -50,11 +50,11 @@ def gradient_norms(grad_groups: Sequence[Tensor]) -> Tensor:
 def weight_variances(groups: Sequence[Tensor]) -> Tensor:
     """Var(W_i) over the entries of each weight matrix (population variance): [K, L].
     E[w^2] - E[w]^2 from two fused reductions: several times faster than ``torch.var`` on
-    the CPU, and exact enough since |E[w]| is tiny next to the spread of the weights."""
-    entries = [g.shape[-1] for g in groups for _ in range(g.shape[0])]
-    inv_n = 1.0 / torch.tensor(entries, dtype=groups[0].dtype, device=groups[0].device)
-    mean = _per_layer(groups, lambda g: g.sum(dim=-1)).mul_(inv_n)
-    mean_sq = frobenius_norms(groups).square_().mul_(inv_n)
+    the CPU, and exact enough since |E[w]| is tiny next to the spread of the weights. (No
+    tensor is built from host values here: that would be a copy a CUDA graph cannot hold.)"""
+    mean = _per_layer(groups, lambda g: g.sum(dim=-1).div_(g.shape[-1]))
+    mean_sq = _per_layer(groups,
+                         lambda g: torch.linalg.vector_norm(g, dim=-1).square_().div_(g.shape[-1]))
     return mean_sq.sub_(mean.square_()).clamp_min_(0.0)
 
 

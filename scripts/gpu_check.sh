@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, as one script: the whole test suite on the GPU machine (tests run
-# on CUDA wherever train.device is auto; tests/test_cuda.py compares graph replay with the eager
-# step, and the hand-written backward with autograd, on the device), then `initlab bench` there.
+# The checks that need a GPU, as one script, most important first, each under its own time
+# limit (a GPU lease is short): tests/test_cuda.py (graph replay vs the eager step, the
+# hand-written backward vs autograd, dropout masks under a graph), `initlab bench` on the
+# device, one real run of configs/kaiming.yaml there, then the whole test suite (tests run on
+# CUDA wherever train.device is auto).
 # GPU machines here have no network: MNIST travels gzipped in mnist-gz/ (git ignores it; name
 # it in the device tool's carry): for each IDX file X in ~/.cache/initlab/MNIST/raw,
 # `gzip -c X > mnist-gz/X.gz`.
@@ -12,6 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-.}
+export PYTHONUNBUFFERED=1
 if [ -d mnist-gz ]; then
   root="$PWD/.mnist-gpu-check"
   mkdir -p "$root/MNIST/raw"
@@ -21,12 +24,29 @@ fi
 if [ -d .gpu-pydeps ]; then
   export PYTHONPATH="$PWD/.gpu-pydeps${PYTHONPATH:+:$PYTHONPATH}"
 fi
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
-  | tee -a "$OUT/gpu.txt"
-$PY -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu-tests.txt"
-tests=${PIPESTATUS[0]}
-$PY -m initlab bench --device cuda --out "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/gpu-bench.txt"
-bench=${PIPESTATUS[0]}
-echo "tests exit $tests, bench exit $bench" | tee -a "$OUT/gpu.txt"
-exit $(( tests || bench ))
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # initlab from this tree, uninstalled
+
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.txt
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+  local rc=$?
+  tail -n 25 "$OUT/$name.txt"
+  echo "== $name: exit $rc in $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+  return $rc
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__,
+'cuda', torch.cuda.is_available())"; } 2>&1 | tee "$OUT/summary.txt"
+step cuda-tests "${CUDA_TESTS_LIMIT:-90}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+cuda=$?
+step bench "${BENCH_LIMIT:-150}" $PY -m initlab bench --device cuda --out "$OUT/bench-cuda.json"
+bench=$?
+step run "${RUN_LIMIT:-60}" $PY -m initlab run configs/kaiming.yaml --out "$PWD/.gpu-runs"
+run=$?
+step tests "${TESTS_LIMIT:-120}" $PY -m pytest -q -p no:cacheprovider tests
+tests=$?
+echo "cuda-tests $cuda, bench $bench, run $run, tests $tests" | tee -a "$OUT/summary.txt"
+exit $(( cuda || bench || run || tests ))
