@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from initlab.errors import UsageError
+from initlab.model import batch_mean_var
 from initlab.runs import RunWriter, check_output_parent, create_unique_dir
 
 if TYPE_CHECKING:
@@ -332,7 +333,7 @@ def synced_batch_moments(z: Tensor, comm: Comm) -> tuple[Tensor, Tensor, int]:
     a [world, 2, K, 1, W] tensor, one all-reduce fills every slot, and the moments combine as
     Chan et al.'s parallel variance (the ranks' slices are equal), which is as exact as a
     two-pass variance, unlike sum / sum of squares."""
-    var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
+    mean, var = batch_mean_var(z)
     mine = torch.stack([mean, var]).unsqueeze(0)
     before = mine.new_zeros((comm.rank, *mine.shape[1:]))
     after = mine.new_zeros((comm.world - comm.rank - 1, *mine.shape[1:]))

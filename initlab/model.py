@@ -113,6 +113,8 @@ class StackedMLP(nn.Module):
             self.register_buffer("running_var", torch.ones(hidden, members, 1, model.width,
                                                            device=device))
         self.dropout_generator: torch.Generator | None = None
+        self.dropout_members: Tensor | None = None  # None: every member drops out
+        self.masks: dict[int, tuple[Tensor, Tensor]] = {}  # per batch size, see dropout_masks
         self.scratch: dict[int, Scratch] = {}  # hand-written backward's buffers, per batch size
 
     # -- layout -------------------------------------------------------------------------------
@@ -214,6 +216,12 @@ class StackedMLP(nn.Module):
     def set_dropout(self, ps: Sequence[float], seed: int):
         self.dropout_p.copy_(torch.tensor(ps, dtype=torch.float32).view(-1, 1, 1))
         self.uses_dropout = any(p > 0 for p in ps)
+        # Masks are drawn for these members only: random numbers are most of dropout's cost
+        # on the CPU, and a member without dropout needs none.
+        dropping = [k for k, p in enumerate(ps) if p > 0]
+        self.dropout_members = (None if len(dropping) == len(ps) else
+                                torch.tensor(dropping, dtype=torch.long, device=self.flat.device))
+        self.masks.clear()
         if self.flat.device.type == "cpu":
             self.dropout_generator = torch.Generator().manual_seed(member_seed(seed, "dropout"))
         else:  # graph-capturable: the device's default generator, seeded by the trainer
@@ -226,6 +234,8 @@ class StackedMLP(nn.Module):
         (Z_1 = x) is appended to it, for the activation statistics."""
         z = x
         last = self.depth - 1
+        dropout = self.uses_dropout and use_dropout and self.training
+        masks = self.dropout_masks(x.shape[1]) if dropout else None
         for i in range(self.depth):
             if layer_inputs is not None:
                 layer_inputs.append(z)  # never changed in place after this point
@@ -236,23 +246,20 @@ class StackedMLP(nn.Module):
                 z = z.add_(self.bias(i))
             if i < last:
                 z = self.normalize(i, self.act(z), update_running)
-                if self.uses_dropout and use_dropout and self.training:
-                    z = z * self.dropout_scale(z.shape)
+                if masks is not None:
+                    z = z * masks[i]
         return z
 
     # -- hand-written backward ----------------------------------------------------------------
     def supports_manual_backward(self) -> bool:
-        """Nets without normalization, or with layer or group norm, have a hand-written
-        backward (batch norm keeps autograd: its batch statistics and running averages).
-        Without a norm, tanh's derivative comes from its output, which dropout rescales: with
-        both, autograd it is."""
-        norm = self.config.norm
-        if norm == "none":
+        """Every net has a hand-written backward but one: without a norm, tanh's derivative
+        comes from its output, which dropout rescales; with both, autograd it is."""
+        if self.config.norm == "none":
             return not (self.uses_dropout and self.config.activation == "tanh")
-        return norm in ("layer", "group")
+        return True
 
     @torch.no_grad()
-    def manual_loss_and_grad(self, x: Tensor, y: Tensor, use_dropout: bool = True,
+    def manual_loss_and_grad(self, x: Tensor, y: Tensor, training: bool = True,
                              ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """What autograd would give for the summed cross-entropy, in fewer, larger kernels:
         every layer's output goes straight into one preallocated buffer with a column of ones
@@ -272,9 +279,9 @@ class StackedMLP(nn.Module):
             inputs = s.inputs
         else:
             inputs = [x, *s.inputs[1:]]
-        dropout = self.uses_dropout and use_dropout and self.training
+        dropout = self.uses_dropout and training and self.training
+        masks = self.dropout_masks(b) if dropout else None
         normed = self.config.norm != "none"
-        scales: list[Tensor] = []
         moments: list[tuple[Tensor, Tensor, Tensor]] = []  # (normalized, mean, 1/std) per layer
         last = self.depth - 1
         for i in range(self.depth):
@@ -282,14 +289,13 @@ class StackedMLP(nn.Module):
             if i < last and normed:  # act(z W + b) into its own buffer, normalized into out
                 torch.bmm(inputs[i], s.params[i], out=s.activated[i])
                 self.act(s.activated[i])
-                moments.append(self.normalize_into(i, s, out))
+                moments.append(self.normalize_into(i, s, out, update_running=training))
             else:
                 torch.bmm(inputs[i], s.params[i], out=out)
                 if i < last:
                     self.act(out)
-            if i < last and dropout:
-                scales.append(self.dropout_scale(out.shape))
-                out.mul_(scales[-1])
+            if i < last and masks is not None:
+                out.mul_(masks[i])
         logp = torch.log_softmax(s.outputs[last], dim=-1)
         loss = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=-1).neg_()
         # d(mean cross-entropy)/d logits = (softmax - one_hot) / B
@@ -298,8 +304,8 @@ class StackedMLP(nn.Module):
             torch.bmm(inputs[i].transpose(1, 2), g, out=s.grads[i])
             if i > 0:
                 g = torch.bmm(g, s.weights_t[i])
-                if dropout:
-                    g.mul_(scales[i - 1])
+                if masks is not None:
+                    g.mul_(masks[i - 1])
                 if normed:
                     g = self.normalize_backward(i - 1, s, g, moments[i - 1])
                     g = self.activation_backward(g, s.activated[i - 1])
@@ -313,13 +319,23 @@ class StackedMLP(nn.Module):
         w, groups = self.config.width, self.config.groups
         return (w,) if self.config.norm == "layer" else (groups, w // groups)
 
-    def normalize_into(self, i: int, s: Scratch, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """out = gain * norm(activated) + shift, for layer i; returns what the backward needs."""
-        k, b, w = out.shape
-        shape = self.norm_shape()
-        normalized, mean, rstd = torch.native_layer_norm(
-            s.activated[i].view(k, b, *shape), shape[-1:], None, None, NORM_EPS)
-        normalized = normalized.view(k, b, w)
+    def normalize_into(self, i: int, s: Scratch, out: Tensor, update_running: bool = True,
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """out = gain * norm(activated) + shift, for layer i; returns what the backward needs:
+        the normalized activations, and the mean and 1/std they were normalized with."""
+        a = s.activated[i]
+        if self.config.norm in ("batch", "syncbatch"):
+            mean, var, count = self.batch_moments(a)
+            if update_running:
+                self.update_running_averages(i, mean, var, count)
+            rstd = var.add_(NORM_EPS).rsqrt_()
+            normalized = (a - mean).mul_(rstd)
+        else:
+            k, b, w = out.shape
+            shape = self.norm_shape()
+            normalized, mean, rstd = torch.native_layer_norm(
+                a.view(k, b, *shape), shape[-1:], None, None, NORM_EPS)
+            normalized = normalized.view(k, b, w)
         torch.addcmul(s.shifts[i], normalized, s.gains[i], out=out)
         return normalized, mean, rstd
 
@@ -329,9 +345,14 @@ class StackedMLP(nn.Module):
         the gain's and shift's gradients go into ``flat_grad`` on the way."""
         normalized, mean, rstd = moments
         k, b, w = g.shape
+        gain_grad, shift_grad = s.gain_grads[i], s.shift_grads[i]
+        torch.sum(g * normalized, dim=1, keepdim=True, out=gain_grad)
+        torch.sum(g, dim=1, keepdim=True, out=shift_grad)
+        if self.config.norm in ("batch", "syncbatch"):
+            # Per feature over the batch: dx = gain/std * (g - (sum g + xhat * sum g xhat) / B)
+            correction = torch.addcmul(shift_grad, normalized, gain_grad).div_(b)
+            return g.sub_(correction).mul_(rstd * s.gains[i])
         shape = self.norm_shape()
-        torch.sum(g * normalized, dim=1, keepdim=True, out=s.gain_grads[i])
-        torch.sum(g, dim=1, keepdim=True, out=s.shift_grads[i])
         g = g.mul_(s.gains[i]).view(k, b, *shape)
         g = torch.ops.aten.native_layer_norm_backward(
             g, s.activated[i].view(k, b, *shape), shape[-1:], mean, rstd, None, None,
@@ -367,22 +388,41 @@ class StackedMLP(nn.Module):
             return (z - self.running_mean[i]) / torch.sqrt(self.running_var[i] + NORM_EPS)
         mean, var, count = self.batch_moments(z)
         if update_running:
-            with torch.no_grad():
-                unbiased = var * (count / max(count - 1, 1))
-                self.running_mean[i].lerp_(mean, BN_MOMENTUM * self.active)
-                self.running_var[i].lerp_(unbiased, BN_MOMENTUM * self.active)
+            self.update_running_averages(i, mean, var, count)
         return (z - mean) / torch.sqrt(var + NORM_EPS)
+
+    @torch.no_grad()
+    def update_running_averages(self, i: int, mean: Tensor, var: Tensor, count: int) -> None:
+        """Layer i's running averages move towards this batch's moments (the variance made
+        unbiased), for members still training."""
+        unbiased = var * (count / max(count - 1, 1))
+        self.running_mean[i].lerp_(mean, BN_MOMENTUM * self.active)
+        self.running_var[i].lerp_(unbiased, BN_MOMENTUM * self.active)
 
     def batch_moments(self, z: Tensor) -> tuple[Tensor, Tensor, int]:
         """Batch mean and biased variance [K, 1, W] and the batch size they cover. A
         distributed model overrides this to reduce across workers (SyncBatchNorm)."""
-        var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
+        mean, var = batch_mean_var(z)
         return mean, var, z.shape[1]
 
-    def dropout_scale(self, shape: torch.Size) -> Tensor:
-        """A fresh dropout mask: 0 with probability p, else 1 / (1 - p), per member."""
-        keep = torch.rand(shape, generator=self.dropout_generator, device=self.flat.device)
-        return (keep >= self.dropout_p) / (1.0 - self.dropout_p)
+    def dropout_masks(self, batch: int) -> Tensor:
+        """Fresh dropout masks for every hidden layer, [L - 1, K, B, width]: 0 with probability
+        p, else 1 / (1 - p), per member (1 for members without dropout). One draw for all
+        layers, into buffers kept per batch size (fixed addresses for a CUDA graph)."""
+        if batch not in self.masks:
+            shape = (self.depth - 1, self.members, batch, self.config.width)
+            masks = torch.ones(shape, device=self.flat.device)
+            drawn = masks if self.dropout_members is None else masks[:, : len(
+                self.dropout_members)].clone()
+            self.masks[batch] = (masks, drawn)
+        masks, drawn = self.masks[batch]
+        ps = self.dropout_p if self.dropout_members is None else \
+            self.dropout_p.index_select(0, self.dropout_members)
+        torch.rand(drawn.shape, generator=self.dropout_generator, out=drawn)
+        drawn.ge_(ps).div_(1.0 - ps)  # in place: keep with probability 1 - p, rescaled
+        if drawn is not masks:
+            masks.index_copy_(1, self.dropout_members, drawn)
+        return masks
 
 
 @dataclass
@@ -415,7 +455,6 @@ class Scratch:
         outputs.append(torch.empty(k, batch, NUM_CLASSES, device=dev))
         linear = [blk for blk in model.blocks if blk.is_linear]
         normed = model.config.norm != "none"
-        hidden_shape = (k, batch, model.config.width)
 
         def norm_views(flat: Tensor, prefix: str) -> list[Tensor]:
             return [model.view(flat, blk) for blk in model.blocks if blk.name.startswith(prefix)]
@@ -429,13 +468,34 @@ class Scratch:
                        for blk, (n_in, _) in zip(linear, model.widths, strict=True)],
             grads=[model.view(model.flat_grad, blk) for blk in linear],
             minus_one=torch.full((k, batch, 1), -1.0, device=dev),
-            activated=[torch.empty(hidden_shape, device=dev)
-                       for _ in range(model.depth - 1)] if normed else [],
+            activated=[activated_buffer(model, batch) for _ in range(model.depth - 1)]
+            if normed else [],
             gains=norm_views(model.flat, "norm_g"),
             shifts=norm_views(model.flat, "norm_b"),
             gain_grads=norm_views(model.flat_grad, "norm_g"),
             shift_grads=norm_views(model.flat_grad, "norm_b"),
         )
+
+
+def activated_buffer(model: StackedMLP, batch: int) -> Tensor:
+    """Where a normalized layer's act(z W + b) goes: [K, B, width]. For batch norm, a view
+    with a spare column per row, like the unnormalized layers' outputs: the CPU's batched
+    matrix product then gives a member the same bits alone or in a sweep (into a contiguous
+    output, one member alone takes another kernel, which rounds differently). Layer and group
+    norm keep it contiguous: their kernels would copy it, and group norm over a few features
+    is ill-conditioned enough that autograd's rounding (contiguous) is the safer reference."""
+    k, width, dev = model.members, model.config.width, model.flat.device
+    if model.config.norm in ("batch", "syncbatch"):
+        return torch.empty(k, batch, width + 1, device=dev)[..., :width]
+    return torch.empty(k, batch, width, device=dev)
+
+
+def batch_mean_var(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance over the batch, [K, 1, W] from [K, B, W], in two passes (as
+    exact as ``torch.var_mean``, which is 3-6x slower over this middle dimension on the CPU)."""
+    mean = z.mean(dim=1, keepdim=True)
+    centered = z - mean
+    return mean, centered.square().mean(dim=1, keepdim=True)
 
 
 def draw_weight(scheme: str, c: float, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:

@@ -42,6 +42,8 @@ class FlatOptimizer:
             self.buffers["exp_avg"] = torch.zeros_like(flat)
             self.buffers["exp_avg_sq"] = torch.zeros_like(flat)
             self.buffers["step"] = torch.zeros((), device=flat.device)
+            # The update's denominator and step, kept (not state: not checkpointed).
+            self.scratch = (torch.empty_like(flat), torch.empty_like(flat))
 
     @torch.no_grad()
     def step(self) -> None:
@@ -60,8 +62,15 @@ class FlatOptimizer:
         t.add_(1.0)  # a tensor, so the update can be captured in a CUDA graph
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v / (1 - b2**t)).sqrt_().add_(ADAM_EPS)
-        self.flat.addcdiv_(m * (self.lr / (1 - b1**t)), denom, value=-1.0)
+        # lr m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps), with the bias corrections moved
+        # into the denominator: every pass over the buffers is in place into kept scratch
+        # (a fresh multi-megabyte temporary costs as much as the arithmetic on the CPU).
+        correction1 = 1 - b1**t
+        denom, step = self.scratch
+        torch.sqrt(v, out=denom)
+        denom.mul_(correction1 / (1 - b2**t).sqrt_()).add_(correction1 * ADAM_EPS)
+        torch.mul(m, self.lr, out=step)
+        self.flat.addcdiv_(step, denom, value=-1.0)
 
     def freeze(self, member: int, reset: bool = False) -> None:
         """Stop updating one member (target reached, or diverged). ``reset`` also clears its

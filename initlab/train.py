@@ -194,7 +194,7 @@ class GroupTrainer:
         ``layer_stats``. ``training=False`` is the probe: no dropout, batch-norm averages left
         alone. The hand-written backward where the net has one, else autograd."""
         if self.manual:
-            logits, loss, inputs = self.model.manual_loss_and_grad(x, y, use_dropout=training)
+            logits, loss, inputs = self.model.manual_loss_and_grad(x, y, training)
             return logits, loss, inputs if keep_inputs else None
         self.model.flat_grad.zero_()
         kept: list[Tensor] | None = [] if keep_inputs else None

@@ -106,12 +106,14 @@ def test_batch_norm_eval_uses_running_averages() -> None:
     ("relu", True, 0.0, "none"), ("relu", False, 0.0, "none"), ("tanh", True, 0.0, "none"),
     ("identity", True, 0.0, "none"), ("relu", True, 0.3, "none"), ("identity", False, 0.2, "none"),
     ("relu", True, 0.0, "layer"), ("relu", True, 0.3, "layer"), ("tanh", False, 0.2, "layer"),
-    ("relu", True, 0.0, "group"), ("relu", True, 0.3, "group")])
+    ("relu", True, 0.0, "group"), ("relu", True, 0.3, "group"),
+    ("relu", True, 0.0, "batch"), ("relu", True, 0.3, "batch"), ("tanh", False, 0.2, "batch"),
+    ("relu", True, 0.0, "syncbatch")])
 def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
                                                 dropout: float, norm: str) -> None:
-    """Loss, logits, every gradient element and the activation statistics agree with autograd
-    for K = 3 members that differ in init, dropout rate and weights (norm gains and shifts
-    too)."""
+    """Loss, logits, every gradient element, the activation statistics and batch norm's
+    running averages agree with autograd for K = 3 members that differ in init, dropout rate
+    and weights (norm gains and shifts too)."""
     # Group norm over a handful of post-ReLU features is ill-conditioned (a group's variance
     # can be near 0, and rounding differences grow by 1/std): 12 features per group here.
     width = 24 if norm == "group" else 12
@@ -147,11 +149,15 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
     torch.testing.assert_close(manual.flat_grad, auto.flat_grad, rtol=1e-4, atol=1e-6 * scale)
     torch.testing.assert_close(activation_norms(groups),
                                activation_norms(input_groups([z.detach() for z in inputs])))
+    for name, buffer in auto.named_buffers():
+        torch.testing.assert_close(getattr(manual, name), buffer, msg=name)
+    if norm in ("batch", "syncbatch"):  # and they moved
+        assert not torch.equal(manual.running_var, torch.ones_like(manual.running_var))
 
 
-def test_tanh_with_dropout_and_batch_norm_keep_autograd() -> None:
+def test_tanh_with_dropout_and_no_norm_keeps_autograd() -> None:
     model = StackedMLP(ModelConfig(depth=3, width=8, activation="tanh"), members=1)
     model.set_dropout([0.1], seed=0)
     assert not model.supports_manual_backward()
-    assert not StackedMLP(ModelConfig(depth=3, width=8, norm="batch"),
-                          members=1).supports_manual_backward()
+    model.set_dropout([0.0], seed=0)
+    assert model.supports_manual_backward()

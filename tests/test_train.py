@@ -75,13 +75,15 @@ def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str, optimizer
 
 
 @pytest.mark.parametrize(("norm", "depth", "optimizer", "lr"), [("none", 12, "sgd", 0.02),
-                                                               ("layer", 6, "adam", 1e-4)])
+                                                               ("layer", 6, "adam", 1e-4),
+                                                               ("batch", 6, "adam", 1e-4)])
 def test_hand_written_backward_trains_like_autograd(tmp_path: Path, norm: str, depth: int,
                                                    optimizer: str, lr: float) -> None:
     """The same run with ``train.backward: autograd``: the same records to float tolerance
     (dropout on, so the masks must line up too). The layer-norm net is shallower and takes
     small Adam steps: deep ones amplify last-bit differences into different trajectories
-    within a few dozen steps (as batch norm does in the batched test above)."""
+    within a few dozen steps (as batch norm does in the batched test above). Batch norm's
+    running averages enter every test error."""
     runs = []
     for backward in ("auto", "autograd"):
         cfg = {**SMALL, "name": backward,
