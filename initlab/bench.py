@@ -42,7 +42,14 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from initlab.config import RunConfig
-from initlab.data import MNIST_MEAN, MNIST_STD, MNISTTensors, ensure_mnist, load_mnist
+from initlab.data import (
+    MNIST_MEAN,
+    MNIST_STD,
+    TRAIN_IMAGES,
+    MNISTTensors,
+    ensure_mnist,
+    load_mnist,
+)
 from initlab.model import layer_widths
 from initlab.runs import RunWriter
 from initlab.train import GroupTrainer, MemberState, resolve_device
@@ -68,7 +75,7 @@ class BenchSettings:
     blocks: int = 12  # the timed steps are split in blocks; the fastest counts
     sweeps: tuple[int, ...] = (9, 81)
     data_root: str | None = None
-    steps_per_epoch: int = 60000 // BATCH
+    steps_per_epoch: int = TRAIN_IMAGES // BATCH
 
     def steps_for(self, members: int) -> tuple[int, int]:
         """(warm-up, timed) steps for K members: on the CPU a step costs about K times more,

@@ -196,11 +196,15 @@ def figures(
     max_group: Annotated[int | None, typer.Option(
         "--max-group", min=1, help="Train at most this many members as one stacked model "
         "(default: all of one shape; 1 trains one model at a time).")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Train this many groups at once, each in its own process "
+        "(default: one per CPU core without a GPU, else 1).")] = None,
 ) -> None:
     """Redraw every lecture figure from real runs (training only what is not cached) and
     check every lecture claim in REPORT.md."""
     from initlab.experiment import RunInterrupted
     from initlab.figures import build_figures
+    from initlab.jobs import default_jobs
     from initlab.progress import RichProgress
     from initlab.report import report_table
 
@@ -210,7 +214,8 @@ def figures(
     with RichProgress(console) as progress:
         try:
             result = build_figures(only, quick, out, cache, data_root, progress.factory, log,
-                                   overrides=set_ or (), max_group=max_group)
+                                   overrides=set_ or (), max_group=max_group,
+                                   jobs=jobs or default_jobs())
         except RunInterrupted as stop:
             progress.stop()
             log("interrupted: unfinished runs start afresh on the next `initlab figures`")

@@ -60,7 +60,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     cuda_graph: str = "auto"  # auto | on | off: capture the training step as a CUDA graph
-    # auto: the hand-written backward (no norm, layer or group norm); autograd: always autograd
+    # auto: the hand-written backward (all but tanh + dropout without a norm, and several
+    # processes); autograd: always autograd
     backward: str = "auto"
 
 

@@ -52,6 +52,7 @@ MNIST_FILES: dict[str, ExpectedFile] = {
 }
 
 # Per-pixel mean and std of the MNIST training images in [0, 1], for scaling="standard".
+TRAIN_IMAGES = 60000  # in the training set (its IDX header says so too)
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 SCALINGS = ("unit", "standard")

@@ -20,7 +20,7 @@ import yaml
 
 from initlab.checkpoint import choose_group_states, load_states, restore_group, rewind_member
 from initlab.config import Experiment, RunConfig, config_from_dict, dump_yaml
-from initlab.data import MNISTTensors, load_mnist
+from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist
 from initlab.distributed import LOCAL, Comm
 from initlab.errors import UsageError
 from initlab.runs import (
@@ -239,6 +239,23 @@ def load_group_data(cfg: RunConfig, data_root: str | None, device: Any,
         root = data_root if data_root is not None else d.root
         cache[key] = load_mnist(root, d.scaling, device, d.train_subset, d.test_subset)
     return cache[key]
+
+
+def train_written_members(configs: Sequence[RunConfig], paths: Sequence[Path],
+                          data_root: str | None,
+                          progress: ProgressFactory = quiet_progress) -> None:
+    """A job (initlab.jobs): train members whose directories hold their config already."""
+    members = [MemberState(c, RunWriter(p)) for c, p in zip(configs, paths, strict=True)]
+    train_members(members, data_root, progress, None)
+
+
+def training_cost(configs: Sequence[RunConfig]) -> float:
+    """A rough relative cost of training these members as one group, to start the longest
+    jobs first: steps x members x depth x (batch + a per-step overhead), doubled with a norm."""
+    cfg = configs[0]
+    n = min(cfg.data.train_subset or TRAIN_IMAGES, TRAIN_IMAGES)
+    per_step = len(configs) * cfg.model.depth * (cfg.train.batch_size + 64)
+    return total_steps(cfg, n) * per_step * (2 if cfg.model.norm != "none" else 1)
 
 
 def total_steps(cfg: RunConfig, n_train: int) -> int:

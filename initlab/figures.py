@@ -24,7 +24,14 @@ import numpy as np
 
 from initlab.config import RunConfig, config_hash, dump_yaml, load_experiment, set_dotted
 from initlab.errors import UsageError
-from initlab.experiment import ProgressFactory, quiet_progress, train_members
+from initlab.experiment import (
+    ProgressFactory,
+    group_indices,
+    quiet_progress,
+    train_written_members,
+    training_cost,
+)
+from initlab.jobs import Job, run_jobs
 from initlab.plot import layer_values, use_headless_backend
 from initlab.report import Claim, write_report
 from initlab.runs import (
@@ -56,6 +63,7 @@ class Mode:
     quick: bool = False
     overrides: tuple[str, ...] = ()  # --set, applied to every figure's config
     max_group: int | None = None  # at most this many members per stacked model
+    jobs: int = 1  # groups (or sweeps) trained at once, each in its own worker process
 
     @property
     def banner(self) -> str:
@@ -805,7 +813,7 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
            produce=lambda mode, cache, data_root, progress: {
                "small-batch": _batch_figures().produce_small_batch(
                    CONFIG_DIR / "small-batch.yaml", cache, data_root, mode.quick, progress,
-                   mode.overrides, mode.max_group)}),
+                   mode.overrides, mode.max_group, mode.jobs)}),
     Figure("sync-bn",
            "With 4 examples per worker, synchronizing batch statistics across 4 workers fixes "
            "batch norm at a communication cost; group norm needs neither.",
@@ -872,9 +880,11 @@ def is_cached(path: Path, cfg: RunConfig) -> bool:
 
 def ensure_runs(configs: dict[str, list[RunConfig]], cache: Path, data_root: str | None,
                 progress: ProgressFactory = quiet_progress, log: Log = print,
-                max_group: int | None = None) -> tuple[dict[str, list[Path]], int, int]:
-    """Run directories for every config (train the missing ones, together): the paths by
-    config stem, how many were trained and how many were cached."""
+                max_group: int | None = None,
+                jobs: int = 1) -> tuple[dict[str, list[Path]], int, int]:
+    """Run directories for every config (train the missing ones, members of one shape as one
+    stacked model, ``jobs`` groups at a time): the paths by config stem, how many were trained
+    and how many were cached."""
     paths = {stem: [cache / config_hash(cfg) for cfg in cfgs] for stem, cfgs in configs.items()}
     needed: dict[Path, RunConfig] = {}
     for stem, cfgs in configs.items():
@@ -889,9 +899,17 @@ def ensure_runs(configs: dict[str, list[RunConfig]], cache: Path, data_root: str
         writer = RunWriter(path)
         writer.write_config(dump_yaml(cfg))
         members.append(_member_state(cfg, writer))
-    if members:
-        train_members(members, data_root, progress, states=None, max_group=max_group)
+    groups = [[members[i] for i in indices] for indices in group_indices(members, max_group)]
+    run_jobs([group_job(group, data_root) for group in groups], jobs, progress)
     return paths, len(missing), len(needed) - len(missing)
+
+
+def group_job(group: Sequence[Any], data_root: str | None) -> Job:
+    """Training one group of members (already written to the cache) as a job."""
+    configs = [m.config for m in group]
+    label = configs[0].name if len(group) == 1 else f"{configs[0].name} ×{len(group)}"
+    return Job(label, training_cost(configs), train_written_members,
+               (configs, [m.writer.path for m in group], data_root))
 
 
 def _member_state(cfg: RunConfig, writer: RunWriter) -> Any:
@@ -904,12 +922,13 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
                   out: Path = Path("figures"), cache: Path | None = None,
                   data_root: str | None = None, progress: ProgressFactory = quiet_progress,
                   log: Log = print, config_dir: Path = CONFIG_DIR,
-                  overrides: Sequence[str] = (), max_group: int | None = None) -> Result:
+                  overrides: Sequence[str] = (), max_group: int | None = None,
+                  jobs: int = 1) -> Result:
     """Train what is missing, measure, draw every requested figure, check and report claims.
     ``overrides`` (``--set``) apply to every figure's config; ``max_group`` bounds how many
     members train as one stacked model."""
     figures = select(only)
-    mode = Mode(quick, tuple(overrides), max_group)
+    mode = Mode(quick, tuple(overrides), max_group, jobs)
     cache = cache if cache is not None else DEFAULT_CACHE
     produced: dict[str, list[Path]] = {}
     for figure in figures:
@@ -918,7 +937,8 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     stems = [stem for stem in dict.fromkeys(s for f in figures for s in f.configs)
              if stem not in produced]
     configs = resolve_configs(stems, mode, config_dir)
-    paths, trained, cached = ensure_runs(configs, cache, data_root, progress, log, max_group)
+    paths, trained, cached = ensure_runs(configs, cache, data_root, progress, log, max_group,
+                                         jobs)
     paths.update(produced)
     files: list[Path] = []
     claims: list[Claim] = []
@@ -949,6 +969,9 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
     if mode.max_group:
         notes.append(f"At most {mode.max_group} member(s) trained as one stacked model "
                      "(`--max-group`).")
+    if mode.jobs > 1:
+        notes.append(f"Runs trained by this invocation: up to {mode.jobs} groups at once, each "
+                     "in its own process (`--jobs`); the runs table says each run's threads.")
     notes.append("Network unless stated: 50 Linear layers of width 100, ReLU, "
                  "W_i ~ N(0, c/n), MNIST pixels in [0, 1], batch 128. Every number is read from "
                  f"the run directories in `{cache}` (named by config hash); a FAIL is reported "
@@ -961,16 +984,18 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
 
 
 def runs_table(paths: dict[str, list[Path]]) -> str:
-    """What each run really did: status, epochs, final test error, wall time of its group."""
+    """What each run really did: status, epochs, final test error, wall time of its group and
+    the CPU threads it trained on."""
     lines = ["| config | run (config hash) | member | status | epochs | test error "
-             "| group wall (s) |", "|---|---|---|---|---|---|---|"]
+             "| group wall (s) | threads |", "|---|---|---|---|---|---|---|---|"]
     for stem, dirs in paths.items():
         for path in dirs:
             run = load_run(path)
             s = run.summary
             lines.append(f"| {stem} | `{path.name}` | {member_label(run)} | "
                          f"{s.get('status', '?')} | {s.get('epochs', '?')} | "
-                         f"{final_test_error(run):.2%} | {s.get('wall_seconds', '?')} |")
+                         f"{final_test_error(run):.2%} | {s.get('wall_seconds', '?')} | "
+                         f"{s.get('threads') or '?'} |")
     return "\n".join(lines)
 
 

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from initlab.config import Experiment, config_hash, load_experiment
+from initlab.data import TRAIN_IMAGES
 from initlab.errors import UsageError
-from initlab.experiment import ProgressFactory, quiet_progress, run_experiment
+from initlab.experiment import ProgressFactory, quiet_progress, run_experiment, training_cost
+from initlab.jobs import Job, run_jobs
 from initlab.report import Claim
 from initlab.runs import SUMMARY_FILE, SWEEP_FILE, Run, load_runs
 
@@ -110,16 +112,34 @@ def cached_run(config: Path, overrides: list[str], runs_root: Path,
 
 def produce_small_batch(config: Path, runs_root: Path, data_root: str | None = None,
                         quick: bool = False, progress: ProgressFactory = quiet_progress,
-                        extra: Sequence[str] = (), max_group: int | None = None) -> list[Path]:
-    """The member directories of one sweep (seeds x norms) per batch size, trained in this
-    process."""
-    def train(overrides: list[str]) -> None:
-        run_experiment(load_experiment(config, overrides), runs_root, data_root, progress,
-                       max_group)
+                        extra: Sequence[str] = (), max_group: int | None = None,
+                        jobs: int = 1) -> list[Path]:
+    """The member directories of one sweep (seeds x norms) per batch size; the missing sweeps
+    train ``jobs`` at a time (initlab.jobs), each on one thread."""
+    sweeps = small_batch_overrides(config, quick, extra)
+    todo = []
+    for overrides in sweeps:
+        exp = load_experiment(config, overrides)
+        if not finished(runs_root / cache_name(exp)):
+            cost = sum(training_cost([m.config]) for m in exp.members)
+            todo.append(Job(exp.name, cost, train_cached_sweep,
+                            (config, overrides, runs_root, data_root, max_group)))
+    run_jobs(todo, jobs, progress)
+    return [path for overrides in sweeps
+            for path in train_cached_sweep(config, overrides, runs_root, data_root, max_group)]
 
-    with one_thread():
-        return [path for overrides in small_batch_overrides(config, quick, extra)
-                for path in cached_run(config, overrides, runs_root, train)]
+
+def train_cached_sweep(config: Path, overrides: list[str], runs_root: Path,
+                       data_root: str | None, max_group: int | None,
+                       progress: ProgressFactory = quiet_progress) -> list[Path]:
+    """A job: the sweep of ``config`` with ``overrides`` in the cache (trained here, on one
+    thread, unless it is there already); its member directories."""
+    def train(names: list[str]) -> None:
+        with one_thread():
+            run_experiment(load_experiment(config, names), runs_root, data_root, progress,
+                           max_group)
+
+    return cached_run(config, overrides, runs_root, train)
 
 
 @contextlib.contextmanager
@@ -195,7 +215,7 @@ def rise_at_smallest(errors: dict[int, list[float]]) -> float:
 def setup_text(run: Run, *, per_worker: int | None = None) -> str:
     """The network, data budget and learning rule of a run, from its config (two lines)."""
     m, d, t = run.config["model"], run.config["data"], run.config["train"]
-    images = d.get("train_subset") or 60000
+    images = d.get("train_subset") or TRAIN_IMAGES
     b, epochs = t["batch_size"], t["epochs"]
     text = (f"depth {m['depth']}, width {m['width']}, {m['activation']}; {epochs} "
             f"epoch{'s' if epochs != 1 else ''} over the first {images} training images "

@@ -42,6 +42,8 @@ class RichProgress:
             kind = event["kind"]
             if kind == "step":
                 self.progress.advance(task)
+            elif kind == "steps":  # a worker process's steps, in batches (initlab.jobs)
+                self.progress.advance(task, event["n"])
             elif kind == "resume":  # continue the bar where the checkpoint left off
                 self.progress.update(task, completed=event["step"], status="resumed")
             elif kind == "start":

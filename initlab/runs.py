@@ -122,12 +122,14 @@ def clean_number(x: float) -> float | None:
 def run_summary(status: str, *, steps: int = 0, epochs: int = 0,
                 final_test_error: float | None = None, reached_target_epoch: int | None = None,
                 diverged_step: int | None = None, wall_seconds: float = 0.0,
-                device: str | None = None, members_in_group: int = 1) -> dict[str, Any]:
-    """The fields of ``summary.json``; defaults describe a member that has not started."""
+                device: str | None = None, members_in_group: int = 1,
+                threads: int | None = None) -> dict[str, Any]:
+    """The fields of ``summary.json``; defaults describe a member that has not started.
+    ``threads``: the CPU threads torch used (the last bits of a CPU run depend on them)."""
     return {"status": status, "steps": steps, "epochs": epochs,
             "final_test_error": final_test_error, "reached_target_epoch": reached_target_epoch,
             "diverged_step": diverged_step, "wall_seconds": wall_seconds, "device": device,
-            "members_in_group": members_in_group}
+            "members_in_group": members_in_group, "threads": threads}
 
 
 class RunWriter:

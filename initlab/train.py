@@ -456,4 +456,5 @@ class GroupTrainer:
             wall_seconds=round(self.wall_seconds(), 3),
             device=str(self.device),
             members_in_group=self.K,
+            threads=torch.get_num_threads(),
         )

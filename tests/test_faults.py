@@ -293,7 +293,7 @@ def test_sweep_of_two_groups_interrupted_in_the_first(tmp_path: Path) -> None:
     assert summary(top / "depth=4") == {
         "status": "interrupted", "steps": 0, "epochs": 0, "final_test_error": None,
         "reached_target_epoch": None, "diverged_step": None, "device": None,
-        "members_in_group": 1}
+        "members_in_group": 1, "threads": None}
     assert not (top / "depth=4" / "stats.jsonl").exists()
     assert cli("run", "--resume", top).exit_code == 0
     assert_same_run(reference, top)

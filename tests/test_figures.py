@@ -180,12 +180,14 @@ def test_unfinished_cached_runs_are_retrained(tmp_path: Path, monkeypatch) -> No
         (writer.path / "stale.txt").write_text("from the interrupted run")
     trained: list[Path] = []
 
-    def fake_train(members, data_root, progress, states, max_group=None):
-        trained.extend(m.writer.path for m in members)
-        for m in members:
-            m.writer.write_summary({"status": "completed"})
+    def fake_run_jobs(jobs, workers, progress):
+        for job in jobs:
+            configs, paths, data_root = job.args
+            trained.extend(paths)
+            for path in paths:
+                RunWriter(path).write_summary({"status": "completed"})
 
-    monkeypatch.setattr(fg, "train_members", fake_train)
+    monkeypatch.setattr(fg, "run_jobs", fake_run_jobs)
     paths, n_trained, n_cached = fg.ensure_runs({"a": [done, cut, done]}, tmp_path, None,
                                                 log=lambda m: None)
     assert paths["a"] == [tmp_path / config_hash(c) for c in (done, cut, done)]

@@ -1,0 +1,163 @@
+"""Independent training jobs in parallel worker processes (``initlab figures --jobs N``).
+
+A 50 x 100 network's step is small matrices: on 2 CPU cores, two processes with one thread
+each train about 1.3x more than one process with two threads (measured: 15.3 ms per step of a
+3-member group each, against 10.5 ms for one at a time). Jobs are whole groups or sweeps that
+share nothing but the data files; the longest start first. Workers send their progress events
+back (steps in batches, a few per second) to the caller's progress display.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from initlab.errors import UsageError
+
+ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
+STEP_BATCH_SECONDS = 0.25  # how often a worker reports its step count
+
+
+@dataclass(frozen=True)
+class Job:
+    """``run(*args, progress=factory)`` in a worker: a module-level function (picklable)."""
+
+    label: str
+    cost: float  # relative, for longest-first scheduling
+    run: Callable[..., None]
+    args: tuple
+
+
+def default_jobs() -> int:
+    """One job per CPU core, or one with a GPU (whose step is a graph, not CPU work)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else cpu_cores()
+
+
+def cpu_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def run_jobs(jobs: Sequence[Job], workers: int, progress: ProgressFactory) -> None:
+    """Run every job, ``workers`` at a time, each worker on cores / workers threads. One
+    worker (or one job) runs here, in this process, with its threads as they are."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            job.run(*job.args, progress=progress)
+        return
+    workers = min(workers, len(jobs))
+    threads = max(1, cpu_cores() // workers)
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with context.Manager() as manager:
+        events = manager.Queue()
+        pool = futures.ProcessPoolExecutor(workers, mp_context=context,
+                                           initializer=_start_worker, initargs=(threads,))
+        try:
+            pending = {pool.submit(_run_job, job.run, job.args, job.label, events)
+                       for job in sorted(jobs, key=lambda j: -j.cost)}
+            relay = _Relay(progress)
+            while pending:
+                done, pending = futures.wait(pending, timeout=0.1)
+                relay.drain(events)
+                for future in done:
+                    _raise_failure(future.result())
+            relay.drain(events)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # workers checkpoint and stop
+            raise
+        pool.shutdown(wait=True)
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    # Ctrl-C reaches every process of the terminal's group: a training job handles it
+    # (checkpoint, stop); between jobs a worker ignores it and the caller stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_job(run: Callable[..., None], args: tuple, label: str,
+             events: Any) -> tuple[str, str, int] | None:
+    """In a worker. A failure comes back as (kind, message, exit code): exceptions with
+    their own constructors do not always survive pickling."""
+    from initlab.experiment import RunInterrupted
+
+    try:
+        run(*args, progress=_forwarding_factory(events))
+    except RunInterrupted as err:
+        return ("interrupted", str(err.path), err.exit_code)
+    except UsageError as err:
+        return ("usage", str(err), 2)
+    except Exception as err:  # anything else: say which job, keep the type
+        return ("error", f"{label}: {type(err).__name__}: {err}", 1)
+    return None
+
+
+def _raise_failure(failure: tuple[str, str, int] | None) -> None:
+    if failure is None:
+        return
+    kind, message, code = failure
+    if kind == "interrupted":
+        from pathlib import Path
+
+        from initlab.experiment import RunInterrupted
+
+        raise RunInterrupted(code - 128, Path(message))
+    if kind == "usage":
+        raise UsageError(message)
+    raise RuntimeError(message)
+
+
+def _forwarding_factory(events: Any) -> ProgressFactory:
+    """In a worker: a progress factory whose bars live in the caller."""
+    counter = iter(range(1_000_000))
+    prefix = f"{os.getpid()}-"
+
+    def factory(label: str, total: int) -> Callable[[dict[str, Any]], None]:
+        token = prefix + str(next(counter))
+        events.put((token, "open", (label, total)))
+        steps, sent = 0, time.monotonic()
+
+        def on_event(event: dict[str, Any]) -> None:
+            nonlocal steps, sent
+            if event["kind"] == "step":
+                steps += 1
+                if time.monotonic() - sent < STEP_BATCH_SECONDS:
+                    return
+            if steps:
+                events.put((token, "event", {"kind": "steps", "n": steps}))
+                steps, sent = 0, time.monotonic()
+            if event["kind"] != "step":
+                events.put((token, "event", event))
+
+        return on_event
+
+    return factory
+
+
+class _Relay:
+    """In the caller: opens a bar per worker bar and passes its events on."""
+
+    def __init__(self, progress: ProgressFactory):
+        self.progress = progress
+        self.bars: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+    def drain(self, events: Any) -> None:
+        while True:
+            try:
+                token, what, payload = events.get_nowait()
+            except queue.Empty:
+                return
+            if what == "open":
+                self.bars[token] = self.progress(*payload)
+            else:
+                self.bars[token](payload)
