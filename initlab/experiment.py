@@ -251,11 +251,16 @@ def train_written_members(configs: Sequence[RunConfig], paths: Sequence[Path],
 
 def training_cost(configs: Sequence[RunConfig]) -> float:
     """A rough relative cost of training these members as one group, to start the longest
-    jobs first: steps x members x depth x (batch + a per-step overhead), doubled with a norm."""
-    cfg = configs[0]
-    n = min(cfg.data.train_subset or TRAIN_IMAGES, TRAIN_IMAGES)
-    per_step = len(configs) * cfg.model.depth * (cfg.train.batch_size + 64)
-    return total_steps(cfg, n) * per_step * (2 if cfg.model.norm != "none" else 1)
+    jobs first: steps x depth x (batch + a per-step overhead) per member, weighted by what
+    costs extra per step (measured on 2 CPU cores, 3 members: a norm about 1.9x a plain
+    step, dropout 1.5x, Adam's update a little over SGD's)."""
+    total = 0.0
+    for cfg in configs:
+        n = min(cfg.data.train_subset or TRAIN_IMAGES, TRAIN_IMAGES)
+        weight = (1.0 + 0.9 * (cfg.model.norm != "none") + 0.5 * (cfg.model.dropout > 0)
+                  + 0.3 * (cfg.train.optimizer == "adam"))
+        total += total_steps(cfg, n) * cfg.model.depth * (cfg.train.batch_size + 64) * weight
+    return total
 
 
 def total_steps(cfg: RunConfig, n_train: int) -> int:

@@ -267,6 +267,8 @@ class StackedMLP(nn.Module):
         laid out for one-kernel activation statistics, and each gradient is written (not
         accumulated: nothing to zero first) into ``flat_grad``.
 
+        Batch norm normalizes with the batch's own moments, as in training mode; ``training``
+        also applies dropout and moves batch norm's running averages (False: the probe).
         Returns the logits [K, B, 10], the loss per member [K], and the layer inputs as
         groups [G, K, B, n] (``stats.activation_norms``). Logits and inputs live in buffers
         the next call overwrites."""
@@ -412,8 +414,9 @@ class StackedMLP(nn.Module):
         if batch not in self.masks:
             shape = (self.depth - 1, self.members, batch, self.config.width)
             masks = torch.ones(shape, device=self.flat.device)
-            drawn = masks if self.dropout_members is None else masks[:, : len(
-                self.dropout_members)].clone()
+            drawn = masks  # where the random numbers go: only the members with dropout
+            if self.dropout_members is not None:
+                drawn = masks.new_empty((shape[0], len(self.dropout_members), *shape[2:]))
             self.masks[batch] = (masks, drawn)
         masks, drawn = self.masks[batch]
         ps = self.dropout_p if self.dropout_members is None else \
