@@ -29,7 +29,13 @@ import numpy as np
 from initlab.config import Experiment, config_hash, load_experiment
 from initlab.data import TRAIN_IMAGES
 from initlab.errors import UsageError
-from initlab.experiment import ProgressFactory, quiet_progress, run_experiment, training_cost
+from initlab.experiment import (
+    ProgressFactory,
+    RunInterrupted,
+    quiet_progress,
+    run_experiment,
+    training_cost,
+)
 from initlab.jobs import Job, run_jobs
 from initlab.report import Claim
 from initlab.runs import SUMMARY_FILE, SWEEP_FILE, Run, load_runs
@@ -169,6 +175,8 @@ def produce_sync_bn(config: Path, runs_root: Path, data_root: str | None = None,
                 *(f"--set={o}" for o in overrides)]
         args += ["--data-root", data_root] if data_root is not None else []
         code = launch(SYNC_WORKERS, args)
+        if code in (130, 143):  # SIGINT or SIGTERM: the workers checkpointed and stopped
+            raise RunInterrupted(code - 128, runs_root)
         if code != 0:
             raise UsageError(f"figure {SYNC_BN}: the {SYNC_WORKERS} workers failed (exit {code})")
 

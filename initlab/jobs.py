@@ -57,11 +57,11 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: ProgressFactory) -> No
     threads = max(1, cpu_cores() // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with context.Manager() as manager:
-        events = manager.Queue()
+        events, cancel = manager.Queue(), manager.Event()
         pool = futures.ProcessPoolExecutor(workers, mp_context=context,
                                            initializer=_start_worker, initargs=(threads,))
         try:
-            pending = {pool.submit(_run_job, job.run, job.args, job.label, events)
+            pending = {pool.submit(_run_job, job.run, job.args, job.label, events, cancel)
                        for job in sorted(jobs, key=lambda j: -j.cost)}
             relay = _Relay(progress)
             while pending:
@@ -71,7 +71,10 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: ProgressFactory) -> No
                     _raise_failure(future.result())
             relay.drain(events)
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # workers checkpoint and stop
+            # Jobs already handed to a worker cannot be cancelled: they see the flag, and a
+            # running one stops at its next step as if interrupted (checkpoint, stop).
+            cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
 
@@ -85,14 +88,16 @@ def _start_worker(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_job(run: Callable[..., None], args: tuple, label: str,
-             events: Any) -> tuple[str, str, int] | None:
+def _run_job(run: Callable[..., None], args: tuple, label: str, events: Any,
+             cancel: Any) -> tuple[str, str, int] | None:
     """In a worker. A failure comes back as (kind, message, exit code): exceptions with
     their own constructors do not always survive pickling."""
     from initlab.experiment import RunInterrupted
 
+    if cancel.is_set():  # the run was stopped before this job started
+        return None
     try:
-        run(*args, progress=_forwarding_factory(events))
+        run(*args, progress=_forwarding_factory(events, cancel))
     except RunInterrupted as err:
         return ("interrupted", str(err.path), err.exit_code)
     except UsageError as err:
@@ -117,8 +122,9 @@ def _raise_failure(failure: tuple[str, str, int] | None) -> None:
     raise RuntimeError(message)
 
 
-def _forwarding_factory(events: Any) -> ProgressFactory:
-    """In a worker: a progress factory whose bars live in the caller."""
+def _forwarding_factory(events: Any, cancel: Any) -> ProgressFactory:
+    """In a worker: a progress factory whose bars live in the caller. When the caller
+    cancels, the job interrupts itself (its training loop checkpoints and stops)."""
     counter = iter(range(1_000_000))
     prefix = f"{os.getpid()}-"
 
@@ -136,6 +142,8 @@ def _forwarding_factory(events: Any) -> ProgressFactory:
             if steps:
                 events.put((token, "event", {"kind": "steps", "n": steps}))
                 steps, sent = 0, time.monotonic()
+                if cancel.is_set():
+                    signal.raise_signal(signal.SIGINT)
             if event["kind"] != "step":
                 events.put((token, "event", event))
 

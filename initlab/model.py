@@ -434,7 +434,8 @@ class Scratch:
     graph sees fixed addresses), and the views it uses, made once: at 128 x 100, taking
     hundreds of views per step costs as much as the bias adds this layout saves."""
 
-    inputs: list[Tensor]  # layer i's input [K, B, n_in (+ 1: a column of ones with biases)]
+    inputs: list[Tensor]  # layer i's input [K, B, n_in (+ 1: a column of ones with biases)];
+    # without biases the first is empty (x is read directly)
     outputs: list[Tensor]  # layer i's output [K, B, n_out]: a view of the next one's input
     hidden_outputs: Tensor  # the hidden outputs as one group [L - 1, K, B, width]
     params: list[Tensor]  # [W_i; b_i] [K, n_in (+ 1), n_out] in ``flat``
@@ -453,7 +454,10 @@ class Scratch:
     def allocate(cls, model: StackedMLP, batch: int) -> Scratch:
         k, ones, dev = model.members, int(model.config.bias), model.flat.device
         hidden = torch.ones(model.depth - 1, k, batch, model.config.width + ones, device=dev)
-        inputs = [torch.ones(k, batch, IN_FEATURES + ones, device=dev), *hidden.unbind(0)]
+        # Without biases the first layer reads x itself: no copy, no buffer.
+        first = (torch.ones(k, batch, IN_FEATURES + 1, device=dev) if ones
+                 else torch.empty(0, device=dev))
+        inputs = [first, *hidden.unbind(0)]
         outputs = [z[..., : model.config.width] for z in inputs[1:]]
         outputs.append(torch.empty(k, batch, NUM_CLASSES, device=dev))
         linear = [blk for blk in model.blocks if blk.is_linear]

@@ -5,6 +5,7 @@ hand-written backward what autograd gives, on the device too."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +22,13 @@ CUDA = torch.device("cuda")
 
 
 def trainer(tmp: Path, members: int, cuda_graph: str, backward: str = "auto",
-            dropout: float = 0.0) -> GroupTrainer:
-    configs = [replace(c, model=replace(c.model, dropout=dropout))
-               for c in member_configs(bench_config(CUDA, cuda_graph, backward), members)]
+            dropouts: Sequence[float] = (), norm: str = "none",
+            optimizer: str = "sgd") -> GroupTrainer:
+    configs = member_configs(bench_config(CUDA, cuda_graph, backward), members)
+    configs = [replace(c, model=replace(c.model, norm=norm,
+                                        dropout=dropouts[k] if dropouts else 0.0),
+                       train=replace(c.train, optimizer=optimizer))
+               for k, c in enumerate(configs)]
     data = load_mnist(None, "standard", CUDA, log=lambda m: None)
     return make_trainer(configs, data, CUDA, tmp)
 
@@ -40,10 +45,13 @@ def run_steps(t: GroupTrainer, steps: int) -> list[dict[str, torch.Tensor]]:
     return captured
 
 
-@pytest.mark.parametrize("backward", ["auto", "autograd"])
-def test_graph_replay_equals_the_eager_step(tmp_path: Path, backward: str) -> None:
-    graphed = trainer(tmp_path / "g", 3, "on", backward)
-    eager = trainer(tmp_path / "e", 3, "off", backward)
+@pytest.mark.parametrize(("backward", "norm", "optimizer"), [
+    ("auto", "none", "sgd"), ("autograd", "none", "sgd"), ("auto", "batch", "adam"),
+    ("auto", "layer", "adam")])
+def test_graph_replay_equals_the_eager_step(tmp_path: Path, backward: str, norm: str,
+                                            optimizer: str) -> None:
+    graphed = trainer(tmp_path / "g", 3, "on", backward, norm=norm, optimizer=optimizer)
+    eager = trainer(tmp_path / "e", 3, "off", backward, norm=norm, optimizer=optimizer)
     assert isinstance(graphed.step_fn, GraphedStep)
     assert not isinstance(eager.step_fn, GraphedStep)
     a, b = run_steps(graphed, 12), run_steps(eager, 12)
@@ -71,12 +79,17 @@ def test_hand_written_backward_equals_autograd_on_the_device(tmp_path: Path) -> 
                                    atol=1e-6, msg=key)
 
 
-def test_dropout_under_a_graph_draws_new_masks_every_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dropouts", [(0.5, 0.5), (0.5, 0.0, 0.3)])
+def test_dropout_under_a_graph_draws_new_masks_every_step(tmp_path: Path,
+                                                          dropouts: tuple[float, ...]) -> None:
     """Weights held still and the same batch every step: only the dropout masks change, so
-    the losses differ unless the graph replays one baked-in mask."""
-    t = trainer(tmp_path / "d", 2, "on", dropout=0.5)
+    a member's losses differ unless the graph replays one baked-in mask, and a member
+    without dropout (masks drawn for the others only) gets the same loss every time."""
+    k = len(dropouts)
+    t = trainer(tmp_path / "d", k, "on", dropouts=dropouts)
     assert isinstance(t.step_fn, GraphedStep)
     t.optimizer.lr.zero_()
-    idx = torch.arange(t.batch, device=CUDA).expand(2, -1).contiguous()
-    losses = [float(t.step_fn(idx, True)["loss"][0]) for _ in range(5)]
-    assert len(set(losses)) == len(losses), losses
+    idx = torch.arange(t.batch, device=CUDA).expand(k, -1).contiguous()
+    losses = torch.stack([t.step_fn(idx, True)["loss"] for _ in range(5)]).T.tolist()
+    for p, member in zip(dropouts, losses, strict=True):
+        assert len(set(member)) == (len(member) if p > 0 else 1), (p, member)

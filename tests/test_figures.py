@@ -98,7 +98,7 @@ def test_set_and_max_group_reach_every_run(tmp_path: Path) -> None:
         assert json.loads((run / "summary.json").read_text())["members_in_group"] == 1
 
 
-def test_a_bad_set_or_max_group_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_bad_set_max_group_or_jobs_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["figures", "--quick", "--only", "init-norms", "--out",
                                       str(tmp_path / "f"), "--cache", str(tmp_path / "c"),
                                       "--set", "train.backward=never"])
@@ -107,6 +107,9 @@ def test_a_bad_set_or_max_group_is_a_usage_error(tmp_path: Path) -> None:
     zero = CliRunner().invoke(app, ["figures", "--quick", "--out", str(tmp_path / "f"),
                                     "--max-group", "0"])
     assert zero.exit_code == 2 and "--max-group" in zero.output
+    no_jobs = CliRunner().invoke(app, ["figures", "--quick", "--out", str(tmp_path / "f"),
+                                       "--jobs", "0"])
+    assert no_jobs.exit_code == 2 and "--jobs" in no_jobs.output
     assert not any(tmp_path.iterdir())
 
 
