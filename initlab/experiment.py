@@ -252,8 +252,9 @@ def train_written_members(configs: Sequence[RunConfig], paths: Sequence[Path],
 def training_cost(configs: Sequence[RunConfig]) -> float:
     """A rough relative cost of training these members as one group, to start the longest
     jobs first: steps x depth x (batch + a per-step overhead) per member, weighted by what
-    costs extra per step (measured on 2 CPU cores, 3 members: a norm about 1.9x a plain
-    step, dropout 1.5x, Adam's update a little over SGD's)."""
+    makes a step dearer. The weights are rough, from step times on 2 CPU cores: a normalized
+    net with Adam took 1.6-1.9x a plain SGD one, a group with dropout in half its members
+    1.5x one without."""
     total = 0.0
     for cfg in configs:
         n = min(cfg.data.train_subset or TRAIN_IMAGES, TRAIN_IMAGES)
