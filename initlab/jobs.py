@@ -10,6 +10,7 @@ back (steps in batches, a few per second) to the caller's progress display.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import itertools
 import multiprocessing
 import os
 import queue
@@ -17,6 +18,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from initlab.errors import UsageError
@@ -112,8 +114,6 @@ def _raise_failure(failure: tuple[str, str, int] | None) -> None:
         return
     kind, message, code = failure
     if kind == "interrupted":
-        from pathlib import Path
-
         from initlab.experiment import RunInterrupted
 
         raise RunInterrupted(code - 128, Path(message))
@@ -125,7 +125,7 @@ def _raise_failure(failure: tuple[str, str, int] | None) -> None:
 def _forwarding_factory(events: Any, cancel: Any) -> ProgressFactory:
     """In a worker: a progress factory whose bars live in the caller. When the caller
     cancels, the job interrupts itself (its training loop checkpoints and stops)."""
-    counter = iter(range(1_000_000))
+    counter = itertools.count()
     prefix = f"{os.getpid()}-"
 
     def factory(label: str, total: int) -> Callable[[dict[str, Any]], None]:
