@@ -68,8 +68,9 @@ def run(
 ) -> None:
     """Train a config (or every member of its sweep) and write its run directory."""
     from initlab.config import load_experiment
-    from initlab.distributed import check_launch, launch, process_group, run_experiment_across
-    from initlab.experiment import RunInterrupted, resume_experiment, run_experiment
+    from initlab.distributed import check_launch, launch, process_group
+    from initlab.errors import RunInterrupted
+    from initlab.experiment import resume_experiment, run_experiment, run_experiment_across
     from initlab.progress import RichProgress, print_outcomes
 
     if (config is None) == (resume is None):
@@ -202,7 +203,7 @@ def figures(
 ) -> None:
     """Redraw every lecture figure from real runs (training only what is not cached) and
     check every lecture claim in REPORT.md."""
-    from initlab.experiment import RunInterrupted
+    from initlab.errors import RunInterrupted
     from initlab.figures import build_figures
     from initlab.jobs import default_jobs
     from initlab.progress import RichProgress

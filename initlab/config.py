@@ -19,62 +19,75 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
+from initlab.activations import ACTIVATIONS
 from initlab.errors import ConfigError
+from initlab.inits import INITS
+from initlab.norms import NORMS
+
+
+def shared(default: Any) -> Any:
+    """A field every member of a group shares: members that differ in it train apart."""
+    return field(default=default, metadata={"scope": "group"})
+
+
+def member(default: Any) -> Any:
+    """A field each member of a group may set for itself (the stacked model trains it)."""
+    return field(default=default, metadata={"scope": "member"})
 
 
 @dataclass
 class ModelConfig:
-    depth: int = 50  # number of Linear layers L
-    width: int = 100
-    activation: str = "relu"  # relu | tanh | identity
-    norm: str = "none"  # none | layer | batch | group | syncbatch
-    groups: int = 10  # for norm: group; must divide width
-    dropout: float = 0.0  # in [0, 1)
-    bias: bool = True
+    depth: int = shared(50)  # number of Linear layers L
+    width: int = shared(100)
+    activation: str = shared("relu")  # initlab.activations.ACTIVATIONS
+    norm: str = shared("none")  # initlab.norms.NORMS
+    groups: int = shared(10)  # for norm: group; must divide width
+    dropout: float = member(0.0)  # in [0, 1)
+    bias: bool = shared(True)
 
 
 @dataclass
 class InitConfig:
-    scheme: str = "normal"  # normal | uniform | zeros | kaiming (normal with c = 2)
-    c: float = 2.0  # W_i ~ N(0, c / n_in); > 0
+    scheme: str = member("normal")  # initlab.inits.INITS
+    c: float = member(2.0)  # W_i ~ N(0, c / n_in); > 0
 
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # else --data-root, $INITLAB_DATA, ~/.cache/initlab
-    scaling: str = "unit"  # unit ([0,1]) | standard (mean 0.1307, std 0.3081)
-    train_subset: int | None = None  # first N training images (smoke tests)
-    test_subset: int | None = None  # first N test images
+    root: str | None = shared(None)  # else --data-root, $INITLAB_DATA, ~/.cache/initlab
+    scaling: str = shared("unit")  # unit ([0,1]) | standard (mean 0.1307, std 0.3081)
+    train_subset: int | None = shared(None)  # first N training images (smoke tests)
+    test_subset: int | None = shared(None)  # first N test images
 
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "sgd"  # sgd | adam
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 12
-    max_steps: int | None = None  # stop after this many steps in total
-    target_test_error: float | None = None  # stop a member once its test error is <= this
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    cuda_graph: str = "auto"  # auto | on | off: capture the training step as a CUDA graph
+    optimizer: str = shared("sgd")  # sgd | adam
+    lr: float = member(0.01)
+    momentum: float = member(0.0)
+    weight_decay: float = member(0.0)
+    batch_size: int = shared(128)
+    epochs: int = shared(12)
+    max_steps: int | None = shared(None)  # stop after this many steps in total
+    target_test_error: float | None = member(None)  # stop a member once its error is <= this
+    seed: int = member(0)
+    device: str = shared("auto")  # auto | cpu | cuda
+    cuda_graph: str = shared("auto")  # auto | on | off: capture the training step as a graph
     # auto: the hand-written backward (all but tanh + dropout without a norm, and several
     # processes); autograd: always autograd
-    backward: str = "auto"
+    backward: str = shared("auto")
 
 
 @dataclass
 class LogConfig:
-    every: int = 100  # steps between 'train' captures; 0 = only init, epoch ends, final
-    probe_size: int = 512  # fixed training images for init/epoch/final captures
-    checkpoint_every: int = 1000  # steps between checkpoints; 0 = only at epoch ends
+    every: int = shared(100)  # steps between 'train' captures; 0 = only init, epoch ends, final
+    probe_size: int = shared(512)  # fixed training images for init/epoch/final captures
+    checkpoint_every: int = shared(1000)  # steps between checkpoints; 0 = only at epoch ends
 
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = "run"  # each member's own (a sweep names its members)
     model: ModelConfig = field(default_factory=ModelConfig)
     init: InitConfig = field(default_factory=InitConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -126,9 +139,9 @@ _MEMBER_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._=+-]")
 _EXP_FLOAT_RE = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "model.activation": ("relu", "tanh", "identity"),
-    "model.norm": ("none", "layer", "batch", "group", "syncbatch"),
-    "init.scheme": ("normal", "uniform", "zeros", "kaiming"),
+    "model.activation": tuple(ACTIVATIONS),
+    "model.norm": tuple(NORMS),
+    "init.scheme": tuple(INITS),
     "data.scaling": ("unit", "standard"),
     "train.optimizer": ("sgd", "adam"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -442,24 +455,25 @@ def _sweep_key_problem(key: str) -> str | None:
     return None if key in _FIELDS else _unknown_path(key)
 
 
-def _groups_divide_width(values: Mapping[str, Any], explicit: Container[str]) -> str | None:
-    width, groups = values["model.width"], values["model.groups"]
-    if values["model.norm"] == "group" and width % groups:
-        return f"must divide model.width={width} for norm: group, got {groups}"
-    return None
+def _norm_fits(values: Mapping[str, Any], explicit: Container[str]) -> str | None:
+    return NORMS[values["model.norm"]].config_problem(values["model.width"],
+                                                       values["model.groups"])
 
 
-def _kaiming_means_c_2(values: Mapping[str, Any], explicit: Container[str]) -> str | None:
+def _fixed_c_is_kept(values: Mapping[str, Any], explicit: Container[str]) -> str | None:
     # A default c is fine with kaiming; a c the user chose would be silently ignored.
-    if values["init.scheme"] == "kaiming" and "init.c" in explicit and values["init.c"] != 2.0:
-        return f"kaiming means c = 2; use scheme: normal to choose c, got {values['init.c']!r}"
+    scheme = INITS[values["init.scheme"]]
+    c = values["init.c"]
+    if scheme.fixed_c is not None and "init.c" in explicit and c != scheme.fixed_c:
+        return (f"{scheme.name} means c = {scheme.fixed_c:g}; use scheme: "
+                f"{scheme.resolves_to} to choose c, got {c!r}")
     return None
 
 
 # (key the problem is reported at, keys the check reads, check)
 _CROSS_CHECKS = (
-    ("model.groups", ("model.norm", "model.width", "model.groups"), _groups_divide_width),
-    ("init.c", ("init.scheme", "init.c"), _kaiming_means_c_2),
+    ("model.groups", ("model.norm", "model.width", "model.groups"), _norm_fits),
+    ("init.c", ("init.scheme", "init.c"), _fixed_c_is_kept),
 )
 
 
@@ -489,10 +503,12 @@ def _check_cross(
 
 
 def _build(typed: Mapping[str, object]) -> RunConfig:
-    """A RunConfig from valid values over the defaults; kaiming resolves to normal with c = 2."""
+    """A RunConfig from valid values over the defaults; a scheme that fixes c resolves (kaiming:
+    normal with c = 2)."""
     values = {**_DEFAULTS, **typed}
-    if values["init.scheme"] == "kaiming":
-        values.update({"init.scheme": "normal", "init.c": 2.0})
+    scheme = INITS[values["init.scheme"]]
+    if scheme.resolves_to is not None:
+        values.update({"init.scheme": scheme.resolves_to, "init.c": scheme.fixed_c})
     parts: dict[str, dict[str, object]] = {section: {} for section in _SECTIONS}
     for key, value in values.items():
         section, _, name = key.partition(".")
@@ -661,3 +677,18 @@ def set_dotted(cfg: RunConfig, key: str, value: object) -> RunConfig:
     if problems.lines:
         raise ConfigError(problems.lines)
     return _build(typed)
+
+
+def _scoped_keys(scope: str) -> tuple[str, ...]:
+    return tuple(f"{section}.{f.name}" for section, cls in _SECTIONS.items()
+                 for f in fields(cls) if f.metadata.get("scope") == scope)
+
+
+GROUP_KEYS = _scoped_keys("group")  # every member of a stacked model shares these
+MEMBER_KEYS = _scoped_keys("member")  # each member sets these for itself
+
+
+def group_key(cfg: RunConfig) -> tuple:
+    """Members with equal keys can train as one stacked model: their shared fields agree."""
+    flat = _flat_values(cfg)
+    return tuple(flat[key] for key in GROUP_KEYS)

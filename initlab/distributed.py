@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import inspect
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,12 +38,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from initlab.errors import UsageError
-from initlab.model import batch_mean_var
-from initlab.runs import RunWriter, check_output_parent, create_unique_dir
+from initlab.runs import RunWriter
 
 if TYPE_CHECKING:
     from initlab.config import Experiment, RunConfig
-    from initlab.experiment import Outcome, ProgressFactory
     from initlab.model import StackedMLP
 
 LOOPBACK = "127.0.0.1"
@@ -108,15 +104,13 @@ class Comm:
             raise message[0]
         return Path(message[0])
 
-    def wrap(self, model: StackedMLP, seed: int) -> nn.Module:
+    def wrap(self, model: StackedMLP, dropout_stream: int) -> nn.Module:
         """The module a training step calls: the model itself, or the model under
-        DistributedDataParallel (one gradient all-reduce per step, averaging over ranks)."""
+        DistributedDataParallel (one gradient all-reduce per step, averaging over ranks), each
+        rank drawing its own dropout masks (rank 0 the single-process ones)."""
         if self.world == 1:
             return model
-        if model.config.norm == "syncbatch":
-            # An instance attribute shadows the method: the hook StackedMLP leaves for this.
-            model.batch_moments = functools.partial(synced_batch_moments, comm=self)
-        reseed_dropout(model, seed, self.rank)
+        model.reseed_dropout(dropout_stream + self.rank)
         return ddp(model, self.group)
 
     # -- during training ------------------------------------------------------------------------
@@ -179,11 +173,12 @@ class Comm:
 
     @torch.no_grad()
     def sync_running_stats(self, model: StackedMLP) -> None:
-        """Per-rank batch norm keeps per-rank running averages; evaluation uses rank 0's on
-        every rank (what DDP's buffer broadcast does, done only where they are read)."""
-        if self.world == 1 or model.config.norm != "batch":
+        """A norm's running statistics are per rank (batch norm over a rank's own slice);
+        evaluation uses rank 0's on every rank (what DDP's buffer broadcast does, done only
+        where they are read)."""
+        if self.world == 1:
             return
-        for buffer in (model.running_mean, model.running_var):
+        for buffer in model.norm.buffers():
             dist.broadcast(buffer, src=0, group=self.group)
 
     def close(self) -> None:
@@ -273,77 +268,6 @@ def check_batch_split(configs: Sequence[RunConfig], world: int) -> None:
                          f"processes; {sizes} is not a multiple of {world}")
 
 
-# --- An experiment over several processes ------------------------------------------------------
-
-
-def run_experiment_across(exp: Experiment, out: Path, data_root: str | None,
-                          progress: ProgressFactory, comm: Comm,
-                          split: str = "auto") -> list[Outcome]:
-    """``experiment.run_experiment`` on every rank of ``comm``: rank 0 sets up the run
-    directory exactly as one process does (and alone holds its lock); each rank then trains
-    the members its plan gives it. Rank 0 returns every outcome, the others []."""
-    from initlab import experiment as ex
-    from initlab.train import MemberState
-
-    plan = comm.plan([m.config for m in exp.members], exp.is_sweep, split)
-    data = ex.prepare_data([exp.members[i].config for i in plan.indices], data_root)
-
-    def set_up() -> Path:
-        check_output_parent(out)
-        top = create_unique_dir(out, exp.name)
-        try:
-            ex.write_members(exp, top)
-        except BaseException:
-            shutil.rmtree(top, ignore_errors=True)
-            raise
-        return top
-
-    top = comm.on_writer(set_up)
-    paths = [top / m.name if exp.is_sweep else top for m in exp.members]
-    members = [MemberState(exp.members[i].config, plan.writer(paths[i])) for i in plan.indices]
-    with ex.run_lock(top) if comm.is_writer else contextlib.nullcontext():
-        mine = ex.train_members(members, data_root, progress, None, data, comm=plan.comm)
-        return plan.outcomes(mine, paths)
-
-
-# --- Synchronized batch norm ------------------------------------------------------------------
-
-
-class AllReduceSum(torch.autograd.Function):
-    """Sum over ranks, differentiably: every rank's loss depends on the sum, so the gradient
-    of the summed loss with respect to a rank's input is the sum of the incoming gradients."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: Tensor, group: Any) -> Tensor:
-        ctx.group = group
-        out = tensor.clone()
-        dist.all_reduce(out, group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        grad = grad.clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
-
-
-def synced_batch_moments(z: Tensor, comm: Comm) -> tuple[Tensor, Tensor, int]:
-    """``StackedMLP.batch_moments`` over the global batch: mean and biased variance [K, 1, W]
-    per member and feature. Each rank's (mean, variance) of its own slice goes into its slot of
-    a [world, 2, K, 1, W] tensor, one all-reduce fills every slot, and the moments combine as
-    Chan et al.'s parallel variance (the ranks' slices are equal), which is as exact as a
-    two-pass variance, unlike sum / sum of squares."""
-    mean, var = batch_mean_var(z)
-    mine = torch.stack([mean, var]).unsqueeze(0)
-    before = mine.new_zeros((comm.rank, *mine.shape[1:]))
-    after = mine.new_zeros((comm.world - comm.rank - 1, *mine.shape[1:]))
-    slots = AllReduceSum.apply(torch.cat([before, mine, after]), comm.group)
-    means, variances = slots[:, 0], slots[:, 1]
-    mean = means.mean(dim=0)
-    var = (variances + (means - mean).square()).mean(dim=0)
-    return mean, var, z.shape[1] * comm.world
-
-
 # --- Data parallelism -----------------------------------------------------------------------
 
 
@@ -371,17 +295,6 @@ def ddp(model: StackedMLP, group: Any) -> nn.Module:
 
 def grad_views(model: StackedMLP) -> list[Tensor]:
     return [view for _, view in model.parameter_views(model.flat_grad)]
-
-
-def reseed_dropout(model: StackedMLP, seed: int, rank: int) -> None:
-    """Each rank draws its own dropout masks (rank 0 the single-process ones)."""
-    from initlab.model import member_seed
-
-    stream = member_seed(seed, "dropout") + rank
-    if model.dropout_generator is not None:
-        model.dropout_generator.manual_seed(stream)
-    elif model.flat.device.type == "cuda":
-        torch.manual_seed(stream)
 
 
 # --- Process groups ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Errors a user can fix. The CLI prints their message and exits with code 2."""
+"""Errors a user can fix (exit code 2), and the interruption of a run (exit 128 + signal)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class UsageError(Exception):
@@ -19,3 +21,17 @@ class ConfigError(UsageError):
 
 class DataError(UsageError):
     """MNIST files missing, corrupted or not fetchable."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM stopped training: the checkpoints are written; ``path`` is what
+    ``initlab run --resume`` takes; exit 128 + signal number."""
+
+    def __init__(self, signum: int, path: Path):
+        self.signum = signum
+        self.path = path
+        super().__init__(f"interrupted by signal {signum}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -1,32 +1,37 @@
-"""Run an experiment (one config or a sweep) into a run directory, or resume one.
+"""Run an experiment (one config or a sweep) into a run directory, or resume one: the module
+that composes trainers, checkpoint files and processes.
 
-Members are grouped by shape (``train.group_key``); each group trains as one stacked model.
-Everything a user can get wrong (output directory, device, data) is checked before the run
-directory is created, so a refused run leaves nothing behind.
+Members are grouped by their shared fields (``config.group_key``); each group trains as one
+stacked model. Everything a user can get wrong (output directory, device, data) is checked
+before the run directory is created, so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from initlab.checkpoint import choose_group_states, load_states, restore_group, rewind_member
-from initlab.config import Experiment, RunConfig, config_from_dict, dump_yaml
+from initlab import checkpoint
+from initlab.config import Experiment, RunConfig, config_from_dict, dump_yaml, group_key
 from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist
 from initlab.distributed import LOCAL, Comm
-from initlab.errors import UsageError
+from initlab.errors import RunInterrupted, UsageError
+from initlab.progress import ProgressFactory, quiet_progress
 from initlab.runs import (
     CONFIG_FILE,
+    FINISHED,
     SUMMARY_FILE,
     SWEEP_FILE,
+    Outcome,
     RunWriteError,
     RunWriter,
     atomic_write_text,
@@ -34,28 +39,9 @@ from initlab.runs import (
     create_unique_dir,
     run_summary,
 )
-from initlab.train import (
-    GroupTrainer,
-    Interrupted,
-    MemberState,
-    StopFlag,
-    group_key,
-    resolve_device,
-)
+from initlab.train import GroupTrainer, Interrupted, MemberState, StopFlag, resolve_device
 
-ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
 DataCache = dict[tuple, MNISTTensors]
-
-
-@dataclass
-class Outcome:
-    name: str
-    path: Path
-    summary: dict[str, Any]
-
-
-def quiet_progress(label: str, total: int) -> Callable[[dict[str, Any]], None]:
-    return lambda event: None
 
 
 def run_experiment(exp: Experiment, out: Path, data_root: str | None = None,
@@ -65,28 +51,49 @@ def run_experiment(exp: Experiment, out: Path, data_root: str | None = None,
     (``max_group``: at most this many as one stacked model)."""
     check_output_parent(out)
     data = prepare_data([m.config for m in exp.members], data_root)  # no run on bad data
-    top = create_unique_dir(out, exp.name)
-    try:
-        members = write_members(exp, top)
-    except BaseException:  # nothing trained yet: leave nothing half set up behind
-        shutil.rmtree(top, ignore_errors=True)
-        raise
+    top = set_up(exp, out)
+    members = [MemberState(m.config, RunWriter(path))
+               for m, path in zip(exp.members, member_paths(exp, top), strict=True)]
     with run_lock(top):
         return train_members(members, data_root, progress, None, data, max_group=max_group)
 
 
-def write_members(exp: Experiment, top: Path) -> list[MemberState]:
-    """Each member's directory and resolved config; for a sweep, ``sweep.json`` last, so a
-    sweep directory without it is known to be incomplete."""
-    members = []
-    for member in exp.members:
-        writer = RunWriter(top / member.name if exp.is_sweep else top)
-        writer.write_config(dump_yaml(member.config))
-        members.append(MemberState(member.config, writer))
-    if exp.is_sweep:
-        listing = {"name": exp.name, "members": [m.name for m in exp.members]}
-        atomic_write_text(top / SWEEP_FILE, json.dumps(listing, indent=2) + "\n")
-    return members
+def run_experiment_across(exp: Experiment, out: Path, data_root: str | None,
+                          progress: ProgressFactory, comm: Comm,
+                          split: str = "auto") -> list[Outcome]:
+    """``run_experiment`` on every rank of ``comm``: rank 0 sets up the run directory exactly
+    as one process does (and alone holds its lock); each rank then trains the members its
+    plan gives it. Rank 0 returns every outcome, the others []."""
+    plan = comm.plan([m.config for m in exp.members], exp.is_sweep, split)
+    data = prepare_data([exp.members[i].config for i in plan.indices], data_root)
+    top = comm.on_writer(lambda: set_up(exp, out))
+    paths = member_paths(exp, top)
+    members = [MemberState(exp.members[i].config, plan.writer(paths[i])) for i in plan.indices]
+    with run_lock(top) if comm.is_writer else contextlib.nullcontext():
+        mine = train_members(members, data_root, progress, None, data, comm=plan.comm)
+        return plan.outcomes(mine, paths)
+
+
+def set_up(exp: Experiment, out: Path) -> Path:
+    """A new directory for the experiment under ``out`` with each member's directory and
+    resolved config; for a sweep, ``sweep.json`` last, so a sweep directory without it is known
+    to be incomplete. Nothing is left behind when this fails."""
+    check_output_parent(out)
+    top = create_unique_dir(out, exp.name)
+    try:
+        for member, path in zip(exp.members, member_paths(exp, top), strict=True):
+            RunWriter(path).write_config(dump_yaml(member.config))
+        if exp.is_sweep:
+            listing = {"name": exp.name, "members": [m.name for m in exp.members]}
+            atomic_write_text(top / SWEEP_FILE, json.dumps(listing, indent=2) + "\n")
+    except BaseException:  # nothing trained yet: leave nothing half set up behind
+        shutil.rmtree(top, ignore_errors=True)
+        raise
+    return top
+
+
+def member_paths(exp: Experiment, top: Path) -> list[Path]:
+    return [top / m.name if exp.is_sweep else top for m in exp.members]
 
 
 def resume_experiment(run_dir: Path, data_root: str | None = None,
@@ -96,11 +103,16 @@ def resume_experiment(run_dir: Path, data_root: str | None = None,
     data = prepare_data([m.config for m in members], data_root)
     with run_lock(run_dir):
         states: list[dict | None] = [None] * len(members)
-        for indices in group_indices(members):
-            found = [load_states(members[i].writer.path) for i in indices]
-            chosen = choose_group_states(found) or [None] * len(indices)
+        for indices in group_indices([m.config for m in members]):
+            found = []
+            for i in indices:
+                readable, problems = checkpoint.readable_states(members[i].writer.path)
+                for problem in problems:
+                    warnings.warn(f"unreadable checkpoint skipped: {problem}", stacklevel=2)
+                found.append(readable)
+            chosen = checkpoint.choose_group_states(found) or [None] * len(indices)
             for i, pick in zip(indices, chosen, strict=True):
-                rewind_member(members[i].writer.path, pick)
+                checkpoint.rewind_member(members[i].writer.path, pick)
                 states[i] = None if pick is None else pick[1]
         return train_members(members, data_root, progress, states, data)
 
@@ -159,14 +171,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def group_indices(members: Sequence[MemberState],
+def group_indices(configs: Sequence[RunConfig],
                   max_group: int | None = None) -> list[list[int]]:
     """The members that train together as one stacked model: equal ``group_key``, split into
     groups of at most ``max_group`` (a memory bound, or one model at a time for comparison)."""
     by_key: dict[tuple, list[int]] = {}
-    for i, member in enumerate(members):
-        by_key.setdefault(group_key(member.config), []).append(i)
-    size = max_group or max(len(members), 1)
+    for i, cfg in enumerate(configs):
+        by_key.setdefault(group_key(cfg), []).append(i)
+    size = max_group or max(len(configs), 1)
     return [indices[j : j + size] for indices in by_key.values()
             for j in range(0, len(indices), size)]
 
@@ -191,22 +203,22 @@ def train_members(members: list[MemberState], data_root: str | None,
     """``comm``: the process group whose ranks split each batch (initlab.distributed); only
     its rank 0 writes, and returns the outcomes. ``max_group``: see ``group_indices``."""
     data_cache = {} if data_cache is None else data_cache
-    groups = group_indices(members, max_group)
+    groups = group_indices([m.config for m in members], max_group)
     with StopFlag() as stop:
         for indices in groups:
             group = [members[i] for i in indices]
             group_states = [states[i] for i in indices] if states else [None] * len(indices)
-            if all(s is not None and s["member"]["status"] in ("completed", "diverged")
-                   for s in group_states):
+            if all(s is not None and s["member"]["status"] in FINISHED for s in group_states):
                 continue
             cfg = group[0].config
             device = resolve_device(cfg.train.device)
             data = load_group_data(cfg, data_root, device, data_cache)
-            trainer = GroupTrainer(group, data, device, comm)
+            save = functools.partial(checkpoint.save_group, [m.writer.path for m in group])
+            trainer = GroupTrainer(group, data, device, comm, save)
             label = cfg.name if len(group) == 1 else f"{cfg.name} ×{len(group)}"
             on_event = progress(label, total_steps(cfg, data.train_x.shape[0]))
             if all(s is not None for s in group_states):
-                restore_group(trainer, group_states)  # type: ignore[arg-type]
+                trainer.load_member_states(group_states)  # type: ignore[arg-type]
                 on_event({"kind": "resume", "step": trainer.step})
             try:
                 trainer.run(stop, on_event)
@@ -277,16 +289,3 @@ def resume_path(members: list[MemberState]) -> Path:
     """The directory ``--resume`` takes: the run, or the sweep above its members."""
     path = members[0].writer.path
     return path.parent if (path.parent / SWEEP_FILE).is_file() else path
-
-
-class RunInterrupted(Exception):
-    """SIGINT/SIGTERM: the checkpoints are written; exit 128 + signal number."""
-
-    def __init__(self, signum: int, path: Path):
-        self.signum = signum
-        self.path = path
-        super().__init__(f"interrupted by signal {signum}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum

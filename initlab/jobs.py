@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from initlab.errors import UsageError
+from initlab.errors import RunInterrupted, UsageError
+from initlab.progress import ProgressFactory
 
-ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
 STEP_BATCH_SECONDS = 0.25  # how often a worker reports its step count
 
 
@@ -94,8 +94,6 @@ def _run_job(run: Callable[..., None], args: tuple, label: str, events: Any,
              cancel: Any) -> tuple[str, str, int] | None:
     """In a worker. A failure comes back as (kind, message, exit code): exceptions with
     their own constructors do not always survive pickling."""
-    from initlab.experiment import RunInterrupted
-
     if cancel.is_set():  # the run was stopped before this job started
         return None
     try:
@@ -114,8 +112,6 @@ def _raise_failure(failure: tuple[str, str, int] | None) -> None:
         return
     kind, message, code = failure
     if kind == "interrupted":
-        from initlab.experiment import RunInterrupted
-
         raise RunInterrupted(code - 128, Path(message))
     if kind == "usage":
         raise UsageError(message)

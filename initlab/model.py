@@ -2,15 +2,16 @@
 
 Every parameter of every member lives in one flat buffer, laid out as blocks of shape
 [K, *shape]: one per Linear layer, [K, n_in + 1, n_out] with the bias as its last row, and one
-per norm gain or shift. Each parameter (W_i, b_i, gain, shift) is an ``nn.Parameter`` viewing its
-part of a block, and its gradient the same part of a second flat buffer. The optimizer and the
-per-layer statistics then work on whole buffers in a handful of kernels, whatever the depth,
-and one member never touches another's numbers. With the bias as a row, a column of ones after
-the inputs lets one matrix product compute z W + b, and one more both gradients (the
-hand-written backward).
+per norm parameter and hidden layer. Each parameter (W_i, b_i, the norm's gain, ...) is an
+``nn.Parameter`` viewing its part of a block, and its gradient the same part of a second flat
+buffer. The optimizer and the per-layer statistics then work on whole buffers in a handful of
+kernels, whatever the depth, and one member never touches another's numbers. With the bias as a
+row, a column of ones after the inputs lets one matrix product compute z W + b, and one more
+both gradients (the hand-written backward).
 
 Placement follows the lecture: z_{i+1} = dropout(norm(act(z_i W_i + b_i))) for i < L, the last
-layer linear. A single model is the case K = 1.
+layer linear. The activation, norm and init scheme come from their registries
+(``initlab.activations``, ``initlab.norms``, ``initlab.inits``). A single model is K = 1.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from initlab.activations import ACTIVATIONS
 from initlab.config import ModelConfig
+from initlab.inits import INITS
+from initlab.norms import NORMS
 
 # W_i and b_i are views of one block per layer (a member's bias row follows its weight rows),
 # so not "dense": autograd warns, once, that accumulating into such a gradient may be slower.
@@ -32,22 +36,18 @@ warnings.filterwarnings("ignore", message="grad and param do not obey the gradie
 
 IN_FEATURES = 784
 NUM_CLASSES = 10
-NORM_EPS = 1e-5
-BN_MOMENTUM = 0.1
-
-# In place: they act on a fresh matmul output that autograd does not need to keep.
-ACTIVATIONS = {"relu": torch.relu_, "tanh": torch.tanh_, "identity": lambda z: z}
+LINEAR = "linear"  # the role of a Linear layer's block
 
 
 @dataclass(frozen=True)
 class Block:
-    """One parameter inside the flat buffer: elements [offset, offset + K * numel)."""
+    """One parameter block inside the flat buffer: elements [offset, offset + K * numel)."""
 
     name: str
     shape: tuple[int, ...]  # per member
     offset: int
     layer: int  # 0-based Linear layer it belongs to
-    is_linear: bool  # a Linear layer's [W_i; b_i] (the statistics are about its W_i rows)
+    role: str  # LINEAR ([W_i; b_i]; the statistics are about its W_i rows) or a norm parameter
 
     @property
     def numel(self) -> int:
@@ -63,33 +63,38 @@ def layer_widths(model: ModelConfig) -> list[tuple[int, int]]:
     return list(zip(dims[:-1], dims[1:], strict=True))
 
 
-def parameter_layout(model: ModelConfig) -> list[tuple[str, tuple[int, ...], int, bool]]:
-    """(name, per-member shape, layer, is_linear) of every parameter, in buffer order. A
-    member's parameters in this order (W_0, b_0, norm gain and shift, W_1, ...) are its
-    checkpoint vector."""
-    affine = model.norm != "none"
-    layout: list[tuple[str, tuple[int, ...], int, bool]] = []
+def parameter_layout(model: ModelConfig) -> list[tuple[str, tuple[int, ...], int, str]]:
+    """(name, per-member shape, layer, role) of every parameter block, in buffer order. A
+    member's parameters in this order (W_0, b_0, the norm's parameters of layer 0, W_1, ...)
+    are its checkpoint vector."""
+    norm_params = NORMS[model.norm].PARAMETERS
+    layout: list[tuple[str, tuple[int, ...], int, str]] = []
     for i, (n_in, n_out) in enumerate(layer_widths(model)):
-        layout.append((f"linear{i}", (n_in + int(model.bias), n_out), i, True))
-        if affine and i < model.depth - 1:
-            layout.append((f"norm_g{i}", (1, n_out), i, False))
-            layout.append((f"norm_b{i}", (1, n_out), i, False))
+        layout.append((f"linear{i}", (n_in + int(model.bias), n_out), i, LINEAR))
+        if i < model.depth - 1:
+            layout += [(f"norm_{p}{i}", (1, n_out), i, p) for p in norm_params]
     return layout
 
 
 class StackedMLP(nn.Module):
-    """K members of the same architecture; input [K, B, 784], logits [K, B, 10]."""
+    """K members of the same architecture; input [K, B, 784], logits [K, B, 10].
 
-    def __init__(self, model: ModelConfig, members: int, device: torch.device | str = "cpu"):
+    ``process_group``: the processes that split each batch, for a norm that reduces over them
+    (synchronized batch norm); None in one process."""
+
+    def __init__(self, model: ModelConfig, members: int, device: torch.device | str = "cpu",
+                 process_group: Any = None):
         super().__init__()
         self.config = model
         self.members = members
         self.depth = model.depth
         self.widths = layer_widths(model)
         self.act = ACTIVATIONS[model.activation]
+        self.norm = NORMS[model.norm](members, model.width, model.depth - 1, model.groups,
+                                      device, process_group)
         blocks, offset = [], 0
-        for name, shape, layer, is_linear in parameter_layout(model):
-            block = Block(name, shape, offset, layer, is_linear)
+        for name, shape, layer, role in parameter_layout(model):
+            block = Block(name, shape, offset, layer, role)
             blocks.append(block)
             offset += members * block.numel
         self.blocks: list[Block] = blocks
@@ -101,17 +106,14 @@ class StackedMLP(nn.Module):
             p = nn.Parameter(value)
             p.grad = grad
             self.register_parameter(name, p)
+        # Each hidden layer's norm parameters as the norm takes them: name -> [K, 1, width].
+        self.norm_params = [{p: getattr(self, f"norm_{p}{i}") for p in self.norm.PARAMETERS}
+                            for i in range(self.depth - 1)]
         # Dropout probability per member, broadcast over [K, B, width].
         self.register_buffer("dropout_p", torch.zeros(members, 1, 1, device=device))
-        # 1 while a member trains, 0 once stopped: its batch-norm running averages freeze too.
+        # 1 while a member trains, 0 once stopped: its norm's running statistics freeze too.
         self.register_buffer("active", torch.ones(members, 1, 1, device=device))
         self.uses_dropout = False
-        if model.norm in ("batch", "syncbatch"):
-            hidden = model.depth - 1
-            self.register_buffer("running_mean", torch.zeros(hidden, members, 1, model.width,
-                                                             device=device))
-            self.register_buffer("running_var", torch.ones(hidden, members, 1, model.width,
-                                                           device=device))
         self.dropout_generator: torch.Generator | None = None
         self.dropout_members: Tensor | None = None  # None: every member drops out
         self.masks: dict[int, tuple[Tensor, Tensor]] = {}  # per batch size, see dropout_masks
@@ -142,9 +144,27 @@ class StackedMLP(nn.Module):
             self.view(flat, b)[k].copy_(values[start : start + b.numel].view(b.shape))
             start += b.numel
 
+    def member_buffers(self, k: int) -> dict[str, Tensor]:
+        """Member k's slice of every buffer: the model's own are [K, ...], the norm's say
+        their member axis."""
+        axes = {f"norm.{name}": axis for name, axis in self.norm.member_axes().items()}
+        return {name: buf.select(axes.get(name, 0), k) for name, buf in self.named_buffers()}
+
+    def member_state(self, k: int) -> dict[str, Any]:
+        """Member k's weights (``member_vector`` order) and buffers."""
+        return {"params": self.member_vector(self.flat, k), "buffers": self.member_buffers(k)}
+
+    @torch.no_grad()
+    def load_member_state(self, k: int, state: dict[str, Any]) -> None:
+        """The inverse of ``member_state``: a checkpoint's member into member k."""
+        self.set_member_vector(self.flat, k, state["params"].to(self.flat.device))
+        slices = self.member_buffers(k)
+        for name, value in state["buffers"].items():
+            slices[name].copy_(value)
+
     @torch.no_grad()
     def stop_member(self, k: int, zero: bool = False) -> None:
-        """Freeze member k's running averages; ``zero`` also clears its weights (a diverged
+        """Freeze member k's running statistics; ``zero`` also clears its weights (a diverged
         member's NaNs stay harmless either way: members never mix)."""
         self.active[k] = 0.0
         if zero:
@@ -156,7 +176,7 @@ class StackedMLP(nn.Module):
         G consecutive layers of one shape (evenly spaced in the buffer), entries flattened
         (bias rows left out): for the default net W_1, W_2..W_49, W_50. Per-layer statistics
         then cost a few kernels instead of a few per layer."""
-        blocks = [b for b in self.blocks if b.is_linear]
+        blocks = [b for b in self.blocks if b.role == LINEAR]
         groups, i = [], 0
         while i < len(blocks):
             j = i + 1
@@ -177,13 +197,21 @@ class StackedMLP(nn.Module):
         views = []
         for block in self.blocks:
             view = self.view(flat, block)
-            if not block.is_linear:
+            if block.role != LINEAR:
                 views.append((block.name, view))
                 continue
             n_in, i = self.widths[block.layer][0], block.layer
             views.append((f"w{i}", view[:, :n_in]))
             if self.config.bias:
                 views.append((f"b{i}", view[:, n_in:]))
+        return views
+
+    def norm_views(self, flat: Tensor) -> list[dict[str, Tensor]]:
+        """Each hidden layer's norm parameters (or their gradients) in ``flat``, by name."""
+        views: list[dict[str, Tensor]] = [{} for _ in range(self.depth - 1)]
+        for block in self.blocks:
+            if block.role != LINEAR:
+                views[block.layer][block.role] = self.view(flat, block)
         return views
 
     def weight(self, i: int) -> Tensor:
@@ -197,21 +225,20 @@ class StackedMLP(nn.Module):
     # -- initialization -----------------------------------------------------------------------
     @torch.no_grad()
     def initialize(self, schemes: Sequence[str], cs: Sequence[float], seeds: Sequence[int]):
-        """W_i ~ N(0, c/n_in) (or uniform with that variance, or zeros) per member, drawn from
-        the member's own generator so a member gets the same weights alone or in a sweep."""
+        """W_i from each member's init scheme and c, drawn from the member's own generator so a
+        member gets the same weights alone or in a sweep; biases 0; norm parameters at their
+        initial values."""
         self.flat.zero_()
         for k, (scheme, c, seed) in enumerate(zip(schemes, cs, seeds, strict=True)):
             gen = torch.Generator().manual_seed(member_seed(seed, "init"))
             for block in self.blocks:
                 member_view = self.view(self.flat, block)[k]
-                if block.is_linear:  # biases stay zero
+                if block.role == LINEAR:  # biases stay zero
                     shape = self.widths[block.layer]
-                    member_view[: shape[0]].copy_(draw_weight(scheme, c, shape, gen))
-                elif block.name.startswith("norm_g"):
-                    member_view.fill_(1.0)
-        if self.config.norm in ("batch", "syncbatch"):
-            self.running_mean.zero_()
-            self.running_var.fill_(1.0)
+                    member_view[: shape[0]].copy_(INITS[scheme].draw(c, shape, gen))
+                else:
+                    member_view.fill_(self.norm.PARAMETERS[block.role])
+        self.norm.reset()
 
     def set_dropout(self, ps: Sequence[float], seed: int):
         self.dropout_p.copy_(torch.tensor(ps, dtype=torch.float32).view(-1, 1, 1))
@@ -227,6 +254,13 @@ class StackedMLP(nn.Module):
         else:  # graph-capturable: the device's default generator, seeded by the trainer
             self.dropout_generator = None
 
+    def reseed_dropout(self, stream: int) -> None:
+        """Another dropout stream (each of several processes draws its own masks)."""
+        if self.dropout_generator is not None:
+            self.dropout_generator.manual_seed(stream)
+        elif self.flat.device.type == "cuda":
+            torch.manual_seed(stream)
+
     # -- forward ------------------------------------------------------------------------------
     def forward(self, x: Tensor, layer_inputs: list[Tensor] | None = None,
                 update_running: bool = True, use_dropout: bool = True) -> Tensor:
@@ -236,6 +270,7 @@ class StackedMLP(nn.Module):
         last = self.depth - 1
         dropout = self.uses_dropout and use_dropout and self.training
         masks = self.dropout_masks(x.shape[1]) if dropout else None
+        running_update = self.active if update_running else None
         for i in range(self.depth):
             if layer_inputs is not None:
                 layer_inputs.append(z)  # never changed in place after this point
@@ -245,17 +280,19 @@ class StackedMLP(nn.Module):
             if self.config.bias:
                 z = z.add_(self.bias(i))
             if i < last:
-                z = self.normalize(i, self.act(z), update_running)
+                z = self.act.forward_(z)
+                if not self.norm.identity:  # forward, not __call__: no hook machinery per layer
+                    z = self.norm.forward(i, z, self.norm_params[i], running_update)
                 if masks is not None:
                     z = z * masks[i]
         return z
 
     # -- hand-written backward ----------------------------------------------------------------
     def supports_manual_backward(self) -> bool:
-        """Every net has a hand-written backward but one: without a norm, tanh's derivative
-        comes from its output, which dropout rescales; with both, autograd it is."""
-        if self.config.norm == "none":
-            return not (self.uses_dropout and self.config.activation == "tanh")
+        """Every net has a hand-written backward but one: without a norm, the activation's
+        derivative comes from its output, which dropout rescales (tanh's cannot survive it)."""
+        if self.norm.identity:
+            return not (self.uses_dropout and not self.act.survives_rescaling)
         return True
 
     @torch.no_grad()
@@ -268,7 +305,7 @@ class StackedMLP(nn.Module):
         accumulated: nothing to zero first) into ``flat_grad``.
 
         Batch norm normalizes with the batch's own moments, as in training mode; ``training``
-        also applies dropout and moves batch norm's running averages (False: the probe).
+        also applies dropout and moves its running averages (False: the probe).
         Returns the logits [K, B, 10], the loss per member [K], and the layer inputs as
         groups [G, K, B, n] (``stats.activation_norms``). Logits and inputs live in buffers
         the next call overwrites."""
@@ -283,19 +320,21 @@ class StackedMLP(nn.Module):
             inputs = [x, *s.inputs[1:]]
         dropout = self.uses_dropout and training and self.training
         masks = self.dropout_masks(b) if dropout else None
-        normed = self.config.norm != "none"
-        moments: list[tuple[Tensor, Tensor, Tensor]] = []  # (normalized, mean, 1/std) per layer
+        normed = not self.norm.identity
+        running_update = self.active if training else None
+        saved = []  # what each hidden layer's norm keeps for its backward
         last = self.depth - 1
         for i in range(self.depth):
             out = s.outputs[i]
             if i < last and normed:  # act(z W + b) into its own buffer, normalized into out
                 torch.bmm(inputs[i], s.params[i], out=s.activated[i])
-                self.act(s.activated[i])
-                moments.append(self.normalize_into(i, s, out, update_running=training))
+                self.act.forward_(s.activated[i])
+                saved.append(self.norm.forward_into(i, s.activated[i], out, s.norm_params[i],
+                                                    running_update))
             else:
                 torch.bmm(inputs[i], s.params[i], out=out)
                 if i < last:
-                    self.act(out)
+                    self.act.forward_(out)
             if i < last and masks is not None:
                 out.mul_(masks[i])
         logp = torch.log_softmax(s.outputs[last], dim=-1)
@@ -309,103 +348,13 @@ class StackedMLP(nn.Module):
                 if masks is not None:
                     g.mul_(masks[i - 1])
                 if normed:
-                    g = self.normalize_backward(i - 1, s, g, moments[i - 1])
-                    g = self.activation_backward(g, s.activated[i - 1])
+                    g = self.norm.backward(i - 1, g, s.activated[i - 1], saved[i - 1],
+                                           s.norm_params[i - 1], s.norm_grads[i - 1])
+                    g = self.act.backward(g, s.activated[i - 1])
                 else:
-                    g = self.activation_backward(g, s.outputs[i - 1])
+                    g = self.act.backward(g, s.outputs[i - 1])
         groups = [inputs[0][..., :IN_FEATURES].unsqueeze(0), s.hidden_outputs]
         return s.outputs[last], loss, groups
-
-    def norm_shape(self) -> tuple[int, ...]:
-        """Layer norm normalizes all ``width`` features, group norm each of ``groups``."""
-        w, groups = self.config.width, self.config.groups
-        return (w,) if self.config.norm == "layer" else (groups, w // groups)
-
-    def normalize_into(self, i: int, s: Scratch, out: Tensor, update_running: bool = True,
-                       ) -> tuple[Tensor, Tensor, Tensor]:
-        """out = gain * norm(activated) + shift, for layer i; returns what the backward needs:
-        the normalized activations, and the mean and 1/std they were normalized with."""
-        a = s.activated[i]
-        if self.config.norm in ("batch", "syncbatch"):
-            mean, var, count = self.batch_moments(a)
-            if update_running:
-                self.update_running_averages(i, mean, var, count)
-            rstd = var.add_(NORM_EPS).rsqrt_()
-            normalized = (a - mean).mul_(rstd)
-        else:
-            k, b, w = out.shape
-            shape = self.norm_shape()
-            normalized, mean, rstd = torch.native_layer_norm(
-                a.view(k, b, *shape), shape[-1:], None, None, NORM_EPS)
-            normalized = normalized.view(k, b, w)
-        torch.addcmul(s.shifts[i], normalized, s.gains[i], out=out)
-        return normalized, mean, rstd
-
-    def normalize_backward(self, i: int, s: Scratch, g: Tensor,
-                           moments: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        """From the gradient at layer i's normalized output to the one at its activation;
-        the gain's and shift's gradients go into ``flat_grad`` on the way."""
-        normalized, mean, rstd = moments
-        k, b, w = g.shape
-        gain_grad, shift_grad = s.gain_grads[i], s.shift_grads[i]
-        torch.sum(g * normalized, dim=1, keepdim=True, out=gain_grad)
-        torch.sum(g, dim=1, keepdim=True, out=shift_grad)
-        if self.config.norm in ("batch", "syncbatch"):
-            # Per feature over the batch: dx = gain/std * (g - (sum g + xhat * sum g xhat) / B)
-            correction = torch.addcmul(shift_grad, normalized, gain_grad).div_(b)
-            return g.sub_(correction).mul_(rstd * s.gains[i])
-        shape = self.norm_shape()
-        g = g.mul_(s.gains[i]).view(k, b, *shape)
-        g = torch.ops.aten.native_layer_norm_backward(
-            g, s.activated[i].view(k, b, *shape), shape[-1:], mean, rstd, None, None,
-            [True, False, False])[0]
-        return g.view(k, b, w)
-
-    def activation_backward(self, g: Tensor, out: Tensor) -> Tensor:
-        """The gradient at an activation's input from the one at its output ``out``."""
-        name = self.config.activation
-        if name == "relu":
-            return torch.ops.aten.threshold_backward(g, out, 0.0)
-        if name == "tanh":
-            return g.mul_(1.0 - out.square())
-        return g
-
-    def normalize(self, i: int, z: Tensor, update_running: bool) -> Tensor:
-        norm = self.config.norm
-        if norm == "none":
-            return z
-        if norm == "layer":
-            z = F.layer_norm(z, z.shape[-1:], eps=NORM_EPS)
-        elif norm == "group":
-            k, b, w = z.shape
-            g = self.config.groups
-            z = F.layer_norm(z.view(k, b, g, w // g), (w // g,), eps=NORM_EPS).view(k, b, w)
-        else:
-            z = self.batch_normalize(i, z, update_running)
-        return z * getattr(self, f"norm_g{i}") + getattr(self, f"norm_b{i}")
-
-    def batch_normalize(self, i: int, z: Tensor, update_running: bool) -> Tensor:
-        """Per member, per feature over the batch; running averages in eval mode."""
-        if not self.training:
-            return (z - self.running_mean[i]) / torch.sqrt(self.running_var[i] + NORM_EPS)
-        mean, var, count = self.batch_moments(z)
-        if update_running:
-            self.update_running_averages(i, mean, var, count)
-        return (z - mean) / torch.sqrt(var + NORM_EPS)
-
-    @torch.no_grad()
-    def update_running_averages(self, i: int, mean: Tensor, var: Tensor, count: int) -> None:
-        """Layer i's running averages move towards this batch's moments (the variance made
-        unbiased), for members still training."""
-        unbiased = var * (count / max(count - 1, 1))
-        self.running_mean[i].lerp_(mean, BN_MOMENTUM * self.active)
-        self.running_var[i].lerp_(unbiased, BN_MOMENTUM * self.active)
-
-    def batch_moments(self, z: Tensor) -> tuple[Tensor, Tensor, int]:
-        """Batch mean and biased variance [K, 1, W] and the batch size they cover. A
-        distributed model overrides this to reduce across workers (SyncBatchNorm)."""
-        mean, var = batch_mean_var(z)
-        return mean, var, z.shape[1]
 
     def dropout_masks(self, batch: int) -> Tensor:
         """Fresh dropout masks for every hidden layer, [L - 1, K, B, width]: 0 with probability
@@ -442,13 +391,11 @@ class Scratch:
     weights_t: list[Tensor]  # W_i transposed [K, n_out, n_in]
     grads: list[Tensor]  # gradient of [W_i; b_i] in ``flat_grad``
     minus_one: Tensor  # [K, B, 1], subtracts the one-hot label from the softmax
-    # With layer or group norm: each hidden layer's act(z W + b) before normalization, and the
-    # norm's gain and shift [K, 1, width] (and their gradients), per hidden layer.
+    # With a norm: each hidden layer's act(z W + b) before normalization, and the norm's
+    # parameters [K, 1, width] (and their gradients) by name, per hidden layer.
     activated: list[Tensor]
-    gains: list[Tensor]
-    shifts: list[Tensor]
-    gain_grads: list[Tensor]
-    shift_grads: list[Tensor]
+    norm_params: list[dict[str, Tensor]]
+    norm_grads: list[dict[str, Tensor]]
 
     @classmethod
     def allocate(cls, model: StackedMLP, batch: int) -> Scratch:
@@ -460,12 +407,8 @@ class Scratch:
         inputs = [first, *hidden.unbind(0)]
         outputs = [z[..., : model.config.width] for z in inputs[1:]]
         outputs.append(torch.empty(k, batch, NUM_CLASSES, device=dev))
-        linear = [blk for blk in model.blocks if blk.is_linear]
-        normed = model.config.norm != "none"
-
-        def norm_views(flat: Tensor, prefix: str) -> list[Tensor]:
-            return [model.view(flat, blk) for blk in model.blocks if blk.name.startswith(prefix)]
-
+        linear = [blk for blk in model.blocks if blk.role == LINEAR]
+        normed = not model.norm.identity
         return cls(
             inputs=inputs,
             outputs=outputs,
@@ -475,48 +418,11 @@ class Scratch:
                        for blk, (n_in, _) in zip(linear, model.widths, strict=True)],
             grads=[model.view(model.flat_grad, blk) for blk in linear],
             minus_one=torch.full((k, batch, 1), -1.0, device=dev),
-            activated=[activated_buffer(model, batch) for _ in range(model.depth - 1)]
-            if normed else [],
-            gains=norm_views(model.flat, "norm_g"),
-            shifts=norm_views(model.flat, "norm_b"),
-            gain_grads=norm_views(model.flat_grad, "norm_g"),
-            shift_grads=norm_views(model.flat_grad, "norm_b"),
+            activated=[model.norm.activated_buffer(k, batch, dev)
+                       for _ in range(model.depth - 1)] if normed else [],
+            norm_params=model.norm_views(model.flat),
+            norm_grads=model.norm_views(model.flat_grad),
         )
-
-
-def activated_buffer(model: StackedMLP, batch: int) -> Tensor:
-    """Where a normalized layer's act(z W + b) goes: [K, B, width]. For batch norm, a view
-    with a spare column per row, like the unnormalized layers' outputs: the CPU's batched
-    matrix product then gives a member the same bits alone or in a sweep (into a contiguous
-    output, one member alone takes another kernel, which rounds differently). Layer and group
-    norm keep it contiguous: their kernels would copy it, and group norm over a few features
-    is ill-conditioned enough that autograd's rounding (contiguous) is the safer reference."""
-    k, width, dev = model.members, model.config.width, model.flat.device
-    if model.config.norm in ("batch", "syncbatch"):
-        return torch.empty(k, batch, width + 1, device=dev)[..., :width]
-    return torch.empty(k, batch, width, device=dev)
-
-
-def batch_mean_var(z: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and biased variance over the batch, [K, 1, W] from [K, B, W], in two passes (as
-    exact as ``torch.var_mean``, which is 3-6x slower over this middle dimension on the CPU)."""
-    mean = z.mean(dim=1, keepdim=True)
-    centered = z - mean
-    return mean, centered.square().mean(dim=1, keepdim=True)
-
-
-def draw_weight(scheme: str, c: float, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
-    """One member's W_i [n_in, n_out] with Var = c / n_in (zeros for the zero init)."""
-    n_in = shape[0]
-    std = (c / n_in) ** 0.5
-    if scheme in ("normal", "kaiming"):
-        return torch.randn(shape, generator=gen) * std
-    if scheme == "uniform":
-        bound = (3.0 ** 0.5) * std  # U(-a, a) has variance a^2 / 3
-        return (torch.rand(shape, generator=gen) * 2 - 1) * bound
-    if scheme == "zeros":
-        return torch.zeros(shape)
-    raise ValueError(f"unknown init scheme {scheme!r}")
 
 
 def member_seed(seed: int, stream: str) -> int:

@@ -72,6 +72,24 @@ class FlatOptimizer:
         torch.mul(m, self.lr, out=step)
         self.flat.addcdiv_(step, denom, value=-1.0)
 
+    def member_state(self, k: int) -> dict[str, Tensor]:
+        """Member k's part of the optimizer state: its elements of each per-element buffer
+        (in flat-buffer order, which is ``StackedMLP.member_vector``'s) and the shared step
+        count."""
+        mine = self.member_ids == k
+        return {name: buf[mine] if buf.shape == mine.shape else buf.clone()
+                for name, buf in self.buffers.items()}
+
+    @torch.no_grad()
+    def load_member_state(self, k: int, state: dict[str, Tensor]) -> None:
+        mine = self.member_ids == k
+        for name, buf in self.buffers.items():
+            value = state[name].to(buf.device)
+            if buf.shape == mine.shape:
+                buf[mine] = value
+            else:
+                buf.copy_(value)
+
     def freeze(self, member: int, reset: bool = False) -> None:
         """Stop updating one member (target reached, or diverged). ``reset`` also clears its
         optimizer state: a diverged member's NaN momentum would otherwise make 0 * NaN

@@ -1,15 +1,26 @@
-"""What a person sees while training: a progress bar per group, a summary line per member."""
+"""What a person sees while training: a progress bar per group, a summary line per member.
+
+Training reports through a ``ProgressFactory``: called once per group with a label and the
+group's total steps, it returns the function that receives that group's events (``start``,
+``step``, ``steps``, ``resume``, ``epoch``, ``done``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-if TYPE_CHECKING:
-    from initlab.experiment import Outcome
+from initlab.runs import Outcome
+
+ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
+
+
+def quiet_progress(label: str, total: int) -> Callable[[dict[str, Any]], None]:
+    """A factory whose bars show nothing."""
+    return lambda event: None
 
 
 class RichProgress:

@@ -36,8 +36,8 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
 SWEEP_FILE = "sweep.json"
-LAYER_KEYS = ("act_norm", "grad_norm", "weight_var", "weight_rel_change")
-PHASES = ("init", "train", "epoch", "final")
+# A member in one of these states is done: resume and the figures' cache leave it as it is.
+FINISHED = ("completed", "diverged")
 
 
 class RunWriteError(UsageError):
@@ -112,6 +112,15 @@ def create_unique_dir(parent: Path, name: str) -> Path:
         except OSError as err:
             raise UsageError(f"cannot create run directory {path}: {err.strerror}") from err
     raise UsageError(f"too many runs named {name!r} in {parent}")
+
+
+@dataclass
+class Outcome:
+    """What training one member gave: its directory and its summary.json."""
+
+    name: str
+    path: Path
+    summary: dict[str, Any]
 
 
 def clean_number(x: float) -> float | None:
@@ -206,9 +215,10 @@ class Run:
         self.loss = column("loss")
         self.train_error = column("train_error")
         self.test_error = column("test_error")
+        keys = dict.fromkeys(k for r in self.records for k, v in r.items() if isinstance(v, list))
         self.layers = {
             key: np.array([[_num(v) for v in r[key]] for r in self.records], dtype=float)
-            for key in LAYER_KEYS
+            for key in keys
         }
 
     @property
@@ -226,6 +236,15 @@ class Run:
         """Index of the final record, else the last one written (a diverged or interrupted
         run ends where it ended)."""
         return self.at("final") if "final" in self.phase else len(self.records) - 1
+
+    @property
+    def final_test_error(self) -> float:
+        """The summary's final test error, else the last one measured; NaN if none (e.g. a
+        member that diverged before its first evaluation)."""
+        err = self.summary.get("final_test_error")
+        if err is None and len(self.records):
+            err = self.test_error[self.last()]
+        return float("nan") if err is None else float(err)
 
     def layer_stat(self, key: str, phase: str = "final") -> np.ndarray:
         index = self.last() if phase == "final" else self.at(phase)

@@ -4,11 +4,16 @@ Shapes: K members, L layers, B examples. The statistics take "layer groups": ten
 G consecutive layers of every member at once -- weights as [G, K, n] (entries flattened),
 layer inputs as [G, K, B, n] -- so a 50-layer net costs a few kernels, not a few per layer.
 ``layer_groups`` and ``input_groups`` turn lists of per-layer tensors into those forms.
+
+``LAYER_STATS`` is the one list of the per-layer statistics a run records: each entry names a
+record key, how plots label it, and which function of a pass's tensors computes it. Adding a
+statistic is one function here and one line there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -79,3 +84,40 @@ def cross_entropy_per_member(logits: Tensor, labels: Tensor) -> Tensor:
 def error_counts(logits: Tensor, labels: Tensor) -> Tensor:
     """Number of misclassified examples per member: [K, B, C], [K, B] -> [K]."""
     return (logits.argmax(dim=-1) != labels).sum(dim=-1)
+
+
+# --- The registry ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PassTensors:
+    """What the per-layer statistics of one forward/backward pass read, as layer groups:
+    the layer inputs [G, K, B, n], the weights W_i, their gradients and W_i - W_i(0)
+    ([G, K, n] each), and the norms of W_i(0) [K, L]."""
+
+    inputs: Sequence[Tensor]
+    weights: Sequence[Tensor]
+    grads: Sequence[Tensor]
+    changes: Sequence[Tensor]
+    initial_norms: Tensor
+
+
+@dataclass(frozen=True)
+class LayerStat:
+    key: str  # the record key in stats.jsonl
+    label: str  # how a plot's axis names it
+    compute: Callable[[PassTensors], Tensor]  # -> [K, L]
+    log_scale: bool = True  # spans decades across layers or runs
+    per_fan_in: bool = False  # plots show it times each layer's fan-in n
+    diverges: bool = True  # NaN or Inf means the member diverged (else: merely undefined)
+
+
+LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
+    LayerStat("act_norm", "activation norm ‖Z_i‖₂", lambda t: activation_norms(t.inputs)),
+    LayerStat("grad_norm", "gradient norm ‖∇W_i ℓ‖", lambda t: gradient_norms(t.grads)),
+    LayerStat("weight_var", "n·Var(W_i)", lambda t: weight_variances(t.weights),
+              log_scale=False, per_fan_in=True),
+    LayerStat("weight_rel_change", "‖W_i − W_i⁽⁰⁾‖ / ‖W_i⁽⁰⁾‖",
+              lambda t: relative_changes(t.changes, t.initial_norms), diverges=False),
+)}
+LAYER_KEYS = tuple(LAYER_STATS)

@@ -27,36 +27,29 @@ import torch
 from torch import Tensor
 
 from initlab import stats
-from initlab.checkpoint import save_group
 from initlab.config import RunConfig
 from initlab.data import MNISTTensors
 from initlab.distributed import LOCAL, Comm
+from initlab.errors import UsageError
+from initlab.graphs import GraphedStep
 from initlab.model import StackedMLP, member_seed
 from initlab.optim import FlatOptimizer
-from initlab.runs import LAYER_KEYS, RunWriter, clean_number, run_summary
+from initlab.runs import FINISHED, RunWriter, clean_number, run_summary
 
 EVAL_CHUNK = 2000
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
 # Statistics of a rank's own batch, averaged over ranks (the others are the same on every rank).
 PER_WORKER_KEYS = ("act_norm", "loss", "errors")
-
-
-def group_key(cfg: RunConfig) -> tuple:
-    """Members with equal keys can train as one stacked model. Everything a member may vary
-    on its own (init, lr, momentum, weight decay, dropout, seed, target) is left out."""
-    m, d, t, log = cfg.model, cfg.data, cfg.train, cfg.log
-    return (m.depth, m.width, m.activation, m.norm, m.groups, m.bias,
-            d.root, d.scaling, d.train_subset, d.test_subset,
-            t.optimizer, t.batch_size, t.epochs, t.max_steps, t.device, t.cuda_graph, t.backward,
-            log.every, log.probe_size, log.checkpoint_every)
+# What a checkpoint saves: member states (``GroupTrainer.member_state``), one per member.
+# A record with any of these undefined means its member diverged.
+DIVERGING_KEYS = tuple(key for key, stat in stats.LAYER_STATS.items() if stat.diverges)
+SaveCheckpoint = Callable[[list[dict[str, Any]]], None]
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from initlab.errors import UsageError
-
         raise UsageError("train.device: cuda was asked for, but no CUDA device is available")
     return torch.device(name)
 
@@ -105,24 +98,35 @@ class StopFlag:
 
 
 class GroupTrainer:
-    """Trains K members of one shape together."""
+    """Trains K members of one shape together.
+
+    Its state is what ``member_state`` gives per member (and ``load_member_states`` takes
+    back): a checkpoint is those dicts, written by whoever ``save_checkpoint`` is (the trainer
+    never touches a file but through its members' ``RunWriter``). ``device_state`` lists the
+    device tensors a training step changes."""
+
+    # On-device per-member accumulators [K]: named here, they are checkpointed and kept by a
+    # CUDA graph's warm-up like the weights.
+    ACCUMULATORS = ("epoch_loss", "epoch_errors", "first_bad_step")
 
     def __init__(self, members: Sequence[MemberState], data: MNISTTensors,
-                 device: torch.device, comm: Comm = LOCAL):
+                 device: torch.device, comm: Comm = LOCAL,
+                 save_checkpoint: SaveCheckpoint | None = None):
         self.members = list(members)
         self.comm = comm  # several processes: see initlab.distributed
+        self.save_checkpoint = save_checkpoint
         self.cfg = members[0].config
         self.K = len(members)
         self.device = device
         self.data = data
         cfgs = [m.config for m in members]
-        self.model = StackedMLP(self.cfg.model, self.K, device)
+        self.model = StackedMLP(self.cfg.model, self.K, device, comm.group)
         self.model.initialize([c.init.scheme for c in cfgs], [c.init.c for c in cfgs],
                               [c.train.seed for c in cfgs])
         self.model.set_dropout([c.model.dropout for c in cfgs], self.cfg.train.seed)
         if device.type == "cuda":
             torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
-        self.net = comm.wrap(self.model, self.cfg.train.seed)  # the model, or DDP around it
+        self.net = comm.wrap(self.model, member_seed(self.cfg.train.seed, "dropout"))
         # DDP all-reduces from autograd's hooks, so several processes keep autograd.
         self.manual = (self.cfg.train.backward == "auto" and comm.world == 1
                        and self.model.supports_manual_backward())
@@ -131,7 +135,6 @@ class GroupTrainer:
         self.set_initial_weights()
         self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
                                        self.model.member_ids(), [c.train for c in cfgs])
-        self.L = self.cfg.model.depth
         self.batch = self.cfg.train.batch_size
         n = data.train_x.shape[0]
         self.steps_per_epoch = n // self.batch  # drop the last partial batch: static shapes
@@ -146,10 +149,10 @@ class GroupTrainer:
         self.epoch = 0
         self.step_in_epoch = 0
         self.order: Tensor | None = None  # [K, N] this epoch's data order
-        self.epoch_loss = torch.zeros(self.K, device=device)
-        self.epoch_errors = torch.zeros(self.K, device=device)
-        self.step_count = torch.zeros((), dtype=torch.long, device=device)
+        self.epoch_loss = torch.zeros(self.K, device=device)  # summed per-step mean losses
+        self.epoch_errors = torch.zeros(self.K, device=device)  # misclassified examples
         self.first_bad_step = torch.full((self.K,), -1, dtype=torch.long, device=device)
+        self.step_count = torch.zeros((), dtype=torch.long, device=device)
         self.last_epoch_loss: Tensor | None = None
         self.last_epoch_error: Tensor | None = None
         self.captures: list[tuple[int, int, dict[str, Tensor]]] = []  # step, epoch, stats
@@ -177,15 +180,12 @@ class GroupTrainer:
             self.initial_norms = norms
 
     def layer_stats(self, inputs: list[Tensor]) -> dict[str, Tensor]:
-        """Per-layer statistics [K, L] from the layer inputs (groups [G, K, B, n]) of the pass
-        that just filled ``flat_grad``."""
+        """Every statistic of ``stats.LAYER_STATS``, [K, L] each, from the layer inputs (groups
+        [G, K, B, n]) of the pass that just filled ``flat_grad``."""
         torch.sub(self.model.flat, self.flat_init, out=self.change)
-        return {
-            "act_norm": stats.activation_norms(inputs),
-            "grad_norm": stats.gradient_norms(self.grad_views),
-            "weight_var": stats.weight_variances(self.weight_views),
-            "weight_rel_change": stats.relative_changes(self.change_views, self.initial_norms),
-        }
+        tensors = stats.PassTensors(inputs, self.weight_views, self.grad_views,
+                                    self.change_views, self.initial_norms)
+        return {key: stat.compute(tensors) for key, stat in stats.LAYER_STATS.items()}
 
     def loss_and_grad(self, x: Tensor, y: Tensor, keep_inputs: bool, training: bool = True,
                       ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
@@ -261,10 +261,9 @@ class GroupTrainer:
         mode = self.cfg.train.cuda_graph
         if self.device.type != "cuda" or mode == "off" or self.comm.world > 1:
             return self.train_step
-        from initlab.graphs import GraphedStep
-
         try:
-            return GraphedStep(self)
+            return GraphedStep(self.train_step, self.device_state(), (self.K, self.batch),
+                               self.device)
         except Exception as err:  # any capture failure falls back to eager unless forced
             if mode == "on":
                 raise
@@ -283,7 +282,7 @@ class GroupTrainer:
             rec: dict[str, Any] = {"step": step, "epoch": epoch, "phase": phase}
             for key in ("loss", "train_error", "test_error"):
                 rec[key] = clean_number(host[key][k]) if key in host else None
-            for key in LAYER_KEYS:
+            for key in stats.LAYER_KEYS:
                 rec[key] = [clean_number(v) for v in host[key][k]]
             self.members[k].pending.append(rec)
 
@@ -317,7 +316,7 @@ class GroupTrainer:
         for k in self.active():
             at = bad_steps[k] if bad_steps[k] >= 0 else None
             for rec in self.members[k].pending:
-                if rec["loss"] is None or any(v is None for key in LAYER_KEYS[:3]
+                if rec["loss"] is None or any(v is None for key in DIVERGING_KEYS
                                               for v in rec[key]):
                     at = rec["step"] if at is None else min(at, rec["step"])
                     break
@@ -431,12 +430,12 @@ class GroupTrainer:
         if checkpoint:
             # Rank 0's checkpoint is the run's: it gets the epoch's counts so far.
             self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors, keep_on_writer=True)
-            if self.comm.is_writer:
-                save_group(self)
+            if self.comm.is_writer and self.save_checkpoint is not None:
+                self.save_checkpoint([self.member_state(k) for k in range(self.K)])
         for member in self.members:
             if not member.summary_written:
                 member.writer.write_summary(self.summary(member))
-                member.summary_written = member.status in ("completed", "diverged")
+                member.summary_written = member.status in FINISHED
 
     def wall_seconds(self) -> float:
         """Training time so far, including the time before a resume."""
@@ -458,3 +457,95 @@ class GroupTrainer:
             members_in_group=self.K,
             threads=torch.get_num_threads(),
         )
+
+    # -- state --------------------------------------------------------------------------------
+    def device_state(self) -> list[Tensor]:
+        """Every device tensor a training step changes."""
+        return [self.model.flat, self.model.flat_grad, self.step_count,
+                *(getattr(self, name) for name in self.ACCUMULATORS),
+                *self.optimizer.buffers.values(), *(b for _, b in self.model.named_buffers())]
+
+    def member_state(self, k: int) -> dict[str, Any]:
+        """Everything needed to continue member k exactly: its weights and buffers, its initial
+        weights, optimizer state, accumulators, data order and generator, its bookkeeping, and
+        the group's position and dropout generator. Tensors are copies on the CPU."""
+        member = self.members[k]
+        last = None if self.last_epoch_loss is None else {
+            "loss": self.last_epoch_loss[k], "error": self.last_epoch_error[k]}
+        model = self.model
+        state = {
+            "member": {"status": member.status,
+                       "reached_target_epoch": member.reached_target_epoch,
+                       "diverged_step": member.diverged_step,
+                       "final_test_error": member.final_test_error},
+            "model": model.member_state(k),
+            "params_init": model.member_vector(self.flat_init, k),
+            "optimizer": self.optimizer.member_state(k),
+            "accumulators": {name: getattr(self, name)[k] for name in self.ACCUMULATORS},
+            "last_epoch": last,
+            "order": None if self.order is None else self.order[k],
+            "data_rng": self.data_generators[k].get_state(),
+            "group": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "step_count": self.step_count,
+                "wall_seconds": self.wall_seconds(),
+                "dropout_rng": (model.dropout_generator.get_state()
+                                if model.dropout_generator is not None else None),
+                "cuda_rng": (torch.cuda.get_rng_state() if self.device.type == "cuda"
+                             else None),
+            },
+        }
+        return _to_cpu(state)
+
+    @torch.no_grad()
+    def load_member_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Put a freshly built trainer back where ``member_state`` left each member (the
+        members of one checkpoint position)."""
+        model, dev = self.model, self.device
+        group = states[0]["group"]
+        self.step, self.epoch = group["step"], group["epoch"]
+        self.step_in_epoch = group["step_in_epoch"]
+        self.step_count.copy_(group["step_count"])
+        self.wall_offset = group["wall_seconds"]
+        if group["dropout_rng"] is not None and model.dropout_generator is not None:
+            model.dropout_generator.set_state(group["dropout_rng"])
+        if group["cuda_rng"] is not None and dev.type == "cuda":
+            torch.cuda.set_rng_state(group["cuda_rng"])
+        have_last = all(s["last_epoch"] is not None for s in states)
+        if have_last:
+            self.last_epoch_loss = torch.zeros(self.K, device=dev)
+            self.last_epoch_error = torch.zeros(self.K, device=dev)
+        orders = []
+        for k, state in enumerate(states):
+            member = self.members[k]
+            for key, value in state["member"].items():
+                setattr(member, key, value)
+            model.load_member_state(k, state["model"])
+            model.set_member_vector(self.flat_init, k, state["params_init"].to(dev))
+            self.optimizer.load_member_state(k, state["optimizer"])
+            for name, value in state["accumulators"].items():
+                getattr(self, name)[k] = value
+            if have_last:
+                self.last_epoch_loss[k] = state["last_epoch"]["loss"]
+                self.last_epoch_error[k] = state["last_epoch"]["error"]
+            self.data_generators[k].set_state(state["data_rng"])
+            if state["order"] is not None:
+                orders.append(state["order"])
+            if member.status == "interrupted":  # it stopped for a signal: it trains on
+                member.status = "running"
+            elif member.status != "running":  # completed or diverged: it stays stopped
+                self.optimizer.freeze(k)
+                model.stop_member(k)
+                member.summary_written = True  # its summary.json is final
+        self.order = torch.stack(orders).to(dev) if len(orders) == self.K else None
+        self.set_initial_weights()
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value

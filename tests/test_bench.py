@@ -22,6 +22,8 @@ from initlab.bench import (
 )
 from initlab.cli import app
 
+pytestmark = pytest.mark.usefixtures("mnist_env")
+
 ROW_KEYS = {"key", "name", "members", "steps", "seconds_per_step", "seconds_per_epoch",
             "seconds_per_epoch_per_model", "speedup_vs_plain", "cost_vs_one", "gflops", "extra"}
 

@@ -17,7 +17,8 @@ from initlab.data import load_mnist
 from initlab.graphs import GraphedStep
 from initlab.train import GroupTrainer
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+              pytest.mark.usefixtures("mnist_env")]
 CUDA = torch.device("cuda")
 
 

@@ -16,6 +16,8 @@ from initlab import data
 from initlab.data import MNIST_FILES, raw_dir
 from initlab.errors import DataError, UsageError
 
+pytestmark = pytest.mark.usefixtures("mnist_env")
+
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 
 

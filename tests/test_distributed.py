@@ -18,12 +18,15 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from initlab.checkpoint import read_checkpoint
 from initlab.cli import app
 from initlab.config import load_experiment
 from initlab.distributed import LOCAL, Comm, check_batch_split, resolve_split
 from initlab.errors import UsageError
 from initlab.experiment import run_experiment
 from initlab.runs import CHECKPOINT_FILE, CONFIG_FILE, STATS_FILE, SUMMARY_FILE, SWEEP_FILE
+
+pytestmark = pytest.mark.usefixtures("mnist_env")
 
 runner = CliRunner()
 
@@ -76,8 +79,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def params(member_dir: Path) -> torch.Tensor:
-    state = torch.load(member_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    return state["params"]
+    return read_checkpoint(member_dir / CHECKPOINT_FILE)["model"]["params"]
 
 
 def records(member_dir: Path) -> list[dict]:

@@ -28,12 +28,15 @@ import yaml
 from typer.testing import CliRunner, Result
 
 import initlab
+from initlab.checkpoint import read_checkpoint
 from initlab.cli import app
 from initlab.config import load_experiment
 from initlab.data import MNIST_FILES, raw_dir
-from initlab.errors import UsageError
-from initlab.experiment import RunInterrupted, resume_experiment, run_experiment
-from initlab.runs import LAYER_KEYS
+from initlab.errors import RunInterrupted, UsageError
+from initlab.experiment import resume_experiment, run_experiment
+from initlab.stats import LAYER_KEYS
+
+pytestmark = pytest.mark.usefixtures("mnist_env")
 
 runner = CliRunner()
 
@@ -163,8 +166,8 @@ def assert_same_run(expected: Path, actual: Path) -> None:
     for want, got in zip(member_dirs(expected), member_dirs(actual), strict=True):
         assert records(got) == records(want), got
         assert summary(got) == summary(want), got
-        a = torch.load(want / "checkpoint.pt", weights_only=False)
-        b = torch.load(got / "checkpoint.pt", weights_only=False)
+        a = read_checkpoint(want / "checkpoint.pt")["model"]
+        b = read_checkpoint(got / "checkpoint.pt")["model"]
         # A diverged member's frozen weights may hold NaN; NaN == NaN here, nothing else.
         torch.testing.assert_close(b["params"], a["params"], rtol=0, atol=0, equal_nan=True)
         for name, buf in a["buffers"].items():

@@ -15,6 +15,8 @@ from initlab.config import RunConfig, config_hash, dump_yaml, set_dotted
 from initlab.report import Claim, report_markdown
 from initlab.runs import RunWriter
 
+pytestmark = pytest.mark.usefixtures("mnist_env")
+
 # Rows each figure's claims function writes (the claims, and a few more).
 EXPECTED_ROWS = {
     "init-norms": 8,

@@ -14,6 +14,8 @@ from initlab import figures_batch as fb
 from initlab.config import load_experiment
 from initlab.runs import CONFIG_FILE, STATS_FILE, SUMMARY_FILE
 
+pytestmark = pytest.mark.usefixtures("mnist_env")
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "figures"
 
 

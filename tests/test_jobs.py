@@ -15,6 +15,8 @@ from initlab.experiment import train_written_members, training_cost
 from initlab.jobs import Job, run_jobs
 from initlab.runs import RunWriter
 
+pytestmark = pytest.mark.usefixtures("mnist_env")
+
 TINY = {"model": {"depth": 3, "width": 16}, "data": {"train_subset": 256, "test_subset": 100},
         "train": {"epochs": 1, "batch_size": 32, "device": "cpu"}, "log": {"every": 2}}
 

@@ -73,7 +73,7 @@ def test_parameters_are_views_of_the_flat_buffer() -> None:
         assert p.grad is not None and p.grad.data_ptr() >= model.flat_grad.data_ptr()
 
 
-@pytest.mark.parametrize("norm", ["layer", "batch", "group"])
+@pytest.mark.parametrize("norm", ["layer", "batch", "group", "rms"])
 def test_normalization_removes_the_scale(norm: str) -> None:
     """z_{i+1} = norm(relu(W z + b)): hidden activations have the same norm whatever c."""
     cfg = ModelConfig(depth=6, width=20, norm=norm, groups=4)
@@ -92,7 +92,7 @@ def test_batch_norm_eval_uses_running_averages() -> None:
     model.initialize(["normal"], [2.0], [0])
     x = torch.rand(1, 16, 784)
     model(x)
-    assert not torch.equal(model.running_mean, torch.zeros_like(model.running_mean))
+    assert not torch.equal(model.norm.running_mean, torch.zeros_like(model.norm.running_mean))
     model.eval()
     single = model(x[:, :1])
     batched = model(x)[:, :1]
@@ -108,7 +108,8 @@ def test_batch_norm_eval_uses_running_averages() -> None:
     ("relu", True, 0.0, "layer"), ("relu", True, 0.3, "layer"), ("tanh", False, 0.2, "layer"),
     ("relu", True, 0.0, "group"), ("relu", True, 0.3, "group"),
     ("relu", True, 0.0, "batch"), ("relu", True, 0.3, "batch"), ("tanh", False, 0.2, "batch"),
-    ("relu", True, 0.0, "syncbatch")])
+    ("relu", True, 0.0, "syncbatch"),
+    ("relu", True, 0.0, "rms"), ("relu", True, 0.3, "rms"), ("tanh", False, 0.2, "rms")])
 def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
                                                 dropout: float, norm: str) -> None:
     """Loss, logits, every gradient element, the activation statistics and batch norm's
@@ -149,10 +150,12 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
     torch.testing.assert_close(manual.flat_grad, auto.flat_grad, rtol=1e-4, atol=1e-6 * scale)
     torch.testing.assert_close(activation_norms(groups),
                                activation_norms(input_groups([z.detach() for z in inputs])))
+    manual_buffers = dict(manual.named_buffers())
     for name, buffer in auto.named_buffers():
-        torch.testing.assert_close(getattr(manual, name), buffer, msg=name)
+        torch.testing.assert_close(manual_buffers[name], buffer, msg=name)
     if norm in ("batch", "syncbatch"):  # and they moved
-        assert not torch.equal(manual.running_var, torch.ones_like(manual.running_var))
+        running_var = manual.norm.running_var
+        assert not torch.equal(running_var, torch.ones_like(running_var))
 
 
 def test_tanh_with_dropout_and_no_norm_keeps_autograd() -> None:

@@ -14,9 +14,13 @@ from typer.testing import CliRunner
 import initlab
 from initlab.cli import app
 from initlab.config import load_experiment
-from initlab.experiment import quiet_progress, run_experiment, train_members
-from initlab.runs import LAYER_KEYS, RunWriter
+from initlab.experiment import run_experiment, train_members
+from initlab.progress import quiet_progress
+from initlab.runs import RunWriter
+from initlab.stats import LAYER_KEYS
 from initlab.train import MemberState
+
+pytestmark = pytest.mark.usefixtures("mnist_env")
 
 runner = CliRunner()
 
