@@ -64,14 +64,16 @@ def read_checkpoint(path: Path) -> State:
     """The state in one checkpoint file, as plain data; CheckpointError if it is not one."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # weights_only refused a global: not plain data
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "not plain data"
-        raise CheckpointError(f"{path}: refused, it holds more than plain data (tensors, "
-                              f"numbers, strings, lists, dicts), which loading could run as "
-                              f"code ({first[:120]})") from None
-    except Exception as err:  # truncated, not a torch file, unreadable
-        raise CheckpointError(f"{path}: not a readable checkpoint "
-                              f"({type(err).__name__}: {str(err)[:120]})") from None
+    except Exception as err:
+        # weights_only names the global it refused (e.g. "GLOBAL posix.system"); anything else
+        # is a damaged or foreign file.
+        lines = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
+        if isinstance(err, pickle.UnpicklingError) and lines:
+            raise CheckpointError(f"{path}: refused: it holds more than plain data (tensors, "
+                                  f"numbers, strings, lists, dicts), and loading it could run "
+                                  f"code ({lines[0][:100]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") \
+            from None
     return upgrade(state, path)
 
 

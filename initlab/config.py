@@ -22,7 +22,7 @@ import yaml
 from initlab.activations import ACTIVATIONS
 from initlab.errors import ConfigError
 from initlab.inits import INITS
-from initlab.norms import NORMS
+from initlab.norms import NORMS, POSITIONS
 
 
 def shared(default: Any) -> Any:
@@ -41,6 +41,7 @@ class ModelConfig:
     width: int = shared(100)
     activation: str = shared("relu")  # initlab.activations.ACTIVATIONS
     norm: str = shared("none")  # initlab.norms.NORMS
+    norm_position: str = shared("post")  # post (after the activation, the lecture's) | pre
     groups: int = shared(10)  # for norm: group; must divide width
     dropout: float = member(0.0)  # in [0, 1)
     bias: bool = shared(True)
@@ -141,6 +142,7 @@ _EXP_FLOAT_RE = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model.activation": tuple(ACTIVATIONS),
     "model.norm": tuple(NORMS),
+    "model.norm_position": POSITIONS,
     "init.scheme": tuple(INITS),
     "data.scaling": ("unit", "standard"),
     "train.optimizer": ("sgd", "adam"),

@@ -10,8 +10,10 @@ row, a column of ones after the inputs lets one matrix product compute z W + b, 
 both gradients (the hand-written backward).
 
 Placement follows the lecture: z_{i+1} = dropout(norm(act(z_i W_i + b_i))) for i < L, the last
-layer linear. The activation, norm and init scheme come from their registries
-(``initlab.activations``, ``initlab.norms``, ``initlab.inits``). A single model is K = 1.
+layer linear; ``model.norm_position: pre`` puts the norm before the activation instead,
+z_{i+1} = dropout(act(norm(z_i W_i + b_i))). The activation, norm and init scheme come from
+their registries (``initlab.activations``, ``initlab.norms``, ``initlab.inits``). A single model
+is K = 1.
 """
 
 from __future__ import annotations
@@ -37,6 +39,39 @@ warnings.filterwarnings("ignore", message="grad and param do not obey the gradie
 IN_FEATURES = 784
 NUM_CLASSES = 10
 LINEAR = "linear"  # the role of a Linear layer's block
+UNIT = 0  # the hidden unit whose nonlinearity input a capture records (``Activity``)
+
+
+@dataclass
+class Activity:
+    """What a forward pass leaves for the statistics (``initlab.stats``): the layer inputs
+    Z_i as layer groups [G, K, B, n] (Z_1 = x), each hidden layer's activation output as groups
+    [G, K, B, width] (after dropout where dropout follows it directly: no norm, or the norm
+    first), and the input of hidden unit UNIT's nonlinearity in every hidden layer,
+    [L - 1, K, B] (after the norm when it comes first)."""
+
+    inputs: list[Tensor]
+    activations: list[Tensor]
+    unit_inputs: Tensor
+
+
+class ActivityRecorder:
+    """Collects an ``Activity`` during an autograd forward pass, layer by layer."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Tensor] = []
+        self.activations: list[Tensor] = []
+        self.units: list[Tensor] = []
+
+    def activity(self) -> Activity:
+        first = self.inputs[0]
+        if not self.activations:  # one Linear layer: no hidden layer
+            k, b = first.shape[:2]
+            return Activity([first.detach().unsqueeze(0)], [first.new_zeros(0, k, b, 1)],
+                            first.new_zeros(0, k, b))
+        return Activity([z.detach().unsqueeze(0) for z in self.inputs],
+                        [torch.stack([a.detach() for a in self.activations])],
+                        torch.stack([u.detach() for u in self.units]))
 
 
 @dataclass(frozen=True)
@@ -92,6 +127,8 @@ class StackedMLP(nn.Module):
         self.act = ACTIVATIONS[model.activation]
         self.norm = NORMS[model.norm](members, model.width, model.depth - 1, model.groups,
                                       device, process_group)
+        # The norm before the activation (with no norm, there is nothing to place).
+        self.pre_norm = model.norm_position == "pre" and not self.norm.identity
         blocks, offset = [], 0
         for name, shape, layer, role in parameter_layout(model):
             block = Block(name, shape, offset, layer, role)
@@ -262,42 +299,54 @@ class StackedMLP(nn.Module):
             torch.manual_seed(stream)
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, x: Tensor, layer_inputs: list[Tensor] | None = None,
+    def forward(self, x: Tensor, recorder: ActivityRecorder | None = None,
                 update_running: bool = True, use_dropout: bool = True) -> Tensor:
-        """Logits [K, B, 10]. If ``layer_inputs`` is a list, each layer's input Z_i [K, B, n]
-        (Z_1 = x) is appended to it, for the activation statistics."""
+        """Logits [K, B, 10]; with a ``recorder``, what the statistics read of this pass
+        (``Activity``)."""
         z = x
         last = self.depth - 1
         dropout = self.uses_dropout and use_dropout and self.training
         masks = self.dropout_masks(x.shape[1]) if dropout else None
         running_update = self.active if update_running else None
         for i in range(self.depth):
-            if layer_inputs is not None:
-                layer_inputs.append(z)  # never changed in place after this point
+            if recorder is not None:
+                recorder.inputs.append(z)  # never changed in place after this point
             # bmm then an in-place bias add: on the CPU, baddbmm first copies the broadcast
             # bias into its output, which costs more than the add.
             z = torch.bmm(z, self.weight(i))
             if self.config.bias:
                 z = z.add_(self.bias(i))
-            if i < last:
-                z = self.act.forward_(z)
-                if not self.norm.identity:  # forward, not __call__: no hook machinery per layer
-                    z = self.norm.forward(i, z, self.norm_params[i], running_update)
-                if masks is not None:
-                    z = z * masks[i]
+            if i == last:
+                break
+            # forward, not __call__: no hook machinery per layer
+            if self.pre_norm:
+                z = self.norm.forward(i, z, self.norm_params[i], running_update)
+            if recorder is not None:  # a copy: the activation below acts in place
+                recorder.units.append(z[..., UNIT].clone())
+            z = self.act.forward_(z)
+            post_norm = not self.norm.identity and not self.pre_norm
+            if recorder is not None and post_norm:  # never changed in place after this point
+                recorder.activations.append(z)
+            if post_norm:
+                z = self.norm.forward(i, z, self.norm_params[i], running_update)
+            if masks is not None:
+                z = z * masks[i]
+            if recorder is not None and not post_norm:  # the layer's output: after dropout
+                recorder.activations.append(z)
         return z
 
     # -- hand-written backward ----------------------------------------------------------------
     def supports_manual_backward(self) -> bool:
-        """Every net has a hand-written backward but one: without a norm, the activation's
-        derivative comes from its output, which dropout rescales (tanh's cannot survive it)."""
-        if self.norm.identity:
+        """Every net has a hand-written backward but one: when the activation comes last in a
+        layer (no norm, or the norm before it), its derivative comes from its output, which
+        dropout rescales, and tanh's cannot survive that."""
+        if self.norm.identity or self.pre_norm:
             return not (self.uses_dropout and not self.act.survives_rescaling)
         return True
 
     @torch.no_grad()
     def manual_loss_and_grad(self, x: Tensor, y: Tensor, training: bool = True,
-                             ) -> tuple[Tensor, Tensor, list[Tensor]]:
+                             capture: bool = False) -> tuple[Tensor, Tensor, Activity]:
         """What autograd would give for the summed cross-entropy, in fewer, larger kernels:
         every layer's output goes straight into one preallocated buffer with a column of ones
         after it, so the bias costs nothing in either direction, the layer inputs are already
@@ -306,9 +355,9 @@ class StackedMLP(nn.Module):
 
         Batch norm normalizes with the batch's own moments, as in training mode; ``training``
         also applies dropout and moves its running averages (False: the probe).
-        Returns the logits [K, B, 10], the loss per member [K], and the layer inputs as
-        groups [G, K, B, n] (``stats.activation_norms``). Logits and inputs live in buffers
-        the next call overwrites."""
+        Returns the logits [K, B, 10], the loss per member [K], and what the statistics read
+        (``Activity``; its unit inputs only with ``capture``). All of it lives in buffers the
+        next call overwrites."""
         b = x.shape[1]
         s = self.scratch.get(b)
         if s is None:
@@ -320,22 +369,30 @@ class StackedMLP(nn.Module):
             inputs = [x, *s.inputs[1:]]
         dropout = self.uses_dropout and training and self.training
         masks = self.dropout_masks(b) if dropout else None
-        normed = not self.norm.identity
+        normed, pre = not self.norm.identity, self.pre_norm
         running_update = self.active if training else None
         saved = []  # what each hidden layer's norm keeps for its backward
         last = self.depth - 1
         for i in range(self.depth):
             out = s.outputs[i]
-            if i < last and normed:  # act(z W + b) into its own buffer, normalized into out
-                torch.bmm(inputs[i], s.params[i], out=s.activated[i])
+            if i == last:
+                torch.bmm(inputs[i], s.params[i], out=out)
+                break
+            # With a norm, its input goes into a buffer of its own (kept for its backward):
+            # act(z W + b) normalized into out, or z W + b normalized into out, then act.
+            torch.bmm(inputs[i], s.params[i], out=s.activated[i] if normed else out)
+            if normed and not pre:
+                if capture:
+                    s.unit_inputs[i].copy_(s.activated[i][..., UNIT])
                 self.act.forward_(s.activated[i])
+            if normed:
                 saved.append(self.norm.forward_into(i, s.activated[i], out, s.norm_params[i],
                                                     running_update))
-            else:
-                torch.bmm(inputs[i], s.params[i], out=out)
-                if i < last:
-                    self.act.forward_(out)
-            if i < last and masks is not None:
+            if pre or not normed:
+                if capture:
+                    s.unit_inputs[i].copy_(out[..., UNIT])
+                self.act.forward_(out)
+            if masks is not None:
                 out.mul_(masks[i])
         logp = torch.log_softmax(s.outputs[last], dim=-1)
         loss = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=-1).neg_()
@@ -347,14 +404,18 @@ class StackedMLP(nn.Module):
                 g = torch.bmm(g, s.weights_t[i])
                 if masks is not None:
                     g.mul_(masks[i - 1])
+                if pre or not normed:
+                    g = self.act.backward(g, s.outputs[i - 1])
                 if normed:
                     g = self.norm.backward(i - 1, g, s.activated[i - 1], saved[i - 1],
                                            s.norm_params[i - 1], s.norm_grads[i - 1])
+                if normed and not pre:
                     g = self.act.backward(g, s.activated[i - 1])
-                else:
-                    g = self.act.backward(g, s.outputs[i - 1])
-        groups = [inputs[0][..., :IN_FEATURES].unsqueeze(0), s.hidden_outputs]
-        return s.outputs[last], loss, groups
+        activity = Activity(
+            inputs=[inputs[0][..., :IN_FEATURES].unsqueeze(0), s.hidden_outputs],
+            activations=[s.activated_block if normed and not pre else s.hidden_outputs],
+            unit_inputs=s.unit_inputs)
+        return s.outputs[last], loss, activity
 
     def dropout_masks(self, batch: int) -> Tensor:
         """Fresh dropout masks for every hidden layer, [L - 1, K, B, width]: 0 with probability
@@ -391,11 +452,13 @@ class Scratch:
     weights_t: list[Tensor]  # W_i transposed [K, n_out, n_in]
     grads: list[Tensor]  # gradient of [W_i; b_i] in ``flat_grad``
     minus_one: Tensor  # [K, B, 1], subtracts the one-hot label from the softmax
-    # With a norm: each hidden layer's act(z W + b) before normalization, and the norm's
-    # parameters [K, 1, width] (and their gradients) by name, per hidden layer.
+    # With a norm: each hidden layer's input to the norm (one block and its layers), and the
+    # norm's parameters [K, 1, width] (and their gradients) by name, per hidden layer.
+    activated_block: Tensor
     activated: list[Tensor]
     norm_params: list[dict[str, Tensor]]
     norm_grads: list[dict[str, Tensor]]
+    unit_inputs: Tensor  # [L - 1, K, B]: the input of unit UNIT's nonlinearity (see Activity)
 
     @classmethod
     def allocate(cls, model: StackedMLP, batch: int) -> Scratch:
@@ -408,7 +471,8 @@ class Scratch:
         outputs = [z[..., : model.config.width] for z in inputs[1:]]
         outputs.append(torch.empty(k, batch, NUM_CLASSES, device=dev))
         linear = [blk for blk in model.blocks if blk.role == LINEAR]
-        normed = not model.norm.identity
+        layers = model.depth - 1 if not model.norm.identity else 0
+        activated = model.norm.activated_buffers(layers, k, batch, dev)
         return cls(
             inputs=inputs,
             outputs=outputs,
@@ -418,10 +482,11 @@ class Scratch:
                        for blk, (n_in, _) in zip(linear, model.widths, strict=True)],
             grads=[model.view(model.flat_grad, blk) for blk in linear],
             minus_one=torch.full((k, batch, 1), -1.0, device=dev),
-            activated=[model.norm.activated_buffer(k, batch, dev)
-                       for _ in range(model.depth - 1)] if normed else [],
+            activated_block=activated,
+            activated=list(activated.unbind(0)),
             norm_params=model.norm_views(model.flat),
             norm_grads=model.norm_views(model.flat_grad),
+            unit_inputs=torch.zeros(model.depth - 1, k, batch, device=dev),
         )
 
 

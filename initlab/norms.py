@@ -20,6 +20,9 @@ from torch import Tensor, nn
 
 NORM_EPS = 1e-5
 BN_MOMENTUM = 0.1
+# Where a norm sits in a hidden layer: after the activation, as in the lecture
+# (z -> norm(act(z W + b))), or before it, as in Ioffe & Szegedy (z -> act(norm(z W + b))).
+POSITIONS = ("post", "pre")
 
 # What a hand-written forward hands to its backward (the normalized activations, moments).
 Saved = tuple[Tensor, ...]
@@ -61,9 +64,11 @@ class Norm(nn.Module):
         return z
 
     # -- hand-written path ------------------------------------------------------------------
-    def activated_buffer(self, members: int, batch: int, device: torch.device) -> Tensor:
-        """Where layer i's act(z W + b) goes before normalization: [K, B, width]."""
-        return torch.empty(members, batch, self.width, device=device)
+    def activated_buffers(self, layers: int, members: int, batch: int,
+                          device: torch.device) -> Tensor:
+        """Where each hidden layer's input to the norm goes (act(z W + b) after the activation,
+        z W + b before it), as one block [layers, K, B, width]."""
+        return torch.empty(layers, members, batch, self.width, device=device)
 
     def forward_into(self, i: int, a: Tensor, out: Tensor, params: dict[str, Tensor],
                      running_update: Tensor | None) -> Saved:
@@ -190,14 +195,16 @@ class BatchNorm(Norm):
             z = (z - mean) / torch.sqrt(var + NORM_EPS)
         return z * params["gain"] + params["shift"]
 
-    def activated_buffer(self, members: int, batch: int, device: torch.device) -> Tensor:
-        """A view with a spare column per row, like the unnormalized layers' outputs: the CPU's
+    def activated_buffers(self, layers: int, members: int, batch: int,
+                          device: torch.device) -> Tensor:
+        """Views with a spare column per row, like the unnormalized layers' outputs: the CPU's
         batched matrix product then gives a member the same bits alone or in a sweep (into a
         contiguous output, one member alone takes another kernel, which rounds differently).
         Layer and group norm stay contiguous: their kernels would copy it, and group norm over
         a few features is ill-conditioned enough that autograd's rounding (contiguous) is the
         safer reference."""
-        return torch.empty(members, batch, self.width + 1, device=device)[..., : self.width]
+        block = torch.empty(layers, members, batch, self.width + 1, device=device)
+        return block[..., : self.width]
 
     def forward_into(self, i: int, a: Tensor, out: Tensor, params: dict[str, Tensor],
                      running_update: Tensor | None) -> Saved:

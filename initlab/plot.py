@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from initlab.config import ModelConfig
+from initlab.errors import UsageError
+from initlab.model import layer_widths
 from initlab.runs import Run
+from initlab.stats import LAYER_STATS
 
-METRICS = {
-    "act_norm": "activation norm ‖Z_i‖",
-    "grad_norm": "gradient norm ‖∇W_i ℓ‖",
-    "weight_var": "n·Var(W_i)",
-    "weight_rel_change": "‖W_i − W_i(0)‖ / ‖W_i(0)‖",
-    "test_error": "test error",
-}
+METRICS = {**{key: stat.label for key, stat in LAYER_STATS.items()}, "test_error": "test error"}
 DEFAULT_METRICS = ("act_norm", "grad_norm", "weight_var")
 
 
@@ -26,16 +24,20 @@ def use_headless_backend() -> None:
 
 
 def layer_values(run: Run, metric: str, phase: str) -> np.ndarray:
-    """A per-layer metric at ``init`` or at the end; n·Var(W_i) scales by each fan-in."""
+    """A per-layer metric at ``init`` or at the end, as plots show it (n·Var(W_i): times each
+    layer's fan-in)."""
     values = run.layer_stat(metric, phase)
-    if metric == "weight_var":
-        values = values * fan_in(run, len(values))
+    stat = LAYER_STATS.get(metric)
+    if stat is not None and stat.per_fan_in:
+        values = values * fan_in(run)[: len(values)]
     return values
 
 
-def fan_in(run: Run, depth: int) -> np.ndarray:
-    width = int(run.config.get("model", {}).get("width", 100))
-    return np.array([784] + [width] * (depth - 1), dtype=float)
+def fan_in(run: Run) -> np.ndarray:
+    """Each layer's fan-in n_in, from the run's config."""
+    model = run.config.get("model", {})
+    shape = ModelConfig(depth=int(model.get("depth", 1)), width=int(model.get("width", 1)))
+    return np.array([n_in for n_in, _ in layer_widths(shape)], dtype=float)
 
 
 def run_label(run: Run) -> str:
@@ -55,14 +57,10 @@ def plot_runs(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = No
     metrics = list(metrics or DEFAULT_METRICS)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        from initlab.errors import UsageError
-
         raise UsageError(f"--metric: unknown {', '.join(unknown)}; choose from "
                          f"{', '.join(METRICS)}")
     empty = [str(run.path) for run in runs if not run.records]
     if empty:
-        from initlab.errors import UsageError
-
         raise UsageError(f"nothing to plot yet: no records in {', '.join(empty)}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -27,6 +27,12 @@ class Claim:
     bound: float | tuple[float, float]
     unit: str = ""  # "%" shows value and bound as percentages; "pp" as percentage points
 
+    def __post_init__(self) -> None:
+        if self.op not in OPS:  # a typo would otherwise fail every claim silently
+            raise ValueError(f"claim {self.claim!r}: op must be one of {OPS}, got {self.op!r}")
+        if (self.op == "in") != isinstance(self.bound, tuple):
+            raise ValueError(f"claim {self.claim!r}: 'in' takes (low, high), others a number")
+
     @property
     def passed(self) -> bool:
         v = self.value

@@ -215,10 +215,17 @@ class Run:
         self.loss = column("loss")
         self.train_error = column("train_error")
         self.test_error = column("test_error")
-        keys = dict.fromkeys(k for r in self.records for k, v in r.items() if isinstance(v, list))
+        # Every per-layer list any record has; NaN rows where a record lacks it (the probe's
+        # records take no step, so they have no update statistics).
+        widths: dict[str, int] = {}
+        for r in self.records:
+            for key, value in r.items():
+                if isinstance(value, list):
+                    widths.setdefault(key, len(value))
         self.layers = {
-            key: np.array([[_num(v) for v in r[key]] for r in self.records], dtype=float)
-            for key in keys
+            key: np.array([[_num(v) for v in r[key]] if key in r else [math.nan] * width
+                           for r in self.records], dtype=float)
+            for key, width in widths.items()
         }
 
     @property

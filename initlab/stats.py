@@ -67,9 +67,40 @@ def relative_changes(change_groups: Sequence[Tensor], initial_norms: Tensor) -> 
     """||W_i - W_i(0)||_F / ||W_i(0)||_F per member and layer: [K, L], from layer groups of
     W - W(0) and the norms of W(0) [K, L] (``frobenius_norms``, computed once). NaN where
     W_i(0) = 0: the ratio is undefined for a zero initialization."""
-    moved = frobenius_norms(change_groups)
-    return torch.where(initial_norms > 0, moved / initial_norms,
-                       torch.full_like(moved, float("nan")))
+    return _norm_ratio(change_groups, initial_norms)
+
+
+def dead_fractions(output_groups: Sequence[Tensor]) -> Tensor:
+    """Fraction of a layer's units that are dead on this batch -- the activation's output is
+    exactly zero for every example, as a ReLU's below zero -- per member and hidden layer:
+    [K, L - 1] from groups of activation outputs [G, K, B, n]."""
+    return _per_layer(output_groups,
+                      lambda g: (torch.count_nonzero(g, dim=-2) == 0).float().mean(dim=-1))
+
+
+def percentiles(values: Tensor, q: float) -> Tensor:
+    """The q-quantile over the last dimension (linear interpolation, as ``torch.quantile``;
+    written out with a sort so that a CUDA graph can hold it): [L, K, B] -> [K, L]."""
+    n = values.shape[-1]
+    ordered = values.sort(dim=-1).values
+    position = q * (n - 1)
+    low = int(position)
+    high = min(low + 1, n - 1)
+    lower, upper = ordered[..., low], ordered[..., high]
+    return torch.lerp(lower, upper, position - low).T
+
+
+def update_ratios(update_groups: Sequence[Tensor], weight_norms: Tensor) -> Tensor:
+    """||Delta W_i||_F / ||W_i||_F per member and layer, the effective learning rate of a
+    layer: [K, L] from layer groups of one step's update and the norms of the weights it
+    updated (``frobenius_norms``). NaN where W_i = 0."""
+    return _norm_ratio(update_groups, weight_norms)
+
+
+def _norm_ratio(groups: Sequence[Tensor], reference: Tensor) -> Tensor:
+    """||X_i||_F / reference [K, L], NaN where the reference is 0 (a ratio to nothing)."""
+    moved = frobenius_norms(groups)
+    return torch.where(reference > 0, moved / reference, torch.full_like(moved, float("nan")))
 
 
 def cross_entropy_per_member(logits: Tensor, labels: Tensor) -> Tensor:
@@ -91,33 +122,62 @@ def error_counts(logits: Tensor, labels: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class PassTensors:
-    """What the per-layer statistics of one forward/backward pass read, as layer groups:
-    the layer inputs [G, K, B, n], the weights W_i, their gradients and W_i - W_i(0)
-    ([G, K, n] each), and the norms of W_i(0) [K, L]."""
+    """What the per-layer statistics of one training pass read, as layer groups: the layer
+    inputs [G, K, B, n] (Z_1 = x), the hidden layers' activation outputs [G, K, B, width], the
+    input of one hidden unit's nonlinearity per hidden layer [L - 1, K, B], the weights W_i,
+    their gradients and W_i - W_i(0) ([G, K, n] each), the norms of W_i(0) [K, L], and, after
+    the optimizer's step, that step's update Delta W_i ([G, K, n]; None before)."""
 
     inputs: Sequence[Tensor]
+    activations: Sequence[Tensor]
+    unit_inputs: Tensor
     weights: Sequence[Tensor]
     grads: Sequence[Tensor]
     changes: Sequence[Tensor]
     initial_norms: Tensor
+    updates: Sequence[Tensor] | None = None
 
 
 @dataclass(frozen=True)
 class LayerStat:
     key: str  # the record key in stats.jsonl
     label: str  # how a plot's axis names it
-    compute: Callable[[PassTensors], Tensor]  # -> [K, L]
+    compute: Callable[[PassTensors], Tensor]  # -> [K, L] (or [K, L - 1]: hidden layers)
     log_scale: bool = True  # spans decades across layers or runs
     per_fan_in: bool = False  # plots show it times each layer's fan-in n
-    diverges: bool = True  # NaN or Inf means the member diverged (else: merely undefined)
+    diverges: bool = False  # NaN or Inf means the member diverged (else: merely undefined)
+    after_update: bool = False  # reads the step's update: only in 'train' records
+    hidden_only: bool = False  # one value per hidden layer (L - 1), not per Linear layer
+    # Processes that split a batch see part of it each: None, the same on every rank (weights,
+    # averaged gradients); "mean", a mean over examples, so the mean over ranks is the whole
+    # batch's; "approx", averaged over ranks, which only approximates the whole batch's.
+    per_rank: str | None = None
 
 
 LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
-    LayerStat("act_norm", "activation norm ‖Z_i‖₂", lambda t: activation_norms(t.inputs)),
-    LayerStat("grad_norm", "gradient norm ‖∇W_i ℓ‖", lambda t: gradient_norms(t.grads)),
+    LayerStat("act_norm", "activation norm ‖Z_i‖₂", lambda t: activation_norms(t.inputs),
+              diverges=True, per_rank="mean"),
+    LayerStat("grad_norm", "gradient norm ‖∇W_i ℓ‖", lambda t: gradient_norms(t.grads),
+              diverges=True),
     LayerStat("weight_var", "n·Var(W_i)", lambda t: weight_variances(t.weights),
-              log_scale=False, per_fan_in=True),
+              log_scale=False, per_fan_in=True, diverges=True),
     LayerStat("weight_rel_change", "‖W_i − W_i⁽⁰⁾‖ / ‖W_i⁽⁰⁾‖",
-              lambda t: relative_changes(t.changes, t.initial_norms), diverges=False),
+              lambda t: relative_changes(t.changes, t.initial_norms)),
+    LayerStat("weight_norm", "‖W_i‖_F", lambda t: frobenius_norms(t.weights)),
+    LayerStat("dead_fraction", "dead units (output 0 for the whole batch)",
+              lambda t: dead_fractions(t.activations), log_scale=False, hidden_only=True,
+              per_rank="approx"),
+    LayerStat("unit_input_p15", "unit 0's nonlinearity input, 15th percentile over the batch",
+              lambda t: percentiles(t.unit_inputs, 0.15), log_scale=False, hidden_only=True,
+              per_rank="approx"),
+    LayerStat("unit_input_p50", "unit 0's nonlinearity input, median over the batch",
+              lambda t: percentiles(t.unit_inputs, 0.50), log_scale=False, hidden_only=True,
+              per_rank="approx"),
+    LayerStat("unit_input_p85", "unit 0's nonlinearity input, 85th percentile over the batch",
+              lambda t: percentiles(t.unit_inputs, 0.85), log_scale=False, hidden_only=True,
+              per_rank="approx"),
+    LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖ (after the step)",
+              lambda t: update_ratios(t.updates or [], frobenius_norms(t.weights)),
+              after_update=True),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)

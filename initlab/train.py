@@ -20,7 +20,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,14 +32,15 @@ from initlab.data import MNISTTensors
 from initlab.distributed import LOCAL, Comm
 from initlab.errors import UsageError
 from initlab.graphs import GraphedStep
-from initlab.model import StackedMLP, member_seed
+from initlab.model import Activity, ActivityRecorder, StackedMLP, member_seed
 from initlab.optim import FlatOptimizer
 from initlab.runs import FINISHED, RunWriter, clean_number, run_summary
 
 EVAL_CHUNK = 2000
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
 # Statistics of a rank's own batch, averaged over ranks (the others are the same on every rank).
-PER_WORKER_KEYS = ("act_norm", "loss", "errors")
+PER_WORKER_KEYS = ("loss", "errors", *(key for key, stat in stats.LAYER_STATS.items()
+                                       if stat.per_rank is not None))
 # What a checkpoint saves: member states (``GroupTrainer.member_state``), one per member.
 # A record with any of these undefined means its member diverged.
 DIVERGING_KEYS = tuple(key for key, stat in stats.LAYER_STATS.items() if stat.diverges)
@@ -169,6 +170,9 @@ class GroupTrainer:
         self.grad_views = self.model.weight_groups(self.model.flat_grad)
         self.change = torch.empty_like(self.model.flat)
         self.change_views = self.model.weight_groups(self.change)
+        # The weights before a captured step, then that step's update (update_stats).
+        self.before_step = torch.empty_like(self.model.flat)
+        self.update_views = self.model.weight_groups(self.before_step)
 
     def set_initial_weights(self) -> None:
         """The norms of W_i(0), the reference for the relative change (again when a checkpoint
@@ -179,42 +183,48 @@ class GroupTrainer:
         else:
             self.initial_norms = norms
 
-    def layer_stats(self, inputs: list[Tensor]) -> dict[str, Tensor]:
-        """Every statistic of ``stats.LAYER_STATS``, [K, L] each, from the layer inputs (groups
-        [G, K, B, n]) of the pass that just filled ``flat_grad``."""
+    def pass_tensors(self, activity: Activity) -> stats.PassTensors:
+        """What the statistics read of the pass that just filled ``flat_grad``."""
         torch.sub(self.model.flat, self.flat_init, out=self.change)
-        tensors = stats.PassTensors(inputs, self.weight_views, self.grad_views,
-                                    self.change_views, self.initial_norms)
-        return {key: stat.compute(tensors) for key, stat in stats.LAYER_STATS.items()}
+        return stats.PassTensors(activity.inputs, activity.activations, activity.unit_inputs,
+                                 self.weight_views, self.grad_views, self.change_views,
+                                 self.initial_norms)
 
-    def loss_and_grad(self, x: Tensor, y: Tensor, keep_inputs: bool, training: bool = True,
-                      ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+    @staticmethod
+    def layer_stats(tensors: stats.PassTensors, after_update: bool = False,
+                    ) -> dict[str, Tensor]:
+        """The statistics of ``stats.LAYER_STATS`` that read a pass (or, ``after_update``,
+        the step that followed it), [K, L] each."""
+        return {key: stat.compute(tensors) for key, stat in stats.LAYER_STATS.items()
+                if stat.after_update == after_update}
+
+    def loss_and_grad(self, x: Tensor, y: Tensor, capture: bool, training: bool = True,
+                      ) -> tuple[Tensor, Tensor, Activity | None]:
         """Logits [K, B, 10] and loss per member [K] of one forward pass, the gradient of the
-        summed loss in ``flat_grad``, and (``keep_inputs``) the layer inputs as groups for
-        ``layer_stats``. ``training=False`` is the probe: no dropout, batch-norm averages left
-        alone. The hand-written backward where the net has one, else autograd."""
+        summed loss in ``flat_grad``, and (``capture``) what ``layer_stats`` reads of the pass.
+        ``training=False`` is the probe: no dropout, batch-norm averages left alone. The
+        hand-written backward where the net has one, else autograd."""
         if self.manual:
-            logits, loss, inputs = self.model.manual_loss_and_grad(x, y, training)
-            return logits, loss, inputs if keep_inputs else None
+            logits, loss, activity = self.model.manual_loss_and_grad(x, y, training, capture)
+            return logits, loss, activity if capture else None
         self.model.flat_grad.zero_()
-        kept: list[Tensor] | None = [] if keep_inputs else None
+        recorder = ActivityRecorder() if capture else None
         if training:
-            logits = self.net(x, kept)
+            logits = self.net(x, recorder)
         else:
-            logits = self.model(x, kept, update_running=False, use_dropout=False)
+            logits = self.model(x, recorder, update_running=False, use_dropout=False)
         loss = stats.cross_entropy_per_member(logits, y)
         loss.sum().backward()  # under DDP, flat_grad then holds the mean over ranks
-        inputs = None if kept is None else stats.input_groups([z.detach() for z in kept])
-        return logits.detach(), loss.detach(), inputs
+        return logits.detach(), loss.detach(), None if recorder is None else recorder.activity()
 
     def measure_probe(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Loss [K], error rate [K] and per-layer statistics on the probe batch."""
         self.model.train()
-        logits, loss, inputs = self.loss_and_grad(self.probe_x, self.probe_y, keep_inputs=True,
-                                                  training=False)
+        logits, loss, activity = self.loss_and_grad(self.probe_x, self.probe_y, capture=True,
+                                                    training=False)
         with torch.no_grad():
             errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
-            layer = self.layer_stats(inputs)
+            layer = self.layer_stats(self.pass_tensors(activity))
         self.model.flat_grad.zero_()
         return loss, errors.float(), layer
 
@@ -239,15 +249,21 @@ class GroupTrainer:
         # index_select: several times faster than x[idx] on the CPU
         x = self.data.train_x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
         y = self.data.train_y.index_select(0, idx.reshape(-1)).view(idx.shape)
-        logits, loss, inputs = self.loss_and_grad(x, y, keep_inputs=capture)
+        logits, loss, activity = self.loss_and_grad(x, y, capture=capture)
         with torch.no_grad():
             errors = stats.error_counts(logits, y)
             captured = None
-            if inputs is not None:
-                captured = self.layer_stats(inputs)
+            if activity is not None:
+                tensors = self.pass_tensors(activity)
+                captured = self.layer_stats(tensors)
                 captured["loss"] = loss  # fresh each step; a graph's outputs are cloned
                 captured["errors"] = errors.float() / y.shape[1]
+                self.before_step.copy_(self.model.flat)
             self.optimizer.step()
+            if captured is not None:  # before_step becomes the step's update
+                torch.sub(self.model.flat, self.before_step, out=self.before_step)
+                captured.update(self.layer_stats(replace(tensors, updates=self.update_views),
+                                                 after_update=True))
             self.step_count += 1
             self.epoch_loss += loss
             self.epoch_errors += errors
@@ -283,7 +299,8 @@ class GroupTrainer:
             for key in ("loss", "train_error", "test_error"):
                 rec[key] = clean_number(host[key][k]) if key in host else None
             for key in stats.LAYER_KEYS:
-                rec[key] = [clean_number(v) for v in host[key][k]]
+                if key in host:  # a probe takes no step: no update statistics
+                    rec[key] = [clean_number(v) for v in host[key][k]]
             self.members[k].pending.append(rec)
 
     def capture_full(self, phase: str) -> list[float]:

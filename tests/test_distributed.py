@@ -25,6 +25,7 @@ from initlab.distributed import LOCAL, Comm, check_batch_split, resolve_split
 from initlab.errors import UsageError
 from initlab.experiment import run_experiment
 from initlab.runs import CHECKPOINT_FILE, CONFIG_FILE, STATS_FILE, SUMMARY_FILE, SWEEP_FILE
+from initlab.stats import LAYER_STATS
 
 pytestmark = pytest.mark.usefixtures("mnist_env")
 
@@ -100,11 +101,14 @@ def assert_same_numbers(a: object, b: object, where: str) -> None:
 
 
 def assert_same_stats(a: Path, b: Path) -> None:
+    """Every statistic but those that ranks can only approximate (a quantile over a batch, a
+    count of units dead on all of it: averaged over the ranks' halves)."""
     ra, rb = records(a), records(b)
     assert len(ra) == len(rb) > 0
+    approximate = {key for key, stat in LAYER_STATS.items() if stat.per_rank == "approx"}
     for n, (x, y) in enumerate(zip(ra, rb, strict=True)):
         assert x.keys() == y.keys()
-        for key in x:
+        for key in x.keys() - approximate:
             assert_same_numbers(x[key], y[key], f"{a.name} record {n} {key}")
 
 

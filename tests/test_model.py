@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from initlab.config import ModelConfig
-from initlab.model import StackedMLP
-from initlab.stats import activation_norms, cross_entropy_per_member, input_groups
+from initlab.model import ActivityRecorder, StackedMLP
+from initlab.stats import activation_norms, cross_entropy_per_member, dead_fractions
 
 
 def weights(model: StackedMLP, member: int) -> list[torch.Tensor]:
@@ -79,11 +79,12 @@ def test_normalization_removes_the_scale(norm: str) -> None:
     cfg = ModelConfig(depth=6, width=20, norm=norm, groups=4)
     model = StackedMLP(cfg, members=2)
     model.initialize(["normal"] * 2, [1.0, 3.0], [0, 0])
-    acts: list[torch.Tensor] = []
-    model(torch.rand(1, 32, 784).expand(2, -1, -1), acts)
+    recorder = ActivityRecorder()
+    x = torch.rand(1, 32, 784, generator=torch.Generator().manual_seed(0))  # not test order
+    model(x.expand(2, -1, -1), recorder)
     # Without normalization these differ by (3/1)^(i/2); with it, only through the eps
     # in sqrt(var + eps), which matters for the few tiny groups of 5 post-ReLU features.
-    norms = activation_norms(input_groups(acts))  # [K, L]
+    norms = activation_norms(recorder.activity().inputs)  # [K, L]
     assert torch.allclose(norms[0, 1:], norms[1, 1:], rtol=1e-2), (norm, norms)
 
 
@@ -102,24 +103,31 @@ def test_batch_norm_eval_uses_running_averages() -> None:
                               model(x, update_running=False)[:, :1], atol=1e-4)
 
 
-@pytest.mark.parametrize(("activation", "bias", "dropout", "norm"), [
-    ("relu", True, 0.0, "none"), ("relu", False, 0.0, "none"), ("tanh", True, 0.0, "none"),
-    ("identity", True, 0.0, "none"), ("relu", True, 0.3, "none"), ("identity", False, 0.2, "none"),
-    ("relu", True, 0.0, "layer"), ("relu", True, 0.3, "layer"), ("tanh", False, 0.2, "layer"),
-    ("relu", True, 0.0, "group"), ("relu", True, 0.3, "group"),
-    ("relu", True, 0.0, "batch"), ("relu", True, 0.3, "batch"), ("tanh", False, 0.2, "batch"),
-    ("relu", True, 0.0, "syncbatch"),
-    ("relu", True, 0.0, "rms"), ("relu", True, 0.3, "rms"), ("tanh", False, 0.2, "rms")])
-def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
-                                                dropout: float, norm: str) -> None:
-    """Loss, logits, every gradient element, the activation statistics and batch norm's
-    running averages agree with autograd for K = 3 members that differ in init, dropout rate
-    and weights (norm gains and shifts too)."""
+@pytest.mark.parametrize(("activation", "bias", "dropout", "norm", "position"), [
+    ("relu", True, 0.0, "none", "post"), ("relu", False, 0.0, "none", "post"),
+    ("tanh", True, 0.0, "none", "post"), ("identity", True, 0.0, "none", "post"),
+    ("relu", True, 0.3, "none", "post"), ("identity", False, 0.2, "none", "post"),
+    ("relu", True, 0.0, "layer", "post"), ("relu", True, 0.3, "layer", "post"),
+    ("tanh", False, 0.2, "layer", "post"),
+    ("relu", True, 0.0, "group", "post"), ("relu", True, 0.3, "group", "post"),
+    ("relu", True, 0.0, "batch", "post"), ("relu", True, 0.3, "batch", "post"),
+    ("tanh", False, 0.2, "batch", "post"), ("relu", True, 0.0, "syncbatch", "post"),
+    ("relu", True, 0.0, "rms", "post"), ("relu", True, 0.3, "rms", "post"),
+    ("tanh", False, 0.2, "rms", "post"),
+    ("relu", True, 0.3, "layer", "pre"), ("tanh", False, 0.0, "layer", "pre"),
+    ("relu", True, 0.3, "group", "pre"), ("relu", True, 0.3, "batch", "pre"),
+    ("tanh", True, 0.0, "batch", "pre"), ("relu", False, 0.3, "rms", "pre")])
+def test_hand_written_backward_matches_autograd(activation: str, bias: bool, dropout: float,
+                                                norm: str, position: str) -> None:
+    """Loss, logits, every gradient element, what the statistics read (layer inputs,
+    activation outputs, a unit's nonlinearity input) and batch norm's running averages agree
+    with autograd for K = 3 members that differ in init, dropout rate and weights (norm gains
+    and shifts too), with the norm after the activation (the lecture's) or before it."""
     # Group norm over a handful of post-ReLU features is ill-conditioned (a group's variance
     # can be near 0, and rounding differences grow by 1/std): 12 features per group here.
     width = 24 if norm == "group" else 12
     cfg = ModelConfig(depth=5, width=width, activation=activation, bias=bias, norm=norm,
-                      groups=2)
+                      groups=2, norm_position=position)
 
     def build() -> StackedMLP:
         model = StackedMLP(cfg, members=3)
@@ -134,12 +142,12 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
     assert manual.supports_manual_backward()
     x = torch.rand(3, 16, 784, generator=torch.Generator().manual_seed(4))
     y = torch.randint(0, 10, (3, 16), generator=torch.Generator().manual_seed(5))
-    inputs: list[torch.Tensor] = []
-    logits = auto(x, inputs)
+    recorder = ActivityRecorder()
+    logits = auto(x, recorder)
     loss = cross_entropy_per_member(logits, y)
     loss.sum().backward()
     manual.flat_grad.fill_(float("nan"))  # every element must be written, none accumulated
-    m_logits, m_loss, groups = manual.manual_loss_and_grad(x, y)
+    m_logits, m_loss, activity = manual.manual_loss_and_grad(x, y, capture=True)
     # The norm's affine step is one addcmul here, a multiply then an add (two roundings) in
     # autograd; after a few normalized layers that is a few ulps.
     torch.testing.assert_close(m_logits, logits.detach(), rtol=1e-5, atol=1e-5)
@@ -148,8 +156,12 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool,
     # large ones they were computed from.
     scale = float(auto.flat_grad.abs().max())
     torch.testing.assert_close(manual.flat_grad, auto.flat_grad, rtol=1e-4, atol=1e-6 * scale)
-    torch.testing.assert_close(activation_norms(groups),
-                               activation_norms(input_groups([z.detach() for z in inputs])))
+    expected = recorder.activity()
+    torch.testing.assert_close(activation_norms(activity.inputs),
+                               activation_norms(expected.inputs))
+    torch.testing.assert_close(dead_fractions(activity.activations),
+                               dead_fractions(expected.activations))
+    torch.testing.assert_close(activity.unit_inputs, expected.unit_inputs, rtol=1e-5, atol=1e-5)
     manual_buffers = dict(manual.named_buffers())
     for name, buffer in auto.named_buffers():
         torch.testing.assert_close(manual_buffers[name], buffer, msg=name)
@@ -164,3 +176,25 @@ def test_tanh_with_dropout_and_no_norm_keeps_autograd() -> None:
     assert not model.supports_manual_backward()
     model.set_dropout([0.0], seed=0)
     assert model.supports_manual_backward()
+
+
+def test_pre_norm_with_tanh_and_dropout_keeps_autograd() -> None:
+    model = StackedMLP(ModelConfig(depth=3, width=8, activation="tanh", norm="layer",
+                                   norm_position="pre"), members=1)
+    model.set_dropout([0.1], seed=0)
+    assert not model.supports_manual_backward()
+    post = StackedMLP(ModelConfig(depth=3, width=8, activation="tanh", norm="layer"), members=1)
+    post.set_dropout([0.1], seed=0)
+    assert post.supports_manual_backward()
+
+
+def test_pre_norm_normalizes_the_nonlinearity_input() -> None:
+    """Batch norm before the ReLU: each hidden unit's input has batch mean 0 (gain 1, shift
+    0 at init), whatever the scale c."""
+    model = StackedMLP(ModelConfig(depth=4, width=16, norm="batch", norm_position="pre"),
+                       members=2)
+    model.initialize(["normal"] * 2, [0.5, 5.0], [0, 0])
+    recorder = ActivityRecorder()
+    model(torch.rand(2, 64, 784), recorder)
+    units = recorder.activity().unit_inputs  # [L - 1, K, B]
+    torch.testing.assert_close(units.mean(dim=-1), torch.zeros(3, 2), atol=1e-5, rtol=0)

@@ -9,7 +9,7 @@ from torch import nn
 
 from initlab import stats
 from initlab.config import ModelConfig
-from initlab.model import StackedMLP
+from initlab.model import ActivityRecorder, StackedMLP
 
 
 def plain_copy(model: StackedMLP, k: int) -> list[nn.Linear]:
@@ -36,12 +36,16 @@ def test_statistics_match_a_hand_computation() -> None:
     x = torch.rand(2, 5, 784)
     y = torch.randint(0, 10, (2, 5))
 
-    acts: list[torch.Tensor] = []
+    recorder = ActivityRecorder()
     model.flat_grad.zero_()
-    logits = model(x, acts)
+    logits = model(x, recorder)
     stats.cross_entropy_per_member(logits, y).sum().backward()
     weights = [model.weight(i) for i in range(model.depth)]
-    act_norm = stats.activation_norms(stats.input_groups(acts))
+    activity = recorder.activity()
+    act_norm = stats.activation_norms(activity.inputs)
+    dead = stats.dead_fractions(activity.activations)
+    median = stats.percentiles(activity.unit_inputs, 0.5)
+    p15 = stats.percentiles(activity.unit_inputs, 0.15)
     # both forms of layer groups: one per layer, and the model's multi-layer views
     grads = [w.grad for w in weights]
     grad_norm = stats.gradient_norms(stats.layer_groups(grads))
@@ -61,7 +65,14 @@ def test_statistics_match_a_hand_computation() -> None:
             assert math.isclose(act_norm[k, i].item(), expected, rel_tol=1e-5)
             z = layer(z)
             if i < len(layers) - 1:
+                unit = sorted(z[:, 0].tolist())  # unit 0's input to its ReLU, 5 examples
+                assert math.isclose(median[k, i].item(), unit[2], rel_tol=1e-5, abs_tol=1e-5)
+                # 15th percentile of 5 values: position 0.6 between the two smallest
+                assert math.isclose(p15[k, i].item(), unit[0] + 0.6 * (unit[1] - unit[0]),
+                                    rel_tol=1e-4, abs_tol=1e-5)
                 z = torch.relu(z)
+                dead_units = sum(all(v == 0 for v in col) for col in z.T.tolist())
+                assert math.isclose(dead[k, i].item(), dead_units / z.shape[1], rel_tol=1e-6)
         loss = nn.functional.cross_entropy(z, y[k])
         loss.backward()
         for i, layer in enumerate(layers):
@@ -90,3 +101,45 @@ def test_error_counts_and_loss_are_per_member() -> None:
     assert stats.error_counts(logits, labels).tolist() == [0, 1]
     loss = stats.cross_entropy_per_member(logits, labels)
     assert loss[0] < loss[1]
+
+
+def test_dead_fraction_counts_units_zero_for_every_example() -> None:
+    outputs = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]]])  # [K=1, B=2, n=4]
+    assert stats.dead_fractions([outputs.unsqueeze(0)]).tolist() == [[0.5]]
+
+
+def test_update_ratio_is_the_step_over_the_weights() -> None:
+    w = torch.full((1, 1, 4), 2.0)  # ||W|| = 4
+    step = torch.full((1, 1, 4), 0.01)  # ||dW|| = 0.02
+    ratio = stats.update_ratios([step], stats.frobenius_norms([w]))
+    assert math.isclose(ratio.item(), 0.005, rel_tol=1e-6)
+    assert torch.isnan(stats.update_ratios([step], stats.frobenius_norms([0 * w]))).all()
+
+
+def test_every_registered_statistic_is_recorded_by_a_training_step(
+        tmp_path, synthetic) -> None:
+    from initlab.config import RunConfig, set_dotted
+    from initlab.runs import RunWriter
+    from initlab.train import GroupTrainer, MemberState
+
+    cfg = RunConfig()
+    for key, value in {"model.depth": 3, "model.width": 8, "train.batch_size": 16}.items():
+        cfg = set_dotted(cfg, key, value)
+    trainer = GroupTrainer([MemberState(cfg, RunWriter(tmp_path))], synthetic,
+                           torch.device("cpu"))
+    idx = torch.arange(16).view(1, 16)
+    before = trainer.model.flat.clone()
+    captured = trainer.train_step(idx, capture=True)
+    assert captured is not None and set(stats.LAYER_KEYS) <= set(captured)
+    for key, stat in stats.LAYER_STATS.items():
+        assert captured[key].shape == (1, 2 if stat.hidden_only else 3), key
+    moved = [torch.linalg.vector_norm(after - b) / torch.linalg.vector_norm(after)
+             for after, b in zip(trainer.model.weight_groups(trainer.model.flat),
+                                 trainer.model.weight_groups(before), strict=True)]
+    torch.testing.assert_close(captured["update_ratio"][0], torch.cat(
+        [m.reshape(-1) for m in [torch.linalg.vector_norm(a - b, dim=-1)[:, 0] /
+                                 torch.linalg.vector_norm(a, dim=-1)[:, 0]
+                                 for a, b in zip(trainer.model.weight_groups(trainer.model.flat),
+                                                 trainer.model.weight_groups(before),
+                                                 strict=True)]]))
+    assert moved  # the weights did move

@@ -1,0 +1,199 @@
+"""``initlab figures``: every lecture figure redrawn from real runs, every lecture claim checked.
+
+The package, importing downwards only:
+
+- ``core``: what a figure is (``Figure``, ``FigureInput``, ``RunSet``), the one quick mode
+  (``Mode``), and the helpers figures read runs and draw with;
+- ``cache``: the one run cache (``<cache>/<config hash>/``) and how missing runs train;
+- ``inference``: everything measured by loading a model from a run's checkpoint;
+- one module per figure, holding its recipe, its plot and its claims; ``configs/`` holds the
+  figures' YAML recipes;
+- here: ``FIGURES``, the one figure list, and ``build_figures``, the pipeline (train what is
+  missing, measure, draw, check, report).
+
+Adding a figure is a module beside the others, one line in ``FIGURES`` and its expected claim
+rows in tests/test_figures.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from initlab.errors import UsageError
+from initlab.figures import (
+    batchnorm_eval,
+    batchnorm_norms,
+    init_norms,
+    layernorm_norms,
+    regularization,
+    small_batch,
+    sync_bn,
+    trained_norms,
+    trained_variance,
+    weights_move_little,
+    zero_init,
+)
+from initlab.figures.cache import DEFAULT_CACHE, ensure_runs
+from initlab.figures.core import (
+    QUICK_EPOCHS,
+    QUICK_TEST_IMAGES,
+    QUICK_TRAIN_IMAGES,
+    Figure,
+    FigureInput,
+    Mode,
+    RunSet,
+    c_of,
+    cfg_value,
+    save_figure,
+)
+from initlab.progress import ProgressFactory, quiet_progress
+from initlab.report import Claim, write_report
+from initlab.runs import Run, load_run
+
+REPORT_FILE = "REPORT.md"
+
+Log = Callable[[str], None]
+
+FIGURES: dict[str, Figure] = {f.name: f for f in (
+    init_norms.FIGURE,
+    trained_variance.FIGURE,
+    layernorm_norms.FIGURE,
+    batchnorm_norms.FIGURE,
+    zero_init.FIGURE,
+    weights_move_little.FIGURE,
+    trained_norms.FIGURE,
+    regularization.FIGURE,
+    batchnorm_eval.FIGURE,
+    small_batch.FIGURE,
+    sync_bn.FIGURE,
+)}
+
+
+@dataclass
+class Result:
+    figures: list[str]
+    files: list[Path]
+    claims: list[Claim]
+    report: Path
+    title: str
+    trained: int  # runs trained by this invocation
+    cached: int  # runs found in the cache
+
+
+def select(names: Sequence[str] | None) -> list[Figure]:
+    """The figures named (all if none), in registry order; UsageError lists the valid names."""
+    if not names:
+        return list(FIGURES.values())
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise UsageError(f"--only: unknown figure {', '.join(repr(n) for n in unknown)}; "
+                         f"choose from {', '.join(FIGURES)}")
+    return [f for name, f in FIGURES.items() if name in names]
+
+
+def run_sets(figures: Sequence[Figure], mode: Mode) -> list[RunSet]:
+    """Every config stem the figures read, expanded by its figure's recipe, once each."""
+    found: dict[str, RunSet] = {}
+    for figure in figures:
+        for stem in figure.configs:
+            run_set = figure.recipe(stem, mode)
+            if found.setdefault(stem, run_set) != run_set:
+                raise ValueError(f"figure {figure.name}: its recipe for {stem} differs from "
+                                 "another figure's")
+    return list(found.values())
+
+
+def build_figures(only: Sequence[str] | None = None, quick: bool = False,
+                  out: Path = Path("figures"), cache: Path | None = None,
+                  data_root: str | None = None, progress: ProgressFactory = quiet_progress,
+                  log: Log = print, overrides: Sequence[str] = (),
+                  max_group: int | None = None, jobs: int = 1) -> Result:
+    """Train what is missing, measure, draw every requested figure, check and report claims.
+    ``overrides`` (``--set``) apply to every figure's config; ``max_group`` bounds how many
+    members train as one stacked model; ``jobs`` groups train at once."""
+    figures = select(only)
+    mode = Mode(quick, tuple(overrides), max_group, jobs)
+    cache = cache if cache is not None else DEFAULT_CACHE
+    paths, trained, cached = ensure_runs(run_sets(figures, mode), cache, data_root, progress,
+                                         log, max_group, jobs)
+    files: list[Path] = []
+    claims: list[Claim] = []
+    for figure in figures:
+        inp = FigureInput(figure.name, {stem: paths[stem] for stem in figure.configs},
+                          mode.banner)
+        if figure.measure is not None:
+            figure.measure(inp, data_root)
+        files += save_figure(figure.plot(inp), out, figure.name)
+        claims += figure.claims(inp)
+    title = "initlab figures: the lectures' claims, measured"
+    if mode.quick:
+        title += f" — {mode.banner}"
+    report = out / REPORT_FILE
+    write_report(report, claims, title, report_notes(figures, mode, cache, paths))
+    return Result([f.name for f in figures], files, claims, report, title, trained, cached)
+
+
+# --- The report's notes -------------------------------------------------------------------------
+
+
+def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
+                 paths: dict[str, list[Path]]) -> list[str]:
+    notes = []
+    if mode.quick:
+        notes.append(f"**{mode.banner}.** Every run used the first {QUICK_TRAIN_IMAGES} "
+                     f"training and {QUICK_TEST_IMAGES} test images and at most {QUICK_EPOCHS} "
+                     "epochs.")
+    if mode.overrides:
+        notes.append("Every figure's config was changed by "
+                     + ", ".join(f"`--set {o}`" for o in mode.overrides) + ".")
+    if mode.max_group:
+        notes.append(f"At most {mode.max_group} member(s) trained as one stacked model "
+                     "(`--max-group`).")
+    if mode.jobs > 1:
+        notes.append(f"Runs trained by this invocation: up to {mode.jobs} groups at once, each "
+                     "in its own process (`--jobs`); the runs table says each run's threads.")
+    notes.append("Network unless stated: 50 Linear layers of width 100, ReLU, "
+                 "W_i ~ N(0, c/n), MNIST pixels in [0, 1], batch 128. Every number is read from "
+                 f"the run directories in `{cache}` (named by config hash); a FAIL is reported "
+                 "as measured.")
+    if len(figures) < len(FIGURES):
+        notes.append("Figures in this report: " + ", ".join(f"`{f.name}`" for f in figures)
+                     + " (`--only`).")
+    notes.append(runs_table(paths))
+    return notes
+
+
+def runs_table(paths: dict[str, list[Path]]) -> str:
+    """What each run really did: status, epochs, final test error, wall time of its group and
+    the CPU threads it trained on."""
+    lines = ["| config | run (config hash) | member | status | epochs | test error "
+             "| group wall (s) | threads |", "|---|---|---|---|---|---|---|---|"]
+    for stem, dirs in paths.items():
+        for path in dirs:
+            run = load_run(path)
+            s = run.summary
+            lines.append(f"| {stem} | `{path.name}` | {member_label(run)} | "
+                         f"{s.get('status', '?')} | {s.get('epochs', '?')} | "
+                         f"{run.final_test_error:.2%} | {s.get('wall_seconds', '?')} | "
+                         f"{s.get('threads') or '?'} |")
+    return "\n".join(lines)
+
+
+def member_label(run: Run) -> str:
+    """What sets a run apart from the lecture's network: the init, and the norm, batch size,
+    seed and regularization where they differ from it."""
+    parts = ["W = 0" if cfg_value(run, "init.scheme") == "zeros"
+             else f"c = {c_of(run):g}"]
+    if cfg_value(run, "model.norm") not in (None, "none"):
+        parts.append(f"{cfg_value(run, 'model.norm')} norm")
+    if cfg_value(run, "train.batch_size") not in (None, 128):
+        parts.append(f"batch {cfg_value(run, 'train.batch_size')}")
+    if cfg_value(run, "train.seed"):
+        parts.append(f"seed {cfg_value(run, 'train.seed')}")
+    if cfg_value(run, "train.weight_decay"):
+        parts.append(f"weight decay {cfg_value(run, 'train.weight_decay'):g}")
+    if cfg_value(run, "model.dropout"):
+        parts.append(f"dropout {cfg_value(run, 'model.dropout'):g}")
+    return ", ".join(parts)

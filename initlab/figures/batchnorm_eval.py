@@ -1,0 +1,94 @@
+"""Figure batchnorm-eval: the logits of one fixed test image inside random batches of other
+test images, for a batch-normalized net in training and in evaluation mode (the c = 2 run of
+configs/trained-batchnorm.yaml)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from initlab.figures.core import (
+    Figure,
+    FigureInput,
+    by_c,
+    c_of,
+    measure_path,
+    new_figure,
+    read_measure,
+    save_measure,
+)
+from initlab.figures.inference import batchnorm_logits
+from initlab.report import Claim
+from initlab.runs import Run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
+
+STEM = "trained-batchnorm"
+BATCHES = 20
+IMAGE = 0  # the fixed test image
+SEED = 0  # of the batches drawn around it
+
+
+def bn_run(inp: FigureInput) -> Run:
+    runs = by_c(inp.runs(STEM))
+    return runs.get(2.0) or next(iter(runs.values()))
+
+
+def measure(inp: FigureInput, data_root: str | None) -> None:
+    run = bn_run(inp)
+    target = measure_path(run.path, inp.name)
+    if not target.exists():
+        save_measure(target, batchnorm_logits(run, data_root, IMAGE, BATCHES, SEED))
+
+
+def logit_range(rows: Sequence[Sequence[float]]) -> float:
+    """Largest range (max − min over the batches) over the classes."""
+    a = np.asarray(rows, dtype=float)
+    if a.size == 0:
+        return math.nan
+    return float((a.max(axis=0) - a.min(axis=0)).max())
+
+
+def plot(inp: FigureInput) -> MplFigure:
+    run = bn_run(inp)
+    m = read_measure(run, inp.name) or {"train_logits": [], "eval_logits": [], "label": "?"}
+    fig, axes = new_figure(inp, f"Batch norm (c = {c_of(run):g}, trained: "
+                           f"{run.final_test_error:.1%} test error): logits of test image "
+                           f"#{IMAGE} (label {m['label']}) in {BATCHES} random batches",
+                           2, sharey=True)
+    rng = np.random.default_rng(0)  # jitter only, so overlapping dots stay visible
+    for ax, mode, title in ((axes[0][0], "train", "training mode (batch statistics)"),
+                            (axes[0][1], "eval", "evaluation mode (running averages)")):
+        rows = np.asarray(m[f"{mode}_logits"], dtype=float)
+        for row in rows:
+            ax.plot(np.arange(rows.shape[1]) + rng.uniform(-0.15, 0.15, rows.shape[1]), row,
+                    "o", markersize=3, alpha=0.6)
+        ax.set_title(f"{title}\nlargest range over batches: {logit_range(rows):.3g}",
+                     fontsize=9)
+        ax.set_xlabel("class")
+        ax.set_xticks(range(10))
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("logit (one dot per batch)")
+    return fig
+
+
+def claims(inp: FigureInput) -> list[Claim]:
+    m = read_measure(bn_run(inp), inp.name) or {"train_logits": [], "eval_logits": []}
+    return [
+        Claim(inp.name, f"batch norm, training mode: a fixed image's logits move with its "
+              f"batch (largest range over {BATCHES} batches)", logit_range(m["train_logits"]),
+              ">", 1e-3),
+        Claim(inp.name, "batch norm, evaluation mode: the same logits in every batch (largest "
+              "range)", logit_range(m["eval_logits"]), "<=", 1e-6),
+    ]
+
+
+FIGURE = Figure(
+    "batchnorm-eval",
+    "In training mode a batch-normalized network's output for one image depends on the other "
+    "images in its batch; in evaluation mode (running averages) it does not.",
+    (STEM,), plot, claims, measure)

@@ -1,0 +1,162 @@
+"""The one run cache of the figures: every run any figure reads is ``<cache>/<config hash>/``, a
+plain run directory named by a hash of its resolved config.
+
+``ensure_runs`` takes the run sets the requested figures need, dedupes their members by hash and
+trains only the missing ones: members of one shape stack into one model
+(``initlab.experiment.group_indices``), the groups train ``--jobs`` at a time in worker
+processes (``initlab.jobs``). A run set that declares a ``Launch`` (several local processes
+splitting every batch) is trained by that launch into a temporary directory inside the cache,
+and each member directory then moves to its hash name (a member directory is self-contained).
+A cached run that is not finished is a leftover of an interrupted call, not a user's run: it is
+retrained from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from initlab.config import RunConfig, config_hash, dump_yaml, load_experiment
+from initlab.distributed import check_launch, launch
+from initlab.errors import RunInterrupted, UsageError
+from initlab.experiment import group_indices, train_written_members, training_cost
+from initlab.figures.core import Launch, RunSet
+from initlab.jobs import Job, run_jobs
+from initlab.progress import ProgressFactory, quiet_progress
+from initlab.runs import CONFIG_FILE, FINISHED, STATS_FILE, SUMMARY_FILE, RunWriter
+
+DEFAULT_CACHE = Path("runs") / "figures-cache"
+LAUNCH_PREFIX = ".launch-"  # a launch's temporary directory inside the cache
+
+Log = Callable[[str], None]
+
+
+def run_path(cache: Path, cfg: RunConfig) -> Path:
+    return cache / config_hash(cfg)
+
+
+def is_cached(path: Path, cfg: RunConfig) -> bool:
+    """A finished run of exactly this config (completed, or diverged: that is a result too)."""
+    try:
+        summary = json.loads((path / SUMMARY_FILE).read_text())
+        same = (path / CONFIG_FILE).read_text() == dump_yaml(cfg)
+    except (OSError, ValueError):
+        return False
+    return same and summary.get("status") in FINISHED and (path / STATS_FILE).exists()
+
+
+def ensure_runs(run_sets: Sequence[RunSet], cache: Path, data_root: str | None,
+                progress: ProgressFactory = quiet_progress, log: Log = print,
+                max_group: int | None = None,
+                jobs: int = 1) -> tuple[dict[str, list[Path]], int, int]:
+    """Run directories for every run set (training the missing runs): the paths by config
+    stem, how many runs were trained and how many were cached. ``max_group`` bounds the
+    members of one stacked model; ``jobs`` groups train at once."""
+    paths = {s.stem: [run_path(cache, cfg) for cfg in s.configs] for s in run_sets}
+    needed: dict[Path, tuple[RunConfig, RunSet]] = {}
+    for run_set in run_sets:  # a run two sets need trains the first set's way
+        for path, cfg in zip(paths[run_set.stem], run_set.configs, strict=True):
+            needed.setdefault(path, (cfg, run_set))
+    missing = {path: entry for path, entry in needed.items() if not is_cached(path, entry[0])}
+    log(f"{len(needed) - len(missing)} of {len(needed)} runs cached in {cache}; "
+        f"training {len(missing)}")
+    for path in missing:
+        if path.exists():  # interrupted or stale: start it afresh
+            shutil.rmtree(path)
+    launched: dict[Launch, list[RunConfig]] = {}
+    pooled: list[tuple[Path, RunConfig, int | None]] = []
+    for path, (cfg, run_set) in missing.items():
+        if run_set.launch is not None:
+            launched.setdefault(run_set.launch, []).append(cfg)
+        else:
+            pooled.append((path, cfg, run_set.threads))
+    # Launches first, one at a time: their workers time their epochs (sync-bn's claims), so
+    # nothing else runs beside them.
+    for spec, configs in launched.items():
+        train_launched(spec, configs, cache, data_root)
+    run_jobs(group_jobs(pooled, data_root, max_group), jobs, progress)
+    return paths, len(missing), len(needed) - len(missing)
+
+
+# --- Stacked groups in the job pool -------------------------------------------------------------
+
+
+def group_jobs(members: Sequence[tuple[Path, RunConfig, int | None]], data_root: str | None,
+               max_group: int | None) -> list[Job]:
+    """Each member's directory with its config, and one job per stacked group. Members that
+    train on different thread counts never share a group."""
+    by_threads: dict[int | None, list[tuple[Path, RunConfig]]] = {}
+    for path, cfg, threads in members:
+        RunWriter(path).write_config(dump_yaml(cfg))
+        by_threads.setdefault(threads, []).append((path, cfg))
+    jobs = []
+    for threads, share in by_threads.items():
+        for indices in group_indices([cfg for _, cfg in share], max_group):
+            configs = [share[i][1] for i in indices]
+            name = configs[0].name
+            label = name if len(configs) == 1 else f"{name} ×{len(configs)}"
+            jobs.append(Job(label, training_cost(configs), train_group,
+                            (configs, [share[i][0] for i in indices], data_root, threads)))
+    return jobs
+
+
+def train_group(configs: Sequence[RunConfig], paths: Sequence[Path], data_root: str | None,
+                threads: int | None, progress: ProgressFactory = quiet_progress) -> None:
+    """A job: one stacked group whose directories hold their configs, on ``threads`` CPU
+    threads (None: as many as this process has)."""
+    with torch_threads(threads):
+        train_written_members(configs, paths, data_root, progress)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    import torch
+
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- Launched runs ------------------------------------------------------------------------------
+
+
+def train_launched(spec: Launch, configs: Sequence[RunConfig], cache: Path,
+                   data_root: str | None) -> None:
+    """Train ``spec``'s experiment through ``initlab run --nproc N --split batches`` into a
+    temporary directory inside the cache, then move the members in ``configs`` to their hash
+    names (the same file system: an atomic rename each). Its other members are cached already
+    and are dropped."""
+    check_launch(load_experiment(spec.source, spec.overrides), spec.nproc, "batches")
+    cache.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=LAUNCH_PREFIX, dir=cache))
+    try:
+        args = ["run", str(spec.source), "--out", str(scratch), "--split", "batches",
+                *(f"--set={o}" for o in spec.overrides)]
+        args += ["--data-root", data_root] if data_root is not None else []
+        code = launch(spec.nproc, args)
+        if code in (130, 143):  # SIGINT or SIGTERM: the workers checkpointed and stopped
+            raise RunInterrupted(code - 128, scratch)
+        if code != 0:
+            raise UsageError(f"{spec.source.name}: the {spec.nproc} launched workers failed "
+                             f"(exit {code})")
+        wanted = {dump_yaml(cfg): run_path(cache, cfg) for cfg in configs}
+        for member in sorted(p.parent for p in scratch.rglob(CONFIG_FILE)):
+            target = wanted.pop((member / CONFIG_FILE).read_text(), None)
+            if target is not None:
+                os.replace(member, target)
+        if wanted:  # the launch's configs are not the ones the figure asked for: a bug
+            raise RuntimeError(f"{spec.source.name}: the launch did not train "
+                               f"{', '.join(p.name for p in wanted.values())}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

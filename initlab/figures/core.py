@@ -1,0 +1,366 @@
+"""The figures' small core: what a figure is, the one quick mode, and the helpers every figure
+reads runs and draws with.
+
+A ``Figure`` is a recipe (the config files under ``configs/`` whose runs it reads, each turned
+into member configs by its ``recipe`` function: a ``RunSet``), an optional measuring step
+(inference on a run's checkpoint, saved as JSON beside the run), a plot and its claims. Plots
+and claims read run directories only (``FigureInput``) and never train; ``initlab.figures.cache``
+trains what they read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from initlab.config import Experiment, RunConfig, load_experiment
+from initlab.data import TRAIN_IMAGES
+from initlab.plot import layer_values, use_headless_backend
+from initlab.report import Claim
+from initlab.runs import FINISHED, Run, atomic_write_text, load_run
+from initlab.stats import LAYER_STATS
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure as MplFigure
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: the figures' recipes
+TARGET = 0.05  # the lecture's test-error target
+# Quick mode, for every figure: a smoke test of the whole pipeline, not the reference numbers.
+QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES, QUICK_EPOCHS = 2048, 1000, 2
+
+
+# --- How this invocation trains -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mode:
+    quick: bool = False
+    overrides: tuple[str, ...] = ()  # --set, applied to every figure's config
+    max_group: int | None = None  # at most this many members per stacked model
+    jobs: int = 1  # groups trained at once, each in its own worker process
+
+    @property
+    def banner(self) -> str:
+        """Said in every title and in the report when the numbers are not the reference ones."""
+        if not self.quick:
+            return ""
+        return f"QUICK (subset, {QUICK_EPOCHS} epochs) — not the reference numbers"
+
+    def settings(self, source: Path, extra: Sequence[str] = ()) -> tuple[str, ...]:
+        """The overrides that give a config file's runs in this mode: the user's ``--set``, a
+        recipe's own (``extra``), then quick mode's. As overrides, not edits of the resolved
+        configs, so that a launch of ``initlab run SOURCE --set ...`` gets the same configs."""
+        settings = (*self.overrides, *extra)
+        if not self.quick:
+            return settings
+        epochs = load_experiment(source, settings).base.train.epochs  # capped, never raised
+        return (*settings, f"data.train_subset={QUICK_TRAIN_IMAGES}",
+                f"data.test_subset={QUICK_TEST_IMAGES}",
+                f"train.epochs={min(epochs, QUICK_EPOCHS)}")
+
+    def load(self, source: Path, extra: Sequence[str] = ()) -> Experiment:
+        return load_experiment(source, self.settings(source, extra))
+
+
+# --- What a figure reads ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Train by ``initlab run SOURCE --nproc N --split batches --set ...``: N local processes,
+    each taking its slice of every batch (``initlab.distributed``), the path a user takes."""
+
+    nproc: int
+    source: Path
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunSet:
+    """The runs a figure reads under one config stem: their configs in sweep order, and how the
+    cache trains the ones it lacks."""
+
+    stem: str
+    configs: tuple[RunConfig, ...]
+    threads: int | None = None  # CPU threads each group trains on; None: its job's share
+    launch: Launch | None = None  # None: stacked groups in the cache's job pool
+
+
+def config_runs(stem: str, mode: Mode) -> RunSet:
+    """The members of ``configs/<stem>.yaml`` in this mode: most figures' recipe."""
+    experiment = mode.load(CONFIG_DIR / f"{stem}.yaml")
+    return RunSet(stem, tuple(member.config for member in experiment.members))
+
+
+@dataclass
+class FigureInput:
+    """What a figure's functions see: its run directories, grouped by config stem."""
+
+    name: str
+    paths: dict[str, list[Path]]  # config stem -> member run directories, in sweep order
+    banner: str = ""
+    _loaded: dict[str, list[Run]] = field(default_factory=dict, repr=False)
+
+    def runs(self, stem: str) -> list[Run]:
+        if stem not in self._loaded:
+            self._loaded[stem] = [load_run(p) for p in self.paths[stem]]
+        return self._loaded[stem]
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    caption: str  # what it shows: the lecture's statement it illustrates
+    configs: tuple[str, ...]  # stems of configs/*.yaml whose runs it reads
+    plot: Callable[[FigureInput], MplFigure]
+    claims: Callable[[FigureInput], list[Claim]]
+    measure: Callable[[FigureInput, str | None], None] | None = None  # (input, data root)
+    recipe: Callable[[str, Mode], RunSet] = config_runs  # a stem's runs in a mode
+
+
+# --- Reading runs -------------------------------------------------------------------------------
+
+
+def cfg_value(run: Run, dotted: str) -> Any:
+    section, _, key = dotted.partition(".")
+    return run.config.get(section, {}).get(key)
+
+
+def c_of(run: Run) -> float:
+    return float(cfg_value(run, "init.c"))
+
+
+def by_c(runs: Sequence[Run]) -> dict[float, Run]:
+    return {round(c_of(r), 6): r for r in runs}
+
+
+def depth_of(run: Run) -> int:
+    return int(cfg_value(run, "model.depth") or 50)
+
+
+def stat(run: Run | None, key: str, phase: str) -> np.ndarray:
+    """A per-layer statistic at ``init`` or at the end, NaN where the run cannot give it (so a
+    claim on it FAILs with n/a rather than crashing the report)."""
+    if run is None:
+        return np.full(1, np.nan)
+    try:
+        return layer_values(run, key, phase)
+    except (KeyError, IndexError):
+        return np.full(depth_of(run), np.nan)
+
+
+def span(values: np.ndarray) -> float:
+    """max / min over layers."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0 or np.isnan(values).any() or values.min() <= 0:
+        return math.nan
+    return float(values.max() / values.min())
+
+
+def agreement(curves: Sequence[np.ndarray]) -> float:
+    """Largest relative spread across curves at any layer: max over layers of max/min − 1."""
+    if len(curves) < 2 or any(len(c) != len(curves[0]) for c in curves):
+        return math.nan
+    stacked = np.vstack(curves)
+    if np.isnan(stacked).any() or (stacked <= 0).any():
+        return math.nan
+    return float((stacked.max(axis=0) / stacked.min(axis=0)).max() - 1.0)
+
+
+def median(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=float)
+    return math.nan if values.size == 0 or np.isnan(values).any() else float(np.median(values))
+
+
+def mean(values: Sequence[float]) -> float:
+    """NaN for none (a claim on it then FAILs with n/a)."""
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def status_mark(run: Run) -> str:
+    status = run.summary.get("status")
+    if status == "diverged":
+        return f" — diverged at step {run.summary.get('diverged_step')}"
+    return "" if status in FINISHED else f" — {status or 'unfinished'}"
+
+
+def c_label(run: Run) -> str:
+    c = c_of(run)
+    return f"c = {c:g} (Var W_i = {c:g}/n){status_mark(run)}"
+
+
+def epochs_note(run: Run) -> str:
+    """How long a run trained and what it reached: for titles and claim texts."""
+    s = run.summary
+    if s.get("reached_target_epoch") is not None:
+        return f"{TARGET:.0%} at epoch {s['reached_target_epoch']}"
+    if s.get("status") == "diverged":
+        return f"diverged at step {s.get('diverged_step')}"
+    return f"not reached in {s.get('epochs')} epochs ({run.final_test_error:.1%})"
+
+
+def reached_note(runs: Sequence[Run]) -> str:
+    """One short line: what each c reached, e.g. "5% test error reached at: c=1.7: epoch 14"."""
+    parts = []
+    for run in runs:
+        s, reached = run.summary, run.summary.get("reached_target_epoch")
+        if reached is not None:
+            parts.append(f"c={c_of(run):g}: epoch {reached}")
+        elif s.get("status") == "diverged":
+            parts.append(f"c={c_of(run):g}: diverged")
+        else:
+            parts.append(f"c={c_of(run):g}: not in {s.get('epochs')} ep")
+    return f"{TARGET:.0%} test error reached at: " + ", ".join(parts)
+
+
+def training_setup(run: Run) -> str:
+    opt, lr = cfg_value(run, "train.optimizer"), cfg_value(run, "train.lr")
+    epochs = cfg_value(run, "train.epochs")
+    return f"{'SGD' if opt == 'sgd' else 'Adam'} lr {lr:g}, ≤ {epochs} epochs"
+
+
+# --- Measurements: inference results saved beside their run -------------------------------------
+
+
+def measure_path(run_dir: Path, figure: str) -> Path:
+    return run_dir / f"measure-{figure}.json"
+
+
+def read_measure(run: Run, figure: str) -> dict[str, Any] | None:
+    path = measure_path(run.path, figure)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save_measure(target: Path, result: dict[str, Any]) -> None:
+    atomic_write_text(target, json.dumps(result, indent=1) + "\n")
+
+
+def unmeasured(inp: FigureInput, stem: str) -> Iterator[tuple[Run, Path]]:
+    """The runs of a config whose measurement for this figure is not saved yet, with the path
+    it goes to (measurements are cached beside the run, like the runs themselves)."""
+    for path in inp.paths[stem]:
+        target = measure_path(path, inp.name)
+        if not target.exists():
+            yield load_run(path), target
+
+
+# --- Drawing ------------------------------------------------------------------------------------
+
+C_COLORS = {1.0: "tab:blue", 1.7: "tab:orange", 2.0: "tab:green", 2.3: "tab:red",
+            3.0: "tab:purple"}
+
+
+def c_color(run: Run) -> str:
+    return C_COLORS.get(round(c_of(run), 6), "tab:gray")
+
+
+def new_figure(inp: FigureInput, title: str, ncols: int, nrows: int = 1,
+               size: tuple[float, float] = (5.2, 4.0),
+               **kw: Any) -> tuple[MplFigure, np.ndarray]:
+    """A figure of nrows × ncols panels (an array of Axes) under the title and quick banner."""
+    use_headless_backend()
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.5),
+                             squeeze=False, layout="constrained", **kw)
+    fig.suptitle(title_lines(inp.banner, title), color="darkred" if inp.banner else "black")
+    return fig, axes
+
+
+def title_lines(*lines: str) -> str:
+    return "\n".join(line for line in lines if line)
+
+
+def layer_axis(ax: Axes, key: str, log: bool | None = None) -> None:
+    """Label a panel of a per-layer statistic against layer i; log y where it spans decades."""
+    ax.set_xlabel("layer i")
+    ax.set_ylabel(LAYER_STATS[key].label)
+    if LAYER_STATS[key].log_scale if log is None else log:
+        ax.set_yscale("log")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def show_decades(ax: Axes, decades: float = 2.0) -> None:
+    """Widen a log axis to at least ``decades`` around its data: a curve that stays within a
+    few percent then looks flat, as it is, and not like noise blown up to fill the panel."""
+    low, high = ax.get_ylim()
+    if low > 0 and high / low < 10**decades:
+        centre = math.sqrt(low * high)
+        ax.set_ylim(centre / 10 ** (decades / 2), centre * 10 ** (decades / 2))
+
+
+def plot_layers(ax: Axes, run: Run, key: str, phase: str, **kw: Any) -> None:
+    values = stat(run, key, phase)
+    ax.plot(np.arange(1, len(values) + 1), values, color=c_color(run), **kw)
+
+
+def save_figure(fig: MplFigure, out: Path, name: str) -> list[Path]:
+    """``name``.png and ``name``.svg in ``out``; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    layer_labels = {s.label for s in LAYER_STATS.values()}
+    for ax in fig.axes:  # only now: every panel of a shared axis has its data
+        if ax.get_yscale() == "log" and ax.get_ylabel() in layer_labels:
+            show_decades(ax)
+    out.mkdir(parents=True, exist_ok=True)
+    png, svg = out / f"{name}.png", out / f"{name}.svg"
+    fig.savefig(png, dpi=110)
+    with plt.rc_context({"svg.hashsalt": "initlab"}):  # stable ids: small diffs on re-runs
+        fig.savefig(svg, metadata={"Date": None})
+    plt.close(fig)
+    return [png, svg]
+
+
+# --- Norms at initialization: init-norms, layernorm-norms, batchnorm-norms ----------------------
+
+
+def plot_norms_at_init(inp: FigureInput, stem: str, what: str) -> MplFigure:
+    """Activation and gradient norms per layer at init, one curve per c."""
+    fig, axes = new_figure(inp, f"At initialization, {what}: 50 layers of width 100, "
+                           "ReLU, W_i ~ N(0, c/n), MNIST", 2)
+    for ax, key in zip(axes[0], ("act_norm", "grad_norm"), strict=True):
+        for n, run in enumerate(inp.runs(stem)):
+            # Each later c drawn thinner: curves that coincide stay visible, nested.
+            plot_layers(ax, run, key, "init", label=c_label(run), linewidth=3.2 - n)
+        layer_axis(ax, key)
+    axes[0][0].legend(fontsize=8)
+    return fig
+
+
+def agree_at_init_claim(inp: FigureInput, stem: str, norm: str) -> Claim:
+    """A normalized net's activation norms at init do not depend on c."""
+    acts = [stat(r, "act_norm", "init") for r in inp.runs(stem)]
+    return Claim(inp.name, f"{norm} norm at init: activation norms for c = 1, 2, 3 agree "
+                 "within 5% at every layer (largest max/min − 1 over layers)", agreement(acts),
+                 "<", 0.05, unit="%")
+
+
+# --- Few examples per worker: small-batch, sync-bn ----------------------------------------------
+
+REFERENCE_BATCH = 128  # a config's train.lr is the learning rate at this batch size
+# Fixed before any run of these figures: 2 percentage points of test error (about four standard
+# errors of one member's test error near 15% on 10,000 images).
+RISE_PP = 0.02
+
+
+def setup_text(run: Run, *, per_worker: int | None = None) -> str:
+    """The network, data budget and learning rule of a run, from its config (two lines)."""
+    m, d, t = run.config["model"], run.config["data"], run.config["train"]
+    images = d.get("train_subset") or TRAIN_IMAGES
+    b, epochs = t["batch_size"], t["epochs"]
+    text = (f"depth {m['depth']}, width {m['width']}, {m['activation']}; {epochs} "
+            f"epoch{'s' if epochs != 1 else ''} over the first {images} training images "
+            f"({images * epochs // b} steps at batch {b})\nSGD momentum {t['momentum']:g}, "
+            f"lr = {t['lr'] * REFERENCE_BATCH / b:.3g}·B/{REFERENCE_BATCH}")
+    if per_worker is not None:
+        text += f", B = global batch {b} = {b // per_worker} workers × {per_worker}"
+    else:
+        text += " (B: the batch)"
+    return text

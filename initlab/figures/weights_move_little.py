@@ -1,0 +1,69 @@
+"""Figure weights-move-little: how far each weight matrix moves from its initialization over
+training to 5% test error, epoch by epoch (the runs of trained-variance)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from initlab.figures.core import (
+    TARGET,
+    Figure,
+    FigureInput,
+    c_label,
+    c_of,
+    layer_axis,
+    median,
+    new_figure,
+    reached_note,
+    stat,
+    training_setup,
+)
+from initlab.report import Claim
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
+
+STEM = "trained-variance"
+MOVES_LITTLE = 0.2  # the claim's bound on the median relative change
+
+
+def plot(inp: FigureInput) -> MplFigure:
+    import matplotlib as mpl
+
+    runs = inp.runs(STEM)
+    fig, axes = new_figure(inp, "Relative weight change per layer over training "
+                           f"({training_setup(runs[0])}, until {TARGET:.0%} test error)\n"
+                           f"{reached_note(runs)}", len(runs), sharey=True)
+    cmap = mpl.colormaps["viridis"]
+    for ax, run in zip(axes[0], runs, strict=True):
+        epochs = [i for i, p in enumerate(run.phase) if p == "epoch"]
+        for n, index in enumerate(epochs):
+            values = run.layers["weight_rel_change"][index]
+            last = n == len(epochs) - 1
+            ax.plot(np.arange(1, len(values) + 1), values,
+                    color=cmap(n / max(len(epochs) - 1, 1)), linewidth=2.2 if last else 1.0,
+                    label=f"epoch {int(run.epoch[index])}" if last or n == 0 else None)
+        final = stat(run, "weight_rel_change", "final")
+        ax.set_title(f"{c_label(run)}, {run.final_test_error:.1%} test error\n"
+                     f"median over layers after training: {median(final):.3g}", fontsize=9)
+        ax.axhline(MOVES_LITTLE, color="black", linestyle="--", linewidth=1,
+                   label=f"{MOVES_LITTLE:g} (claim)")
+        layer_axis(ax, "weight_rel_change")
+        ax.legend(fontsize=8, title="colour: epoch", title_fontsize=8)
+    return fig
+
+
+def claims(inp: FigureInput) -> list[Claim]:
+    return [Claim(inp.name, f"c = {c_of(r):g}: relative weight change ‖W_i − W_i⁽⁰⁾‖/‖W_i⁽⁰⁾‖ "
+                  "after training, median over layers",
+                  median(stat(r, "weight_rel_change", "final")), "<", MOVES_LITTLE)
+            for r in inp.runs(STEM)]
+
+
+FIGURE = Figure(
+    "weights-move-little",
+    "Over training to 5% test error, each weight matrix moves only a small fraction of its "
+    "initial norm.",
+    (STEM,), plot, claims)
