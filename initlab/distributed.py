@@ -224,8 +224,8 @@ class Plan:
     parent: Comm  # the process group the experiment runs in
     gather_group: Any = None  # ranks split members: rank 0 gathers every outcome through it
 
-    def writer(self, path: Path) -> RunWriter:
-        return RunWriter(path) if self.writes else NullWriter(path)
+    def writer(self, path: Path, make: Callable[[Path], RunWriter] = RunWriter) -> RunWriter:
+        return make(path) if self.writes else NullWriter(path)
 
     def outcomes(self, mine: list[Any], paths: Sequence[Path]) -> list[Any]:
         """Rank 0: every member's outcome, in experiment order; other ranks: []."""

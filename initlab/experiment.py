@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +44,29 @@ from initlab.train import GroupTrainer, Interrupted, MemberState, StopFlag, reso
 DataCache = dict[tuple, MNISTTensors]
 
 
+# How a member's directory is written: a RunWriter, or one that also writes elsewhere (e.g.
+# TensorBoard event files beside the records).
+WriterFactory = Callable[[Path], RunWriter]
+
+
 def run_experiment(exp: Experiment, out: Path, data_root: str | None = None,
                    progress: ProgressFactory = quiet_progress,
-                   max_group: int | None = None) -> list[Outcome]:
+                   max_group: int | None = None,
+                   writer: WriterFactory = RunWriter) -> list[Outcome]:
     """Create the run directory (never reusing an existing one) and train every member
     (``max_group``: at most this many as one stacked model)."""
     check_output_parent(out)
     data = prepare_data([m.config for m in exp.members], data_root)  # no run on bad data
     top = set_up(exp, out)
-    members = [MemberState(m.config, RunWriter(path))
+    members = [MemberState(m.config, writer(path))
                for m, path in zip(exp.members, member_paths(exp, top), strict=True)]
     with run_lock(top):
         return train_members(members, data_root, progress, None, data, max_group=max_group)
 
 
 def run_experiment_across(exp: Experiment, out: Path, data_root: str | None,
-                          progress: ProgressFactory, comm: Comm,
-                          split: str = "auto") -> list[Outcome]:
+                          progress: ProgressFactory, comm: Comm, split: str = "auto",
+                          writer: WriterFactory = RunWriter) -> list[Outcome]:
     """``run_experiment`` on every rank of ``comm``: rank 0 sets up the run directory exactly
     as one process does (and alone holds its lock); each rank then trains the members its
     plan gives it. Rank 0 returns every outcome, the others []."""
@@ -68,7 +74,8 @@ def run_experiment_across(exp: Experiment, out: Path, data_root: str | None,
     data = prepare_data([exp.members[i].config for i in plan.indices], data_root)
     top = comm.on_writer(lambda: set_up(exp, out))
     paths = member_paths(exp, top)
-    members = [MemberState(exp.members[i].config, plan.writer(paths[i])) for i in plan.indices]
+    members = [MemberState(exp.members[i].config, plan.writer(paths[i], writer))
+               for i in plan.indices]
     with run_lock(top) if comm.is_writer else contextlib.nullcontext():
         mine = train_members(members, data_root, progress, None, data, comm=plan.comm)
         return plan.outcomes(mine, paths)
@@ -97,9 +104,10 @@ def member_paths(exp: Experiment, top: Path) -> list[Path]:
 
 
 def resume_experiment(run_dir: Path, data_root: str | None = None,
-                      progress: ProgressFactory = quiet_progress) -> list[Outcome]:
+                      progress: ProgressFactory = quiet_progress,
+                      writer: WriterFactory = RunWriter) -> list[Outcome]:
     """Continue an interrupted (or killed) run or sweep from its last checkpoints."""
-    members = [MemberState(read_config(path), RunWriter(path)) for path in member_dirs(run_dir)]
+    members = [MemberState(read_config(path), writer(path)) for path in member_dirs(run_dir)]
     data = prepare_data([m.config for m in members], data_root)
     with run_lock(run_dir):
         states: list[dict | None] = [None] * len(members)

@@ -383,14 +383,14 @@ class StackedMLP(nn.Module):
             torch.bmm(inputs[i], s.params[i], out=s.activated[i] if normed else out)
             if normed and not pre:
                 if capture:
-                    s.unit_inputs[i].copy_(s.activated[i][..., UNIT])
+                    s.units[i].copy_(s.unit_sources[i])
                 self.act.forward_(s.activated[i])
             if normed:
                 saved.append(self.norm.forward_into(i, s.activated[i], out, s.norm_params[i],
                                                     running_update))
             if pre or not normed:
                 if capture:
-                    s.unit_inputs[i].copy_(out[..., UNIT])
+                    s.units[i].copy_(s.unit_sources[i])
                 self.act.forward_(out)
             if masks is not None:
                 out.mul_(masks[i])
@@ -459,6 +459,8 @@ class Scratch:
     norm_params: list[dict[str, Tensor]]
     norm_grads: list[dict[str, Tensor]]
     unit_inputs: Tensor  # [L - 1, K, B]: the input of unit UNIT's nonlinearity (see Activity)
+    units: list[Tensor]  # its layers
+    unit_sources: list[Tensor]  # where each layer's unit input is before the activation
 
     @classmethod
     def allocate(cls, model: StackedMLP, batch: int) -> Scratch:
@@ -473,6 +475,10 @@ class Scratch:
         linear = [blk for blk in model.blocks if blk.role == LINEAR]
         layers = model.depth - 1 if not model.norm.identity else 0
         activated = model.norm.activated_buffers(layers, k, batch, dev)
+        unit_inputs = torch.zeros(model.depth - 1, k, batch, device=dev)
+        # The nonlinearity's input: in the norm's input buffer when the norm comes after it,
+        # else in the layer's output (normalized there first when the norm comes before).
+        before_act = activated if layers and not model.pre_norm else hidden
         return cls(
             inputs=inputs,
             outputs=outputs,
@@ -486,7 +492,9 @@ class Scratch:
             activated=list(activated.unbind(0)),
             norm_params=model.norm_views(model.flat),
             norm_grads=model.norm_views(model.flat_grad),
-            unit_inputs=torch.zeros(model.depth - 1, k, batch, device=dev),
+            unit_inputs=unit_inputs,
+            units=list(unit_inputs.unbind(0)),
+            unit_sources=list(before_act[..., UNIT].unbind(0)),
         )
 
 

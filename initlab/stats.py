@@ -14,16 +14,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
 
 
-def activation_norms(input_groups: Sequence[Tensor]) -> Tensor:
+def example_norms(input_groups: Sequence[Tensor]) -> list[Tensor]:
+    """Each example's ||Z_i||_2: [G, K, B] per group of layer inputs [G, K, B, n]."""
+    return [torch.linalg.vector_norm(g, dim=-1) for g in input_groups]
+
+
+def activation_norms(input_groups: Sequence[Tensor],
+                     norms: Sequence[Tensor] | None = None) -> Tensor:
     """Mean over the batch of the per-example ||Z_i||_2, per member and layer: [K, L] from
-    groups of layer inputs [G, K, B, n]."""
-    return _per_layer(input_groups,
-                      lambda g: torch.linalg.vector_norm(g, dim=-1).mean(dim=-1))
+    groups of layer inputs [G, K, B, n] (or their ``example_norms``)."""
+    norms = example_norms(input_groups) if norms is None else norms
+    return torch.cat([n.mean(dim=-1) for n in norms], dim=0).T
+
+
+def norm_spreads(input_groups: Sequence[Tensor],
+                 norms: Sequence[Tensor] | None = None) -> Tensor:
+    """How much the examples' norms ||Z_i||_2 differ: their coefficient of variation over the
+    batch (standard deviation / mean), per member and layer: [K, L]. Layer norm makes it ~0
+    at every hidden layer (every example gets the same norm); batch norm keeps it."""
+    norms = example_norms(input_groups) if norms is None else norms
+    return torch.cat([torch.std_mean(n, dim=-1, correction=0)[0] / n.mean(dim=-1)
+                      for n in norms], dim=0).T
 
 
 def layer_groups(per_layer: Sequence[Tensor]) -> list[Tensor]:
@@ -42,9 +59,14 @@ def _per_layer(groups: Sequence[Tensor], reduce: Callable[[Tensor], Tensor]) -> 
     return torch.cat([reduce(g) for g in groups], dim=0).T
 
 
+def group_norms(groups: Sequence[Tensor]) -> list[Tensor]:
+    """||W_i||_F of each layer group: [G, K] per group (``frobenius_norms`` stacks them)."""
+    return [torch.linalg.vector_norm(g, dim=-1) for g in groups]
+
+
 def frobenius_norms(groups: Sequence[Tensor]) -> Tensor:
     """||W_i||_F per member and layer: [K, L]."""
-    return _per_layer(groups, lambda g: torch.linalg.vector_norm(g, dim=-1))
+    return torch.cat(group_norms(groups), dim=0).T
 
 
 def gradient_norms(grad_groups: Sequence[Tensor]) -> Tensor:
@@ -52,14 +74,17 @@ def gradient_norms(grad_groups: Sequence[Tensor]) -> Tensor:
     return frobenius_norms(grad_groups)
 
 
-def weight_variances(groups: Sequence[Tensor]) -> Tensor:
+def weight_variances(groups: Sequence[Tensor], norms: Sequence[Tensor] | None = None,
+                     ) -> Tensor:
     """Var(W_i) over the entries of each weight matrix (population variance): [K, L].
     E[w^2] - E[w]^2 from two fused reductions: several times faster than ``torch.var`` on
-    the CPU, and exact enough since |E[w]| is tiny next to the spread of the weights. (No
-    tensor is built from host values here: that would be a copy a CUDA graph cannot hold.)"""
+    the CPU, and exact enough since |E[w]| is tiny next to the spread of the weights; E[w^2]
+    from the groups' norms (``group_norms``) when they are at hand. (No tensor is built from
+    host values here: that would be a copy a CUDA graph cannot hold.)"""
+    norms = group_norms(groups) if norms is None else norms
     mean = _per_layer(groups, lambda g: g.sum(dim=-1).div_(g.shape[-1]))
-    mean_sq = _per_layer(groups,
-                         lambda g: torch.linalg.vector_norm(g, dim=-1).square_().div_(g.shape[-1]))
+    mean_sq = torch.cat([norm.square().div_(g.shape[-1])
+                         for g, norm in zip(groups, norms, strict=True)], dim=0).T
     return mean_sq.sub_(mean.square_()).clamp_min_(0.0)
 
 
@@ -72,17 +97,24 @@ def relative_changes(change_groups: Sequence[Tensor], initial_norms: Tensor) -> 
 
 def dead_fractions(output_groups: Sequence[Tensor]) -> Tensor:
     """Fraction of a layer's units that are dead on this batch -- the activation's output is
-    exactly zero for every example, as a ReLU's below zero -- per member and hidden layer:
-    [K, L - 1] from groups of activation outputs [G, K, B, n]."""
-    return _per_layer(output_groups,
-                      lambda g: (torch.count_nonzero(g, dim=-2) == 0).float().mean(dim=-1))
+    zero for every example, as a ReLU's below zero -- per member and hidden layer: [K, L - 1]
+    from groups of activation outputs [G, K, B, n]. A unit counts as dead when its outputs
+    sum to exactly 0 over the batch: for a ReLU's (never negative) that is zero everywhere,
+    for others a coincidence of measure zero; several times faster than counting nonzeros
+    over this middle dimension."""
+    return _per_layer(output_groups, lambda g: (g.sum(dim=-2) == 0).float().mean(dim=-1))
 
 
 def percentiles(values: Tensor, q: float) -> Tensor:
-    """The q-quantile over the last dimension (linear interpolation, as ``torch.quantile``;
-    written out with a sort so that a CUDA graph can hold it): [L, K, B] -> [K, L]."""
-    n = values.shape[-1]
-    ordered = values.sort(dim=-1).values
+    """The q-quantile over the last dimension (linear interpolation, as ``torch.quantile``):
+    [L, K, B] -> [K, L]."""
+    return sorted_quantile(values.sort(dim=-1).values, q)
+
+
+def sorted_quantile(ordered: Tensor, q: float) -> Tensor:
+    """``percentiles`` of values already sorted along the last dimension (several quantiles
+    then share one sort; written out, not ``torch.quantile``, so a CUDA graph can hold it)."""
+    n = ordered.shape[-1]
     position = q * (n - 1)
     low = int(position)
     high = min(low + 1, n - 1)
@@ -137,6 +169,23 @@ class PassTensors:
     initial_norms: Tensor
     updates: Sequence[Tensor] | None = None
 
+    # Shared by several statistics, computed once.
+    @cached_property
+    def example_norms(self) -> list[Tensor]:
+        return example_norms(self.inputs)
+
+    @cached_property
+    def weight_group_norms(self) -> list[Tensor]:
+        return group_norms(self.weights)
+
+    @cached_property
+    def weight_norms(self) -> Tensor:
+        return torch.cat(self.weight_group_norms, dim=0).T
+
+    @cached_property
+    def sorted_unit_inputs(self) -> Tensor:
+        return self.unit_inputs.sort(dim=-1).values
+
 
 @dataclass(frozen=True)
 class LayerStat:
@@ -155,29 +204,34 @@ class LayerStat:
 
 
 LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
-    LayerStat("act_norm", "activation norm ‖Z_i‖₂", lambda t: activation_norms(t.inputs),
-              diverges=True, per_rank="mean"),
+    LayerStat("act_norm", "activation norm ‖Z_i‖₂",
+              lambda t: activation_norms(t.inputs, t.example_norms), diverges=True,
+              per_rank="mean"),
+    LayerStat("act_norm_cv", "spread of the examples' ‖Z_i‖₂ (std / mean over the batch)",
+              lambda t: norm_spreads(t.inputs, t.example_norms), log_scale=False,
+              per_rank="approx"),
     LayerStat("grad_norm", "gradient norm ‖∇W_i ℓ‖", lambda t: gradient_norms(t.grads),
               diverges=True),
-    LayerStat("weight_var", "n·Var(W_i)", lambda t: weight_variances(t.weights),
+    LayerStat("weight_var", "n·Var(W_i)",
+              lambda t: weight_variances(t.weights, t.weight_group_norms),
               log_scale=False, per_fan_in=True, diverges=True),
     LayerStat("weight_rel_change", "‖W_i − W_i⁽⁰⁾‖ / ‖W_i⁽⁰⁾‖",
               lambda t: relative_changes(t.changes, t.initial_norms)),
-    LayerStat("weight_norm", "‖W_i‖_F", lambda t: frobenius_norms(t.weights)),
+    LayerStat("weight_norm", "‖W_i‖_F", lambda t: t.weight_norms),
     LayerStat("dead_fraction", "dead units (output 0 for the whole batch)",
               lambda t: dead_fractions(t.activations), log_scale=False, hidden_only=True,
               per_rank="approx"),
     LayerStat("unit_input_p15", "unit 0's nonlinearity input, 15th percentile over the batch",
-              lambda t: percentiles(t.unit_inputs, 0.15), log_scale=False, hidden_only=True,
-              per_rank="approx"),
+              lambda t: sorted_quantile(t.sorted_unit_inputs, 0.15), log_scale=False,
+              hidden_only=True, per_rank="approx"),
     LayerStat("unit_input_p50", "unit 0's nonlinearity input, median over the batch",
-              lambda t: percentiles(t.unit_inputs, 0.50), log_scale=False, hidden_only=True,
-              per_rank="approx"),
+              lambda t: sorted_quantile(t.sorted_unit_inputs, 0.50), log_scale=False,
+              hidden_only=True, per_rank="approx"),
     LayerStat("unit_input_p85", "unit 0's nonlinearity input, 85th percentile over the batch",
-              lambda t: percentiles(t.unit_inputs, 0.85), log_scale=False, hidden_only=True,
-              per_rank="approx"),
+              lambda t: sorted_quantile(t.sorted_unit_inputs, 0.85), log_scale=False,
+              hidden_only=True, per_rank="approx"),
     LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖ (after the step)",
-              lambda t: update_ratios(t.updates or [], frobenius_norms(t.weights)),
+              lambda t: update_ratios(t.updates or [], t.weight_norms),
               after_update=True),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)

@@ -143,3 +143,22 @@ def test_every_registered_statistic_is_recorded_by_a_training_step(
                                                  trainer.model.weight_groups(before),
                                                  strict=True)]]))
     assert moved  # the weights did move
+
+
+def test_layer_norm_gives_every_example_the_same_norm() -> None:
+    """The lecture's reason layer norm hurts plain MLPs: after it, every example's activation
+    vector has the same norm (spread ~0), which batch norm and no norm keep."""
+    x = torch.rand(1, 64, 784, generator=torch.Generator().manual_seed(0)) * \
+        torch.linspace(0.2, 2.0, 64).view(1, 64, 1)  # examples of very different scales
+    spreads = {}
+    for norm in ("none", "layer", "batch"):
+        model = StackedMLP(ModelConfig(depth=4, width=32, norm=norm), members=1)
+        model.initialize(["normal"], [2.0], [0])
+        recorder = ActivityRecorder()
+        model(x, recorder)
+        spreads[norm] = stats.norm_spreads(recorder.activity().inputs)[0]
+    assert spreads["layer"][1:].max() < 1e-3
+    assert spreads["batch"][1:].min() > 0.05 and spreads["none"][1:].min() > 0.05
+    norms = torch.linalg.vector_norm(x[0], dim=-1)
+    assert math.isclose(spreads["none"][0].item(), (norms.std(correction=0) / norms.mean()).item(),
+                        rel_tol=1e-5)
