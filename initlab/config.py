@@ -96,6 +96,27 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+# --- Starter configs -----------------------------------------------------------------------------
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel
+
+
+def example_names() -> list[str]:
+    """The starter configs that ship with initlab, by name."""
+    return sorted(p.stem for p in EXAMPLES_DIR.glob("*.yaml"))
+
+
+def find_config(text: str | Path) -> Path:
+    """The config file a user named: that path, or a starter config by its bare name
+    (``initlab run kaiming`` from any folder). A name that is neither stays as given, so that
+    loading it reports the missing file."""
+    path = Path(text)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    packaged = EXAMPLES_DIR / f"{path.stem}.yaml"
+    return packaged if packaged.is_file() and path.suffix in ("", ".yaml") else path
+
+
 # --- Loading and validation -----------------------------------------------------------------------
 #
 # A file is read into a flat mapping ``dotted key -> raw value`` (``name``, ``model.depth``, ...),
@@ -565,7 +586,7 @@ def _read_mapping(path: Path, problems: _Problems) -> dict | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        problems.add("", "no such file")
+        problems.add("", f"no such file (the starter configs: {', '.join(example_names())})")
         return None
     except IsADirectoryError:
         problems.add("", "is a directory, expected a YAML file")
@@ -593,7 +614,7 @@ def _read_mapping(path: Path, problems: _Problems) -> dict | None:
 
 def _analyse(path: str | Path, overrides: Sequence[str]) -> tuple[Experiment | None, list[str]]:
     """The experiment (None if anything is wrong) and every problem found."""
-    path = Path(path)
+    path = find_config(path)
     problems = _Problems(str(path))
     data = _read_mapping(path, problems)
     if data is None:

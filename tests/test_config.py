@@ -12,12 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initlab.config import (
+    EXAMPLES_DIR,
     Experiment,
     RunConfig,
     config_from_dict,
     config_hash,
     config_to_dict,
     dump_yaml,
+    find_config,
     load_experiment,
     set_dotted,
     validate_file,
@@ -308,10 +310,20 @@ def test_data_root_that_is_a_file(tmp_path):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
-    assert validate_file(path) == [f"{path}: no such file"]
+    message = f"{path}: no such file (the starter configs: kaiming"
+    assert validate_file(path)[0].startswith(message)
     with pytest.raises(ConfigError) as info:
         load_experiment(path)
-    assert str(info.value) == f"{path}: no such file"
+    assert str(info.value).startswith(message)
+
+
+def test_a_starter_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    found = find_config("kaiming")
+    assert found == EXAMPLES_DIR / "kaiming.yaml" and load_experiment(found).name == "kaiming"
+    (tmp_path / "kaiming").write_text("name: mine\n")  # a file of the user's comes first
+    assert find_config("kaiming") == Path("kaiming")
+    assert find_config("no-such-config") == Path("no-such-config")
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n\n", "---\n"])
