@@ -14,6 +14,7 @@ could run code) is refused, never executed.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 from collections.abc import Sequence
@@ -40,11 +41,16 @@ class CheckpointError(UsageError):
     something other than plain data."""
 
 
-def save_group(run_dirs: Sequence[Path], states: Sequence[State]) -> None:
-    """Each member's checkpoint, one after the other. The one it replaces is kept as
-    ``checkpoint.prev.pt``: a kill between two members' writes leaves every member with a
-    checkpoint of the earlier step, which ``choose_group_states`` then picks."""
+def save_group(run_dirs: Sequence[Path | None], states: Sequence[State],
+               keep_previous: bool = True) -> None:
+    """Each member's checkpoint (None: a member whose files are not written), one after the
+    other. The one it replaces is kept as ``checkpoint.prev.pt``: a kill between two members'
+    writes leaves every member with a checkpoint of the earlier step, which
+    ``choose_group_states`` then picks. Without ``keep_previous`` those are deleted once
+    every member has its new one."""
     for run_dir, state in zip(run_dirs, states, strict=True):
+        if run_dir is None:
+            continue
         stats_path = run_dir / STATS_FILE
         state = {"version": VERSION,
                  "stats_bytes": stats_path.stat().st_size if stats_path.exists() else 0,
@@ -58,6 +64,38 @@ def save_group(run_dirs: Sequence[Path], states: Sequence[State]) -> None:
             except OSError as err:
                 raise write_error(path, err) from err
         atomic_write_bytes(path, buffer.getvalue())
+    if not keep_previous:
+        for run_dir in run_dirs:
+            if run_dir is not None:
+                (run_dir / PREVIOUS_CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def records_problem(run_dir: Path, state: State) -> str | None:
+    """Why ``stats.jsonl`` cannot be continued from this checkpoint: shorter than when it was
+    taken (records lost), or damaged within that length. None when it can."""
+    path, need = run_dir / STATS_FILE, state["stats_bytes"]
+    if need == 0:
+        return None
+    try:
+        with open(path, "rb") as f:
+            kept = f.read(need)
+    except FileNotFoundError:
+        return f"{path}: missing, but the checkpoint was taken after {need} bytes of records"
+    except OSError as err:
+        return f"{path}: cannot read ({err.strerror or type(err).__name__})"
+    if len(kept) < need:
+        return (f"{path}: {len(kept)} bytes, but the checkpoint was taken when it had {need}: "
+                f"records were lost")
+    if not kept.endswith(b"\n"):
+        return f"{path}: damaged (the checkpoint's last record does not end its line)"
+    for n, line in enumerate(kept.splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return f"{path}: line {n} is not a JSON record"
+        if not isinstance(record, dict) or "step" not in record:
+            return f"{path}: line {n} is not a record of initlab's"
+    return None
 
 
 def read_checkpoint(path: Path) -> State:

@@ -77,6 +77,9 @@ class TrainConfig:
     # auto: the hand-written backward (all but tanh + dropout without a norm, and several
     # processes); autograd: always autograd
     backward: str = shared("auto")
+    # keep: the newest checkpoint and the one before it (a sweep killed mid-write resumes);
+    # last: only the newest once every member has it; none: no checkpoint, no resume
+    checkpoint: str = shared("keep")
 
 
 @dataclass
@@ -170,6 +173,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.cuda_graph": ("auto", "on", "off"),
     "train.backward": ("auto", "autograd"),
+    "train.checkpoint": ("keep", "last", "none"),
 }
 
 
@@ -314,6 +318,12 @@ def _show(value: object) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def _brief(value: object) -> str:
+    """A value as a message quotes it: its repr, at most 60 characters."""
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -672,6 +682,12 @@ def config_from_dict(d: dict, source: str = "<dict>") -> RunConfig:
     if problems.lines:
         raise ConfigError(problems.lines)
     return _build(typed)
+
+
+def config_differences(before: RunConfig, after: RunConfig) -> list[str]:
+    """Each dotted key whose value differs, as "key: before → after"."""
+    a, b = _flat_values(before), _flat_values(after)
+    return [f"{key} {_brief(a[key])} → {_brief(b[key])}" for key in a if a[key] != b[key]]
 
 
 def config_hash(cfg: RunConfig) -> str:

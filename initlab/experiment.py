@@ -13,21 +13,19 @@ import functools
 import json
 import os
 import shutil
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from initlab import checkpoint
-from initlab.config import Experiment, RunConfig, config_from_dict, dump_yaml, group_key
+from initlab.config import Experiment, RunConfig, dump_yaml, group_key
 from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist
-from initlab.distributed import LOCAL, Comm
+from initlab.distributed import LOCAL, Comm, NullWriter
 from initlab.errors import RunInterrupted, UsageError
 from initlab.progress import ProgressFactory, quiet_progress
+from initlab.resume import apply_plan, plan_resume, read_summary
 from initlab.runs import (
-    CONFIG_FILE,
+    CHECKPOINT_FILE,
     FINISHED,
     SUMMARY_FILE,
     SWEEP_FILE,
@@ -39,7 +37,14 @@ from initlab.runs import (
     create_unique_dir,
     run_summary,
 )
-from initlab.train import GroupTrainer, Interrupted, MemberState, StopFlag, resolve_device
+from initlab.train import (
+    GroupTrainer,
+    Interrupted,
+    MemberState,
+    SaveCheckpoint,
+    StopFlag,
+    resolve_device,
+)
 
 DataCache = dict[tuple, MNISTTensors]
 
@@ -106,56 +111,19 @@ def member_paths(exp: Experiment, top: Path) -> list[Path]:
 def resume_experiment(run_dir: Path, data_root: str | None = None,
                       progress: ProgressFactory = quiet_progress,
                       writer: WriterFactory = RunWriter) -> list[Outcome]:
-    """Continue an interrupted (or killed) run or sweep from its last checkpoints."""
-    members = [MemberState(read_config(path), writer(path)) for path in member_dirs(run_dir)]
-    data = prepare_data([m.config for m in members], data_root)
+    """Continue an interrupted (or killed) run or sweep from its last checkpoints. Every check
+    comes first (``initlab.resume``); completed and diverged members are never written."""
     with run_lock(run_dir):
-        states: list[dict | None] = [None] * len(members)
-        for indices in group_indices([m.config for m in members]):
-            found = []
-            for i in indices:
-                readable, problems = checkpoint.readable_states(members[i].writer.path)
-                for problem in problems:
-                    warnings.warn(f"unreadable checkpoint skipped: {problem}", stacklevel=2)
-                found.append(readable)
-            chosen = checkpoint.choose_group_states(found) or [None] * len(indices)
-            for i, pick in zip(indices, chosen, strict=True):
-                checkpoint.rewind_member(members[i].writer.path, pick)
-                states[i] = None if pick is None else pick[1]
-        return train_members(members, data_root, progress, states, data)
-
-
-def member_dirs(run_dir: Path) -> list[Path]:
-    """The member directories of a run (itself) or of a sweep (those ``sweep.json`` lists)."""
-    if (run_dir / CONFIG_FILE).is_file():
-        return [run_dir]
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    listing = run_dir / SWEEP_FILE
-    if not listing.is_file():
-        if any((p / CONFIG_FILE).exists() for p in run_dir.iterdir() if p.is_dir()):
-            raise UsageError(f"{run_dir}: this sweep was stopped while its directories were "
-                             f"being created, before any training; start it again with "
-                             f"`initlab run CONFIG`")
-        raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    try:
-        names = json.loads(listing.read_text())["members"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"{listing}: unreadable ({err})") from None
-    dirs = [run_dir / str(name) for name in names]
-    missing = [str(d) for d in dirs if not (d / CONFIG_FILE).is_file()]
-    if missing:
-        raise UsageError(f"{run_dir}: sweep member directories missing: {', '.join(missing)}")
-    return dirs
-
-
-def read_config(path: Path) -> RunConfig:
-    source = path / CONFIG_FILE
-    try:
-        raw = yaml.safe_load(source.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise UsageError(f"{source}: cannot read the run's config ({err})") from None
-    return config_from_dict(raw, str(source))
+        plans = plan_resume(run_dir)
+        if not any(p.trains for p in plans):
+            return [Outcome(p.path.name, p.path, read_summary(p.path)) for p in plans]
+        taking_part = [p for p in plans if p.in_group]
+        data = prepare_data([p.config for p in taking_part], data_root)
+        apply_plan(plans)
+        members = [MemberState(p.config, writer(p.path) if p.trains else NullWriter(p.path))
+                   for p in taking_part]
+        train_members(members, data_root, progress, [p.state for p in taking_part], data)
+    return [Outcome(p.path.name, p.path, read_summary(p.path)) for p in plans]
 
 
 @contextlib.contextmanager
@@ -221,8 +189,7 @@ def train_members(members: list[MemberState], data_root: str | None,
             cfg = group[0].config
             device = resolve_device(cfg.train.device)
             data = load_group_data(cfg, data_root, device, data_cache)
-            save = functools.partial(checkpoint.save_group, [m.writer.path for m in group])
-            trainer = GroupTrainer(group, data, device, comm, save)
+            trainer = GroupTrainer(group, data, device, comm, saver(group))
             label = cfg.name if len(group) == 1 else f"{cfg.name} ×{len(group)}"
             on_event = progress(label, total_steps(cfg, data.train_x.shape[0]))
             if all(s is not None for s in group_states):
@@ -234,12 +201,33 @@ def train_members(members: list[MemberState], data_root: str | None,
                 mark_not_started(members, groups)
                 raise RunInterrupted(err.signum, resume_path(members)) from None
             except RunWriteError as err:
-                raise RunWriteError(f"{err}\nThe last checkpoint is intact; once this is fixed, "
-                                    f"continue with: initlab run --resume "
-                                    f"{resume_path(members)}") from None
+                mark_stopped(group)
+                raise RunWriteError(f"{err}\n{resume_hint(group, resume_path(members))}") \
+                    from None
     if not comm.is_writer:
         return []
-    return [Outcome(m.writer.path.name, m.writer.path, read_summary(m)) for m in members]
+    return [Outcome(m.writer.path.name, m.writer.path, read_summary(m.writer.path))
+            for m in members]
+
+
+def resume_hint(group: Sequence[MemberState], top: Path) -> str:
+    """What to do after a failed write: resume from the last checkpoint, if there is one."""
+    if any((m.writer.path / CHECKPOINT_FILE).exists() for m in group):
+        return f"The last checkpoint is intact; once this is fixed, continue with: " \
+               f"initlab run --resume {top}"
+    return f"No checkpoint was written yet; once this is fixed, start the run again " \
+           f"(the records in {top} are kept)."
+
+
+def mark_stopped(group: Sequence[MemberState]) -> None:
+    """After a failed write, members still marked running say they were interrupted (best
+    effort: the disk may still be full)."""
+    for member in group:
+        if member.status == "running":
+            member.status = "interrupted"
+            with contextlib.suppress(RunWriteError, OSError):
+                member.writer.write_summary(run_summary("interrupted",
+                                                        members_in_group=len(group)))
 
 
 def mark_not_started(members: Sequence[MemberState], groups: Sequence[Sequence[int]]) -> None:
@@ -289,8 +277,14 @@ def total_steps(cfg: RunConfig, n_train: int) -> int:
     return min(steps, cfg.train.max_steps) if cfg.train.max_steps else steps
 
 
-def read_summary(member: MemberState) -> dict[str, Any]:
-    return json.loads((member.writer.path / SUMMARY_FILE).read_text())
+def saver(group: Sequence[MemberState]) -> SaveCheckpoint | None:
+    """How a group's checkpoints are written (``train.checkpoint``), skipping members whose
+    files are not to be written (finished members of a resumed run, other ranks' members)."""
+    mode = group[0].config.train.checkpoint
+    if mode == "none":
+        return None
+    paths = [None if isinstance(m.writer, NullWriter) else m.writer.path for m in group]
+    return functools.partial(checkpoint.save_group, paths, keep_previous=mode == "keep")
 
 
 def resume_path(members: list[MemberState]) -> Path:

@@ -111,6 +111,17 @@ def parameter_layout(model: ModelConfig) -> list[tuple[str, tuple[int, ...], int
     return layout
 
 
+def parameter_count(model: ModelConfig) -> int:
+    """The number of parameters of one member (its checkpoint vector's length)."""
+    total = 0
+    for _, shape, _, _ in parameter_layout(model):
+        n = 1
+        for s in shape:
+            n *= s
+        total += n
+    return total
+
+
 class StackedMLP(nn.Module):
     """K members of the same architecture; input [K, B, 784], logits [K, B, 10].
 

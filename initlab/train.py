@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from initlab import stats
-from initlab.config import RunConfig
+from initlab.config import RunConfig, config_to_dict
 from initlab.data import MNISTTensors
 from initlab.distributed import LOCAL, Comm
 from initlab.errors import UsageError
@@ -473,6 +473,8 @@ class GroupTrainer:
             device=str(self.device),
             members_in_group=self.K,
             threads=torch.get_num_threads(),
+            # versions, commit, host; the start is kept across resumes
+            started_at=member.writer.start_time(time.time() - self.wall_seconds()),
         )
 
     # -- state --------------------------------------------------------------------------------
@@ -491,6 +493,7 @@ class GroupTrainer:
             "loss": self.last_epoch_loss[k], "error": self.last_epoch_error[k]}
         model = self.model
         state = {
+            "config": config_to_dict(member.config),  # resume refuses an edited config.yaml
             "member": {"status": member.status,
                        "reached_target_epoch": member.reached_target_epoch,
                        "diverged_step": member.diverged_step,

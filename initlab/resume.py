@@ -1,0 +1,231 @@
+"""What ``initlab run --resume`` may do with a run directory, decided before anything changes.
+
+Resume trusts nothing and never destroys. ``plan_resume`` only reads: the member directories a
+sweep lists (plain names of its own subdirectories), every config, summary and checkpoint, and
+refuses with one line, touching nothing, when a checkpoint is not plain data or unreadable,
+when ``config.yaml`` changed since the checkpoint was taken, when ``stats.jsonl`` is shorter
+than the checkpoint recorded or damaged, or when a member that trained has no checkpoint to
+continue from. Completed and diverged members are never written again: they keep their files,
+and take part read-only where their group needs their weights. ``apply_plan`` then rewinds the
+members that train on to their checkpoint (records written after it are dropped).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from initlab import checkpoint
+from initlab.config import RunConfig, config_differences, config_from_dict, group_key
+from initlab.errors import ConfigError, UsageError
+from initlab.model import parameter_count
+from initlab.runs import CONFIG_FILE, FINISHED, STATS_FILE, SUMMARY_FILE, SWEEP_FILE
+
+MAX_CONFIG_BYTES = 1 << 20  # a run's resolved config is a few hundred bytes
+
+
+@dataclass
+class MemberPlan:
+    path: Path
+    config: RunConfig
+    state: dict[str, Any] | None = None  # the checkpoint to continue from; None: from step 0
+    chosen: Path | None = None  # its file
+    trains: bool = True  # False: finished, its files are never written
+    in_group: bool = True  # False: finished and not needed by the members that train on
+
+
+def plan_resume(run_dir: Path) -> list[MemberPlan]:
+    """Every member of the run or sweep and what resuming does with it; UsageError (one line,
+    nothing changed) when it cannot be resumed as it is."""
+    plans = [MemberPlan(path, read_config(path)) for path in member_dirs(run_dir)]
+    groups: dict[tuple, list[MemberPlan]] = {}
+    for plan in plans:
+        groups.setdefault(group_key(plan.config), []).append(plan)
+    for group in groups.values():
+        plan_group(group)
+    return plans
+
+
+def plan_group(group: Sequence[MemberPlan]) -> None:
+    found: dict[Path, list[tuple[Path, dict]]] = {}
+    for plan in group:
+        states, problems = checkpoint.readable_states(plan.path)
+        if problems:
+            raise UsageError(f"{problems[0]}; resume refused, nothing was changed")
+        for path, state in states:
+            check_state(plan, path, state)
+        found[plan.path] = states
+        plan.trains = not finished(plan, states)
+    training = [p for p in group if p.trains]
+    if not training:
+        for plan in group:
+            plan.in_group = False
+        return
+    with_states = [p for p in training if found[p.path]]
+    if not with_states:  # stopped before its first checkpoint: it starts again from step 0
+        for plan in training:
+            check_never_checkpointed(plan)
+        for plan in group:
+            plan.in_group = plan.trains
+        return
+    if len(with_states) < len(training):
+        lost = next(p for p in training if not found[p.path])
+        raise UsageError(f"{lost.path}: no checkpoint, while the members it trains with have "
+                         f"theirs; it cannot continue with them (its records are kept: "
+                         f"start it again with `initlab run`)")
+    shared = set.intersection(*({checkpoint.position(s) for _, s in found[p.path]}
+                                for p in training))
+    if not shared:
+        raise UsageError(f"{training[0].path.parent}: its members' checkpoints share no step to "
+                         f"continue from; resume refused, nothing was changed")
+    newest = max(shared)
+    for plan in group:
+        pick = next(((path, s) for path, s in found[plan.path]
+                     if checkpoint.position(s) == newest), None)
+        plan.in_group = plan.trains or pick is not None
+        if pick is not None:
+            plan.chosen, plan.state = pick
+            if plan.trains:
+                problem = checkpoint.records_problem(plan.path, plan.state)
+                if problem:
+                    raise UsageError(f"{problem}; resume refused, nothing was changed")
+
+
+def finished(plan: MemberPlan, states: Sequence[tuple[Path, dict]]) -> bool:
+    """Completed or diverged, by its newest checkpoint or else its summary."""
+    if states:
+        return states[0][1]["member"]["status"] in FINISHED
+    return read_summary(plan.path).get("status") in FINISHED
+
+
+def check_state(plan: MemberPlan, path: Path, state: dict) -> None:
+    """The checkpoint belongs to this member as its config now says: same resolved config
+    (checkpoints since version 2 hold it), same number of weights."""
+    if "config" in state:
+        try:
+            saved = config_from_dict(state["config"], str(path))
+        except ConfigError:
+            raise UsageError(f"{path}: its config is not one initlab reads; resume refused, "
+                             f"nothing was changed") from None
+        changed = config_differences(saved, plan.config)
+        if changed:
+            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise UsageError(f"{plan.path / CONFIG_FILE} changed since the run started: "
+                             f"{'; '.join(changed[:3])}{more}; put it back, or start a new run "
+                             f"with `initlab run`")
+    expected = parameter_count(plan.config.model)
+    found = state["model"]["params"].numel()
+    if found != expected:
+        raise UsageError(f"{path}: holds {found} weights, the network in "
+                         f"{plan.path / CONFIG_FILE} has {expected}; resume refused")
+
+
+def check_never_checkpointed(plan: MemberPlan) -> None:
+    """A member without a checkpoint starts from step 0 only if it never had one: its summary
+    (written at each checkpoint) must not say it trained past step 0."""
+    steps = read_summary(plan.path).get("steps") or 0
+    if steps:
+        raise UsageError(f"{plan.path}: trained {steps} steps but has no checkpoint to "
+                         f"continue from (deleted?); it cannot be resumed (its records are "
+                         f"kept: start it again with `initlab run`)")
+    if plan.config.train.checkpoint == "none" and (plan.path / STATS_FILE).exists():
+        raise UsageError(f"{plan.path}: keeps no checkpoints (train.checkpoint: none), so it "
+                         f"cannot be resumed; start it again with `initlab run`")
+
+
+def apply_plan(plans: Sequence[MemberPlan]) -> None:
+    """Rewind each member that trains on to its checkpoint (or to before its first step)."""
+    for plan in plans:
+        if plan.trains:
+            pick = None if plan.chosen is None else (plan.chosen, plan.state)
+            checkpoint.rewind_member(plan.path, pick)  # type: ignore[arg-type]
+
+
+def member_dirs(run_dir: Path) -> list[Path]:
+    """The member directories of a run (itself) or of a sweep (those ``sweep.json`` lists,
+    each a plain name of one of its own subdirectories)."""
+    if (run_dir / CONFIG_FILE).is_file():
+        return [run_dir]
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    listing = run_dir / SWEEP_FILE
+    if not listing.is_file():
+        children = sorted(p for p in run_dir.iterdir()
+                          if p.is_dir() and ((p / CONFIG_FILE).is_file() or
+                                             (p / SWEEP_FILE).is_file()))
+        if children and all(sweep_member_of(p, run_dir) for p in children):
+            raise UsageError(f"{run_dir}: no {SWEEP_FILE}: this sweep was stopped while its "
+                             f"directories were being created, before any training (or the "
+                             f"file was deleted); start it again with `initlab run CONFIG`")
+        if children:
+            names = ", ".join(p.name for p in children[:5]) + (", ..." if len(children) > 5
+                                                              else "")
+            raise UsageError(f"{run_dir}: a folder of runs, not a run; resume one of them: "
+                             f"{names}")
+        raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    try:
+        names = json.loads(listing.read_text(encoding="utf-8"))["members"]
+        if not isinstance(names, list):
+            raise TypeError("members is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{listing}: unreadable ({type(err).__name__})") from None
+    dirs = [member_dir(run_dir, name, listing) for name in names]
+    missing = [str(d) for d in dirs if not (d / CONFIG_FILE).is_file()]
+    if missing:
+        raise UsageError(f"{run_dir}: sweep member directories missing: {', '.join(missing)}")
+    return dirs
+
+
+def sweep_member_of(path: Path, top: Path) -> bool:
+    """A sweep member's config carries the sweep's name (its directory is named after its
+    values); a run's, its own directory's (``name`` or ``name-2``...)."""
+    try:
+        name = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))["name"]
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        return False
+    return isinstance(name, str) and name != path.name and \
+        (top.name == name or top.name.rpartition("-")[0] == name)
+
+
+def member_dir(run_dir: Path, name: object, listing: Path) -> Path:
+    """``run_dir / name`` when ``name`` is a plain name of a subdirectory that stays inside
+    ``run_dir`` (no absolute path, ``..``, separator, or link out)."""
+    text = name if isinstance(name, str) else repr(name)
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    plain = (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+             and "\\" not in name and "\0" not in name)
+    if not plain:
+        raise UsageError(f"{listing}: member {shown!r} is not a plain directory name; refused")
+    path = run_dir / name
+    if path.is_symlink() or path.resolve().parent != run_dir.resolve():
+        raise UsageError(f"{listing}: member {shown!r} leads outside {run_dir}; refused")
+    return path
+
+
+def read_config(path: Path) -> RunConfig:
+    """A member's resolved config, read as data (a regular file of bounded size)."""
+    source = path / CONFIG_FILE
+    try:
+        if not source.is_file() or source.stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"{source}: not a regular file of at most {MAX_CONFIG_BYTES} bytes")
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"{source}: not UTF-8 text; it is not a config initlab wrote") from None
+    except (OSError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"{source}: cannot read the run's config ({first[:100]})") from None
+    return config_from_dict(raw, str(source))
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A member's summary.json, or {} when it is missing or not a JSON object."""
+    try:
+        summary = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
