@@ -6,12 +6,16 @@ A YAML file has the sections ``model``, ``init``, ``data``, ``train``, ``log`` a
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import difflib
 import hashlib
 import itertools
 import json
 import math
 import re
+import reprlib
+import stat
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -160,8 +164,10 @@ class _Field:
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _MEMBER_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._=+-]")
-# YAML 1.1 reads 1e-3 (no dot) as a string; a config full of learning rates wants a float.
-_EXP_FLOAT_RE = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+MAX_NAME = 200  # a run's name is a directory name (255 bytes), with room for "-2", "-3", ...
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes; this bounds a hostile one
+MAX_YAML_VALUES = 100_000  # values a file may hold once its aliases are expanded
+MAX_MEMBERS = 100_000  # members of one sweep
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model.activation": tuple(ACTIVATIONS),
@@ -181,6 +187,12 @@ def _at_least(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be >= {low}, got {v!r}"
 
 
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    """An integer in [low, high]: beyond, a run would not fit any machine initlab runs on
+    (its memory is estimated before training, within these)."""
+    return lambda v: None if low <= v <= high else f"must be in {low}..{high:,}, got {v!r}"
+
+
 def _above(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v > low else f"must be > {low}, got {v!r}"
 
@@ -194,26 +206,32 @@ def _below_one(*, low_open: bool = False) -> Callable[[Any], str | None]:
 
 def _valid_name(value: str) -> str | None:
     # The name becomes a directory under runs/, so it must be one path component.
-    if _NAME_RE.fullmatch(value) and value not in (".", ".."):
+    if _NAME_RE.fullmatch(value) and value not in (".", "..") and len(value) <= MAX_NAME:
         return None
-    return f"must be a non-empty name of letters, digits, '.', '_' and '-', got {value!r}"
+    if len(value) > MAX_NAME:
+        return f"must be at most {MAX_NAME} characters (it names a directory), got {len(value)}"
+    return f"must be a non-empty name of letters, digits, '.', '_' and '-', got {_brief(value)}"
 
 
 def _directory(value: str) -> str | None:
     if not value:
         return "must not be empty; use null for the default data directory"
+    if "\0" in value:
+        return "must not contain a NUL character"
     try:
         is_file = Path(value).expanduser().is_file()
+    except RuntimeError:  # ~user of no such user
+        return f"{_brief(value, 200)}: no such user's home directory"
     except (OSError, ValueError):  # e.g. a name too long for the file system: not our concern here
         is_file = False
-    return f"{value!r} is a file, expected a directory" if is_file else None
+    return f"{_brief(value, 200)} is a file, expected a directory" if is_file else None
 
 
 # Range rules, applied to values of the right type (never to null).
 _RULES: dict[str, Callable[[Any], str | None]] = {
     "name": _valid_name,
-    "model.depth": _at_least(1),
-    "model.width": _at_least(1),
+    "model.depth": _between(1, 10_000),
+    "model.width": _between(1, 1_000_000),
     "model.groups": _at_least(1),
     "model.dropout": _below_one(),
     "init.c": _above(0),
@@ -267,8 +285,24 @@ def _flat_values(cfg: RunConfig) -> dict[str, object]:
 _DEFAULTS = _flat_values(RunConfig())
 
 
+# YAML 1.2's core schema, not PyYAML's YAML 1.1: on/off/yes/no stay strings (so
+# `cuda_graph: off` means "off"), 1:30 is a string, 1e-3 is a float. Of 1.1's octal, 010, nothing
+# is guessed: a leading zero is refused with a message.
+_CORE_RESOLVERS = (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float",
+     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+)
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-3 as a float and rejects duplicate keys (a silent overwrite)."""
+    """SafeLoader with the core schema's scalars; duplicate keys (a silent overwrite) and ints
+    with a leading zero (octal or decimal?) are errors with their line."""
+
+    yaml_implicit_resolvers: dict = {}
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[tuple[str, str]] = set()
@@ -277,18 +311,66 @@ class _Loader(yaml.SafeLoader):
                 ident = (key_node.tag, key_node.value)
                 if ident in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-                    )
+                        None, None, f"duplicate key {_clip(key_node.value, 40)!r}",
+                        key_node.start_mark)
                 seen.add(ident)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        digits = text.lstrip("+-")
+        if len(digits) > 1 and digits.startswith("0") and digits.isdigit():
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{_clip(text, 20)} has a leading zero (YAML 1.1 reads it as octal, "
+                f"1.2 as decimal); write it without", node.start_mark)
+        if digits.startswith("0o"):
+            return int(text.replace("0o", "", 1), 8)
+        return int(text, 0) if digits.startswith("0x") else int(text)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        text = str(self.construct_scalar(node)).lower()
+        if text.lstrip("+-") == ".inf":
+            return -math.inf if text.startswith("-") else math.inf
+        return math.nan if text == ".nan" else float(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+
 
 class _Dumper(yaml.SafeDumper):
-    """SafeDumper that quotes strings such as '1e3' which _Loader would read as floats."""
+    """SafeDumper that quotes every string the core schema would read as something else."""
+
+    yaml_implicit_resolvers: dict = {}
 
 
-for _cls in (_Loader, _Dumper):
-    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789"))
+for _tag, _pattern, _first in _CORE_RESOLVERS:
+    for _cls in (_Loader, _Dumper):
+        _cls.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as data, with the core schema; ValueError when its aliases would expand to
+    more than MAX_YAML_VALUES values (a few lines can name billions)."""
+    data = yaml.load(text, Loader=_Loader)
+    _check_expanded_size(data)
+    return data
+
+
+def _check_expanded_size(data: Any) -> None:
+    """Count the values reachable, each time they are reached (an alias counts again), and
+    stop at the bound: bounded time whatever the file."""
+    count, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ValueError(f"its aliases expand to more than {MAX_YAML_VALUES:,} values")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 class _Problems:
@@ -304,7 +386,8 @@ class _Problems:
     ) -> None:
         if override is None:
             override = next((self.origins[k] for k in (key, *related) if k in self.origins), None)
-        where = self.source if override is None else f"{self.source} (--set {override})"
+        where = self.source if override is None else f"{self.source} (--set {_clip(override)})"
+        key = _clip(key)
         line = f"{where}: {key}: {message}" if key else f"{where}: {message}"
         if line not in self.lines:
             self.lines.append(line)
@@ -314,16 +397,25 @@ def _show(value: object) -> str:
     """A value as quoted in a problem: its repr (shortened) and its type."""
     if value is None:
         return "null"
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
+    return f"{_brief(value)} ({type(value).__name__})"
 
 
-def _brief(value: object) -> str:
-    """A value as a message quotes it: its repr, at most 60 characters."""
-    text = "null" if value is None else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+_REPR = reprlib.Repr()  # bounded in depth and length: an alias bomb's value prints small
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
+def _brief(value: object, limit: int = 60) -> str:
+    """A value as a message quotes it: its repr, at most ``limit`` characters (and never the
+    whole of a huge or deeply nested value)."""
+    if isinstance(value, str):
+        return repr(_clip(value, limit))
+    text = "null" if value is None else _REPR.repr(value)
+    return _clip(text, limit)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """User text as a message quotes it: at most ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -377,10 +469,10 @@ def _check_value(key: str, value: object) -> tuple[object, str | None]:
         except OverflowError:  # an int too large for a float
             value = math.inf
         if not math.isfinite(value):
-            return None, f"must be a finite number, got {value!r}"
+            return None, f"must be a finite number, got {_brief(value)}"
     if spec.choices and value not in spec.choices:
         hint = _did_you_mean(value, spec.choices)
-        return None, f"must be one of {', '.join(spec.choices)}; got {value!r}{hint}"
+        return None, f"must be one of {', '.join(spec.choices)}; got {_brief(value)}{hint}"
     rule = _RULES.get(key)
     problem = rule(value) if rule else None
     return (None, problem) if problem else (value, None)
@@ -433,7 +525,7 @@ def _apply_overrides(
             problems.add(key, f"is swept (sweep.{key}); cannot also --set it", override=text)
             continue
         try:
-            flat[key] = yaml.load(raw, Loader=_Loader)
+            flat[key] = load_yaml(raw)
         except (yaml.YAMLError, ValueError, RecursionError) as err:
             problems.add(key, f"cannot parse the value: {_yaml_problem(err)}", override=text)
             continue
@@ -503,10 +595,27 @@ def _fixed_c_is_kept(values: Mapping[str, Any], explicit: Container[str]) -> str
     return None
 
 
+def _batch_size_fits_norm(key: str) -> Callable[[Mapping[str, Any], Container[str]],
+                                                  str | None]:
+    """A norm that takes statistics over the batch needs enough examples in it (the training
+    batch and the probe batch alike): over one example, every activation normalizes to 0."""
+    def check(values: Mapping[str, Any], explicit: Container[str]) -> str | None:
+        norm = NORMS[values["model.norm"]]
+        if values[key] < norm.min_batch:
+            return (f"must be at least {norm.min_batch} for norm: {norm.name} (its statistics "
+                    f"over a batch of {values[key]} are degenerate), got {values[key]}")
+        return None
+
+    return check
+
+
 # (key the problem is reported at, keys the check reads, check)
 _CROSS_CHECKS = (
     ("model.groups", ("model.norm", "model.width", "model.groups"), _norm_fits),
     ("init.c", ("init.scheme", "init.c"), _fixed_c_is_kept),
+    ("train.batch_size", ("model.norm", "train.batch_size"),
+     _batch_size_fits_norm("train.batch_size")),
+    ("log.probe_size", ("model.norm", "log.probe_size"), _batch_size_fits_norm("log.probe_size")),
 )
 
 
@@ -551,6 +660,25 @@ def _build(typed: Mapping[str, object]) -> RunConfig:
     return RunConfig(name=values["name"], **sections)
 
 
+def _build_member(base: RunConfig, typed: Mapping[str, object],
+                  overrides: Mapping[str, object]) -> RunConfig:
+    """``_build({**typed, **overrides})``, made from ``base`` (``_build(typed)``) by replacing
+    only the sections the overrides touch: a 100,000-member sweep builds in a second or two."""
+    values = {**typed, **overrides}
+    changed = set(overrides)
+    scheme = INITS[values.get("init.scheme", _DEFAULTS["init.scheme"])]
+    if scheme.resolves_to is not None:
+        values.update({"init.scheme": scheme.resolves_to, "init.c": scheme.fixed_c})
+        changed |= {"init.scheme", "init.c"}
+    by_section: dict[str, dict[str, object]] = {}
+    for key in changed:
+        section, _, name = key.partition(".")
+        by_section.setdefault(section, {})[name] = values[key]
+    return dataclasses.replace(base, **{section: dataclasses.replace(getattr(base, section),
+                                                                     **fields_)
+                                        for section, fields_ in by_section.items()})
+
+
 def _format_value(value: object) -> str:
     if value is None or isinstance(value, bool):
         return str(value).lower()  # none, true, false
@@ -570,22 +698,35 @@ def _expand(
     """(name, overrides) of each member: the cartesian product, first key slowest."""
     if not sweep:
         return [("", {})]
+    size = math.prod(len(values) for values in sweep.values())
+    if size > MAX_MEMBERS:
+        problems.add("sweep", f"expands to {size:,} members, more than {MAX_MEMBERS:,}; split it "
+                              f"into several files")
+        return []
     labels = _member_labels(list(sweep))
     members = []
+    swept = set(sweep)
     for combo in itertools.product(*sweep.values()):
         overrides = dict(zip(sweep, combo, strict=True))
         name = "_".join(f"{labels[k]}={_format_value(v)}" for k, v in overrides.items())
-        _check_cross({**typed, **overrides}, problems, bad=bad, swept=set(sweep), member=name)
+        _check_cross({**typed, **overrides}, problems, bad=bad, swept=swept, member=name)
         members.append((name, overrides))
-    names = [name for name, _ in members]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.add("sweep", f"two members would be named {name!r}; sweep values must differ")
+    counts = collections.Counter(name for name, _ in members)
+    for name in sorted(n for n, count in counts.items() if count > 1):
+        problems.add("sweep", f"two members would be named {_brief(name)}; sweep values must "
+                              f"differ")
+    too_long = next((name for name in counts if len(name.encode()) > 255), None)
+    if too_long is not None:
+        problems.add("sweep", f"member name {_brief(too_long)} is longer than a directory name "
+                              f"may be (255 bytes); sweep fewer keys or shorter values")
     return members
 
 
 def _yaml_problem(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "YAML error: nested too deeply"
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    problem = getattr(err, "problem", None) or str(err)
+    problem = _clip(getattr(err, "problem", None) or str(err), 120)
     if mark is None:
         return f"YAML error: {problem}"
     return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
@@ -594,21 +735,30 @@ def _yaml_problem(err: Exception) -> str:
 def _read_mapping(path: Path, problems: _Problems) -> dict | None:
     """The file's top-level mapping, or None after recording why there is none."""
     try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            problems.add("", "is a directory, expected a YAML file")
+            return None
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
+            problems.add("", "is not a regular file, expected a YAML file")
+            return None
+        if info.st_size > MAX_CONFIG_BYTES:
+            problems.add("", f"is {info.st_size:,} bytes; a config is at most "
+                             f"{MAX_CONFIG_BYTES:,}")
+            return None
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         problems.add("", f"no such file (the starter configs: {', '.join(example_names())})")
         return None
-    except IsADirectoryError:
-        problems.add("", "is a directory, expected a YAML file")
-        return None
     except UnicodeDecodeError:
         problems.add("", "is not UTF-8 text")
         return None
-    except OSError as err:
-        problems.add("", f"cannot read: {err.strerror}")
+    except (OSError, ValueError) as err:  # a symlink loop, a NUL in the name, ...
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        problems.add("", f"cannot read: {_clip(reason)}")
         return None
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = load_yaml(text)
     except (yaml.YAMLError, ValueError, RecursionError) as err:  # e.g. date 2020-13-45
         problems.add("", _yaml_problem(err))
         return None
@@ -622,8 +772,9 @@ def _read_mapping(path: Path, problems: _Problems) -> dict | None:
     return data
 
 
-def _analyse(path: str | Path, overrides: Sequence[str]) -> tuple[Experiment | None, list[str]]:
-    """The experiment (None if anything is wrong) and every problem found."""
+def _analyse(path: str | Path, overrides: Sequence[str], build: bool = True,
+             ) -> tuple[Experiment | None, list[str]]:
+    """The experiment (None if anything is wrong, or not ``build``) and every problem found."""
     path = find_config(path)
     problems = _Problems(str(path))
     data = _read_mapping(path, problems)
@@ -644,11 +795,14 @@ def _analyse(path: str | Path, overrides: Sequence[str]) -> tuple[Experiment | N
     members = _expand(sweep, typed, bad, problems) if sweep is not None else []
     if problems.lines:
         return None, problems.lines
+    if not build:
+        return None, []
+    base = _build(typed)
     experiment = Experiment(
         name=typed["name"],
-        base=_build(typed),
+        base=base,
         sweep=sweep,
-        members=[Member(name, ov, _build({**typed, **ov})) for name, ov in members],
+        members=[Member(name, ov, _build_member(base, typed, ov)) for name, ov in members],
     )
     return experiment, []
 
@@ -663,7 +817,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
 
 def validate_file(path: str | Path, overrides: Sequence[str] = ()) -> list[str]:
     """Every problem of a config file with these overrides; empty when it is valid."""
-    return _analyse(path, overrides)[1]
+    return _analyse(path, overrides, build=False)[1]
 
 
 def config_to_dict(cfg: RunConfig) -> dict:

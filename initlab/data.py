@@ -75,8 +75,17 @@ def resolve_data_root(root: str | Path | None = None) -> Path:
     """The data root: ``root`` if given, else ``$INITLAB_DATA``, else ``~/.cache/initlab``."""
     if root is None or str(root) == "":
         root = os.environ.get(DATA_ENV_VAR) or DEFAULT_DATA_ROOT
-    path = Path(os.path.abspath(Path(root).expanduser()))
-    if path.exists() and not path.is_dir():
+    shown = str(root) if len(str(root)) <= 80 else str(root)[:77] + "..."
+    if "\0" in str(root):
+        raise DataError(f"data root {shown!r} contains a NUL character")
+    try:
+        path = Path(os.path.abspath(Path(root).expanduser()))
+        is_other = path.exists() and not path.is_dir()
+    except RuntimeError:  # ~user of no such user
+        raise DataError(f"data root {shown}: no such user's home directory") from None
+    except OSError as err:  # a symlink loop, a name too long
+        raise DataError(f"data root {shown}: {err.strerror or err}") from None
+    if is_other:
         raise DataError(f"data root {path} is a file; give a directory (it may not exist yet)")
     return path
 
@@ -313,21 +322,16 @@ _SOURCES: tuple[tuple[str, Callable[[Path], None]], ...] = (
 )
 
 
-def _prepare_raw_dir(root: Path, force: bool, log: Log) -> None:
-    """Create the raw dir; drop the files we are about to replace (all of them with force).
-
-    Bad files go first so that torchvision, which only checks that files exist, refetches them.
-    """
+def _install_verified(staging: Path, root: Path, log: Log) -> None:
+    """Move the four files, verified in ``staging``, into ``root``'s raw dir: each by one
+    atomic rename (same file system), so a reader sees the old file or the new one, both
+    verified, never a missing or partial one."""
     raw = raw_dir(root)
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-        for name, expected in MNIST_FILES.items():
-            path = raw / name
-            if path.is_file() and (force or _file_problem(path, expected) is not None):
-                path.unlink()
-                log(f"removed {path}")
-    except OSError as exc:
-        raise DataError(f"cannot prepare {raw}: {exc.strerror or exc}") from exc
+    for name, expected in MNIST_FILES.items():
+        target = raw / name
+        os.replace(raw_dir(staging) / name, target)
+        _remember_digest(target, expected.sha256)
+        log(f"installed {target}")
 
 
 def _all_failed_message(root: Path, attempts: list[str]) -> str:
@@ -356,22 +360,30 @@ def fetch_mnist(root: str | Path | None = None, force: bool = False, log: Log = 
     if not force and not _problems(root):
         log(f"MNIST already present and verified in {raw_dir(root)}")
         return root
-    _prepare_raw_dir(root, force, log)
     attempts: list[str] = []
-    for label, source in _SOURCES:
-        log(f"fetching MNIST: {label} ...")
-        try:
-            source(root)
-        except _SourceFailed as exc:
-            attempts.append(f"{label}: {exc}")
-            log(f"  failed: {exc}")
-            continue
-        problems = _problems(root)
-        if not problems:
-            log(f"MNIST verified in {raw_dir(root)}")
-            return root
-        attempts.append(f"{label}: files did not verify: {problems[0].splitlines()[0]}")
-        log(f"  files did not verify: {problems[0].splitlines()[0]}")
+    try:
+        raw_dir(root).mkdir(parents=True, exist_ok=True)
+        # Fetched beside the files they replace, which stay until the new ones verify.
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as tmp:
+            staging = Path(tmp)
+            for label, source in _SOURCES:
+                log(f"fetching MNIST: {label} ...")
+                try:
+                    raw_dir(staging).mkdir(parents=True, exist_ok=True)
+                    source(staging)
+                except _SourceFailed as exc:
+                    attempts.append(f"{label}: {exc}")
+                    log(f"  failed: {exc}")
+                    continue
+                problems = _problems(staging)
+                if not problems:
+                    _install_verified(staging, root, log)
+                    log(f"MNIST verified in {raw_dir(root)}")
+                    return root
+                attempts.append(f"{label}: files did not verify: {problems[0].splitlines()[0]}")
+                log(f"  files did not verify: {problems[0].splitlines()[0]}")
+    except OSError as exc:
+        raise DataError(f"cannot fetch into {raw_dir(root)}: {exc.strerror or exc}") from exc
     raise DataError(_all_failed_message(root, attempts))
 
 

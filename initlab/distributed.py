@@ -22,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import inspect
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,19 +39,28 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from initlab import resources
+from initlab.config import group_key
 from initlab.errors import UsageError
-from initlab.runs import RunWriter
+from initlab.norms import NORMS
+from initlab.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunWriter, atomic_write_text
 
 if TYPE_CHECKING:
     from initlab.config import Experiment, RunConfig
     from initlab.model import StackedMLP
 
 LOOPBACK = "127.0.0.1"
+MAX_PROCESSES_PER_CORE = 4  # beyond, a launch only thrashes (64 on 2 cores: minutes of nothing)
+RUN_DIR_FILE_ENV = "INITLAB_LAUNCH_RUN_DIR_FILE"  # where rank 0 writes the run's directory
 SPLITS = ("auto", "batches", "members")
 # Member-split ranks wait for the slowest rank at the end of a sweep: no collective runs while
 # they train, so this wait may be as long as a whole run.
 GATHER_TIMEOUT = datetime.timedelta(days=30)
 KILL_GRACE_S = 20.0
+
+
+def print_error(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # --- What a trainer asks of its process group ----------------------------------------------------
@@ -255,9 +266,29 @@ def resolve_split(split: str, is_sweep: bool) -> str:
 
 
 def check_launch(exp: Experiment, nproc: int, split: str) -> None:
-    """What ``Comm.plan`` will check on every worker, checked once before they start."""
-    if resolve_split(split, exp.is_sweep) == "batches":
-        check_batch_split([m.config for m in exp.members], nproc)
+    """What ``Comm.plan`` will check on every worker, checked once before they start, and
+    whether ``nproc`` processes fit this machine."""
+    configs = [m.config for m in exp.members]
+    by_batches = resolve_split(split, exp.is_sweep) == "batches"
+    if by_batches:
+        check_batch_split(configs, nproc)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cores = os.cpu_count() or 1
+    if nproc > max(gpus, MAX_PROCESSES_PER_CORE * cores):
+        raise UsageError(f"--nproc {nproc}: this machine has {cores} CPU cores and {gpus} GPUs; "
+                         f"at most {max(gpus, MAX_PROCESSES_PER_CORE * cores)} processes")
+    limit = resources.usable_bytes(torch.device("cpu"), processes=nproc)
+    shapes: dict[tuple, list[RunConfig]] = {}
+    for cfg in configs:
+        shapes.setdefault(group_key(cfg), []).append(cfg)
+    for same in shapes.values():  # a process trains one group at a time
+        members = len(same) if by_batches else -(-len(same) // nproc)
+        need = resources.group_bytes(same[0], members)
+        if limit is not None and need > limit:
+            raise UsageError(f"--nproc {nproc}: each process would need about "
+                             f"{resources.gigabytes(need)}, more than the "
+                             f"{resources.gigabytes(limit)} each may use here; use fewer "
+                             f"processes")
 
 
 def check_batch_split(configs: Sequence[RunConfig], world: int) -> None:
@@ -266,6 +297,12 @@ def check_batch_split(configs: Sequence[RunConfig], world: int) -> None:
         sizes = ", ".join(map(str, bad))
         raise UsageError(f"train.batch_size is the global batch, split evenly over {world} "
                          f"processes; {sizes} is not a multiple of {world}")
+    for cfg in configs:  # batch norm normalizes over each process's own share
+        share, need = cfg.train.batch_size // world, NORMS[cfg.model.norm].min_batch
+        if cfg.model.norm == "batch" and share < need:
+            raise UsageError(f"train.batch_size {cfg.train.batch_size} over {world} processes "
+                             f"leaves {share} example(s) each, and norm: batch needs at least "
+                             f"{need} per process (norm: syncbatch normalizes over all of them)")
 
 
 # --- Data parallelism -----------------------------------------------------------------------
@@ -386,18 +423,79 @@ def worker_env(rank: int, nproc: int, port: int) -> dict[str, str]:
     return env
 
 
-def launch(nproc: int, args: Sequence[str]) -> int:
+def launch(nproc: int, args: Sequence[str], log: Callable[[str], None] = print_error) -> int:
     """Run ``python -m initlab ARGS`` in ``nproc`` local worker processes and wait for them;
-    their exit code (the first failure's, if any). A signal here is passed on to the workers,
-    which checkpoint and stop together."""
+    their exit code (the first failure's, if any; 128 + N for a worker killed by signal N). A
+    signal here is passed on to the workers, which checkpoint and stop together. When a worker
+    dies, the others are stopped, the run's members still marked running say "interrupted", and
+    one line says what happened and how to continue; the other workers' output goes to files
+    (rank 0's is the user's)."""
     if nproc < 2:
         raise UsageError(f"--nproc must be at least 2 to launch workers, got {nproc}")
     if env_world_size() > 1:
         raise UsageError("--nproc inside a torchrun (or --nproc) worker: give one or the other")
-    with local_store() as port:
-        procs = [subprocess.Popen([sys.executable, "-m", "initlab", *args],
-                                  env=worker_env(rank, nproc, port)) for rank in range(nproc)]
-        return wait_all(procs)
+    cores = os.cpu_count() or 1
+    if nproc > cores and not torch.cuda.is_available():
+        log(f"initlab: {nproc} processes share {cores} CPU cores: each runs at a fraction of "
+            f"its speed")
+    with tempfile.TemporaryDirectory(prefix="initlab-launch-") as tmp, local_store() as port:
+        info = Path(tmp) / "run-dir"
+        procs = []
+        for rank in range(nproc):
+            env = {**worker_env(rank, nproc, port), RUN_DIR_FILE_ENV: str(info)}
+            output = None if rank == 0 else open(Path(tmp) / f"rank-{rank}.log", "w")  # noqa: SIM115
+            procs.append(subprocess.Popen([sys.executable, "-m", "initlab", *args], env=env,
+                                          stdout=output, stderr=output))
+            if output is not None:
+                output.close()  # the child has its own handle
+        code = wait_all(procs)
+        if code not in (0, 130, 143):
+            log(failure_line(procs, info, Path(tmp)))
+        return code
+
+
+def failure_line(procs: Sequence[subprocess.Popen], info: Path, logs: Path) -> str:
+    """What a dead or failed worker means for the run, in one line."""
+    rank, code = next((r, p.returncode) for r, p in enumerate(procs)
+                      if p.returncode not in (None, 0))
+    how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+           else f"failed (exit {code})")
+    if code > 0 and rank > 0:  # its last line says why (rank 0's is already on screen)
+        lines = (logs / f"rank-{rank}.log").read_text(errors="replace").strip().splitlines()
+        if lines:
+            how += f": {lines[-1][:160]}"
+    try:
+        top = Path(info.read_text())
+    except OSError:
+        return f"initlab: worker {rank} {how}; the other workers were stopped"
+    mark_interrupted(top)
+    hint = (f"continue with: initlab run --resume {top}"
+            if any(top.glob(f"**/{CHECKPOINT_FILE}")) else
+            f"no checkpoint was written yet: start it again (the records in {top} are kept)")
+    return f"initlab: worker {rank} {how}; the other workers were stopped; {hint}"
+
+
+def mark_interrupted(top: Path) -> None:
+    """Members a dead worker left marked "running" are "interrupted" (atomically written)."""
+    for path in [top, *top.iterdir()] if top.is_dir() else []:
+        summary_path = path / SUMMARY_FILE
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and summary.get("status") == "running":
+            summary["status"] = "interrupted"
+            with contextlib.suppress(OSError):
+                atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+
+
+def announce_run_dir(top: Path) -> None:
+    """Rank 0 of a local launch tells the launcher where the run is (to mark and name it if a
+    worker dies)."""
+    target = os.environ.get(RUN_DIR_FILE_ENV)
+    if target:
+        with contextlib.suppress(OSError):
+            Path(target).write_text(str(top.resolve()))
 
 
 def wait_all(procs: list[subprocess.Popen]) -> int:
@@ -413,7 +511,7 @@ def wait_all(procs: list[subprocess.Popen]) -> int:
             failed = [c for c in codes if c not in (None, 0)]
             if failed:
                 stop_all(procs)  # the others would wait for the failed one in a collective
-                return failed[0]
+                return failed[0] if failed[0] > 0 else 128 - failed[0]
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(0.1)

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from initlab import checkpoint
+from initlab import checkpoint, resources
 from initlab.config import Experiment, RunConfig, dump_yaml, group_key
 from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist
-from initlab.distributed import LOCAL, Comm, NullWriter
+from initlab.distributed import LOCAL, Comm, NullWriter, announce_run_dir
 from initlab.errors import RunInterrupted, UsageError
 from initlab.progress import ProgressFactory, quiet_progress
 from initlab.resume import apply_plan, plan_resume, read_summary
@@ -78,6 +78,8 @@ def run_experiment_across(exp: Experiment, out: Path, data_root: str | None,
     plan = comm.plan([m.config for m in exp.members], exp.is_sweep, split)
     data = prepare_data([exp.members[i].config for i in plan.indices], data_root)
     top = comm.on_writer(lambda: set_up(exp, out))
+    if comm.is_writer:
+        announce_run_dir(top)
     paths = member_paths(exp, top)
     members = [MemberState(exp.members[i].config, plan.writer(paths[i], writer))
                for i in plan.indices]
@@ -150,17 +152,29 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def group_indices(configs: Sequence[RunConfig],
                   max_group: int | None = None) -> list[list[int]]:
     """The members that train together as one stacked model: equal ``group_key``, split into
-    groups of at most ``max_group`` (a memory bound, or one model at a time for comparison)."""
+    groups of at most ``max_group`` (or one model at a time for comparison) and of what fits
+    in the memory free now."""
     by_key: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         by_key.setdefault(group_key(cfg), []).append(i)
-    size = max_group or max(len(configs), 1)
-    return [indices[j : j + size] for indices in by_key.values()
-            for j in range(0, len(indices), size)]
+    groups = []
+    for indices in by_key.values():
+        cfg = configs[indices[0]]
+        fit = resources.members_that_fit(cfg, resources.usable_bytes(
+            resolve_device(cfg.train.device)))
+        size = min(max_group or len(indices), max(fit, 1) if fit is not None else len(indices))
+        groups += [indices[j : j + size] for j in range(0, len(indices), size)]
+    return groups
 
 
 def prepare_data(configs: Sequence[RunConfig], data_root: str | None) -> DataCache:
-    """Resolve every device and load (so verify) every data set the members need."""
+    """Check that one member of each shape fits in memory, then resolve every device and load
+    (so verify) every data set the members need."""
+    for cfg in configs:
+        problem = resources.too_big([cfg], resources.usable_bytes(
+            resolve_device(cfg.train.device)))
+        if problem:
+            raise UsageError(problem)
     cache: DataCache = {}
     for cfg in configs:
         data = load_group_data(cfg, data_root, resolve_device(cfg.train.device), cache)

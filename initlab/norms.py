@@ -35,6 +35,7 @@ class Norm(nn.Module):
     # Parameters per hidden layer: name -> initial value (each [1, width] per member).
     PARAMETERS: ClassVar[dict[str, float]] = {}
     identity: ClassVar[bool] = True  # no normalization: the model skips it altogether
+    min_batch: ClassVar[int] = 1  # examples a batch needs (statistics over the batch: 2)
 
     def __init__(self, members: int, width: int, hidden: int, groups: int,
                  device: torch.device | str = "cpu", process_group: Any = None):
@@ -155,6 +156,7 @@ class BatchNorm(Norm):
     name = "batch"
     PARAMETERS = {"gain": 1.0, "shift": 0.0}
     identity = False
+    min_batch = 2
 
     def __init__(self, members: int, width: int, hidden: int, groups: int,
                  device: torch.device | str = "cpu", process_group: Any = None):

@@ -227,8 +227,8 @@ def test_wrong_types(tmp_path, section, key, value, message):
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("model", "depth", 0, "must be >= 1, got 0"),
-        ("model", "width", 0, "must be >= 1, got 0"),
+        ("model", "depth", 0, "must be in 1..10,000, got 0"),
+        ("model", "width", 0, "must be in 1..1,000,000, got 0"),
         ("model", "activation", "relux", "must be one of relu, tanh, identity; got 'relux'"),
         ("model", "norm", "lyer", "must be one of none, layer"),
         ("model", "groups", 0, "must be >= 1, got 0"),
@@ -372,8 +372,10 @@ def test_duplicate_yaml_key(tmp_path):
 
 
 def test_bad_value_from_yaml_constructor(tmp_path):
-    path = write(tmp_path, "data:\n  root: 2020-13-45\n")
-    assert only_problem(validate_file(path)).startswith(f"{path}: YAML error: month must be")
+    path = write(tmp_path, "model:\n  depth: 010\n")
+    assert only_problem(validate_file(path)) == (
+        f"{path}: YAML syntax error at line 2, column 10: 010 has a leading zero (YAML 1.1 "
+        "reads it as octal, 1.2 as decimal); write it without")
 
 
 def test_sweep_over_unknown_key(tmp_path):
@@ -489,7 +491,7 @@ def test_config_from_dict_reports_problems():
     assert info.value.problems == [
         "runs/x/config.yaml: sweep: unknown key; expected one of: name, model, init, data, train, "
         "log",
-        "runs/x/config.yaml: model.depth: must be >= 1, got 0",
+        "runs/x/config.yaml: model.depth: must be in 1..10,000, got 0",
     ]
     with pytest.raises(ConfigError, match="^<dict>: expected a mapping"):
         config_from_dict([1])

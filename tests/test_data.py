@@ -256,15 +256,39 @@ def test_fetch_force_repairs_a_corrupted_file(copied_root: Path) -> None:
     data.fetch_mnist(copied_root, force=True, log=lines.append)
     data.verify_mnist(copied_root)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == MNIST_FILES[TRAIN_IMAGES].sha256
-    assert any("removed" in line for line in lines)
+    assert any(line == f"installed {path}" for line in lines)
 
 
 def test_fetch_force_refetches_even_verified_files(copied_root: Path) -> None:
     lines: list[str] = []
     data.fetch_mnist(copied_root, force=True, log=lines.append)
     data.verify_mnist(copied_root)
-    assert sum(line.startswith("removed ") for line in lines) == 4
+    assert sum(line.startswith("installed ") for line in lines) == 4
     assert any(line.startswith("fetching MNIST") for line in lines)
+    assert [p.name for p in copied_root.iterdir()] == ["MNIST"]  # no staging left behind
+
+
+def test_force_keeps_the_verified_files_until_replacements_verify(
+        copied_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        no_torchvision_download) -> None:
+    """D3: --force deleted the four files first; with no source reachable (or Ctrl-C during
+    the fetch) MNIST/raw was left empty."""
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    before = {p.name: p.read_bytes() for p in raw_dir(copied_root).iterdir()}
+    with pytest.raises(DataError, match="could not fetch MNIST"):
+        data.fetch_mnist(copied_root, force=True, log=lambda _: None)
+    assert {p.name: p.read_bytes() for p in raw_dir(copied_root).iterdir()} == before
+    data.verify_mnist(copied_root)
+    assert [p.name for p in copied_root.iterdir()] == ["MNIST"]
+
+
+@pytest.mark.parametrize(("root", "message"), [
+    ("~no-such-user-initlab/x", "no such user's home directory"),
+    ("a\0b", "contains a NUL character")])
+def test_an_impossible_data_root_is_one_clear_error(root: str, message: str) -> None:
+    """C7: ~nosuchuser gave 'RuntimeError: Could not determine home directory'."""
+    with pytest.raises(DataError, match=message):
+        data.resolve_data_root(root)
 
 
 def test_every_source_failing_is_one_data_error(

@@ -506,7 +506,7 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
         "sweep": {"init.cc": [1.0]}})
     result = cli("validate", cfg)
     assert result.exit_code == 2
-    for line in ["model.nrom: unknown key (did you mean 'norm'?)", "model.depth: must be >= 1",
+    for line in ["model.nrom: unknown key (did you mean 'norm'?)", "model.depth: must be in 1..10,000",
                  "init.c: expected a number, got 'big' (str)",
                  "sweep.init.cc: unknown key (did you mean 'init.c'?)"]:
         assert f"{cfg}: {line}" in result.output
