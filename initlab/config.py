@@ -388,6 +388,7 @@ class _Problems:
             override = next((self.origins[k] for k in (key, *related) if k in self.origins), None)
         where = self.source if override is None else f"{self.source} (--set {_clip(override)})"
         key = _clip(key)
+        message = " ".join(message.split("\n"))  # one line per problem, whatever the parser said
         line = f"{where}: {key}: {message}" if key else f"{where}: {message}"
         if line not in self.lines:
             self.lines.append(line)
@@ -414,7 +415,10 @@ def _brief(value: object, limit: int = 60) -> str:
 
 
 def _clip(text: str, limit: int = 80) -> str:
-    """User text as a message quotes it: at most ``limit`` characters."""
+    """User text as a message quotes it: at most ``limit`` characters, control characters
+    escaped (a message is one line)."""
+    text = text[: limit + 1]
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -726,7 +730,7 @@ def _yaml_problem(err: Exception) -> str:
     if isinstance(err, RecursionError):
         return "YAML error: nested too deeply"
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    problem = _clip(getattr(err, "problem", None) or str(err), 120)
+    problem = _clip(" ".join(str(getattr(err, "problem", None) or err).split()), 120)
     if mark is None:
         return f"YAML error: {problem}"
     return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
