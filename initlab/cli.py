@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import io
+import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from initlab.errors import UsageError
+from initlab.runs import bounded
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Initialization and normalization experiments on deep MLPs, on MNIST.")
@@ -29,6 +32,24 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value, e.g. --set init.c=3 (repeatable)."),
 ]
+
+
+def user_path(value: Path | None, option: str) -> Path | None:
+    """A path option as the shell would have it: ``~`` and ``~user`` expanded (a quoted
+    ``'~/x'`` is not expanded by the shell); an unknown user is one line."""
+    if value is None or not str(value).startswith("~"):
+        return value
+    try:
+        return value.expanduser()
+    except RuntimeError:
+        user = str(value).split("/", 1)[0]
+        raise UsageError(f"{option} {bounded(str(value))}: no user {bounded(user[1:], 40)!r} "
+                         f"to expand {bounded(user, 40)} for") from None
+
+
+def say(message: str) -> None:
+    """One line on stderr: paths and values, never markup."""
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def friendly_errors(fn: F) -> F:
@@ -50,35 +71,54 @@ def friendly_errors(fn: F) -> F:
 @app.command()
 @friendly_errors
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,
+    config: Annotated[Path | None, typer.Argument(
+        help="YAML config file, or a starter config's name (kaiming, sweep-c, ...).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Parent directory for run directories.")]
     = Path("runs"),
     set_: SetOption = None,
     data_root: DataRoot = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted "
                                                 "run or sweep directory.")] = None,
-    plot_layers: Annotated[bool, typer.Option("--plot", help="Also draw layers.png into the "
-                                              "run directory.")] = False,
+    plot_layers: Annotated[bool, typer.Option("--plot", help="Also draw layers.png and "
+                                              "training.png into the run directory.")] = False,
     nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train in N local processes "
                                        "(DistributedDataParallel: gloo on CPU, nccl on GPUs), "
                                        "as torchrun --nproc-per-node N would.")] = 1,
     split: Annotated[str, typer.Option("--split", help="With several processes: auto (a sweep "
                                        "splits its members, a config its batches), batches or "
                                        "members.")] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for torch (default: torch's choice, or "
+        "$OMP_NUM_THREADS). On a shared machine 1 can be much faster; the last digits of a "
+        "CPU run depend on it.")] = None,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", help="Also write TensorBoard event files into each run directory as "
+        "it trains (tensorboard --logdir runs); needs pip install 'initlab[tensorboard]'.")]
+    = False,
 ) -> None:
     """Train a config (or every member of its sweep) and write its run directory."""
-    from initlab.config import load_experiment
-    from initlab.distributed import check_launch, launch, process_group
-    from initlab.errors import RunInterrupted
-    from initlab.experiment import resume_experiment, run_experiment, run_experiment_across
-    from initlab.progress import RichProgress, print_outcomes
+    from initlab.distributed import SPLITS
 
+    out = user_path(out, "--out")  # type: ignore[assignment]
+    config, resume = user_path(config, "CONFIG"), user_path(resume, "--resume")
+    data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
+    if split not in SPLITS:  # checked with or without --nproc: a typo never passes silently
+        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {bounded(split)!r}")
     if (config is None) == (resume is None):
         raise UsageError("give either a CONFIG file or --resume RUN_DIR")
     if resume is not None and set_:  # a resumed run keeps the config it started with
         raise UsageError("--set cannot change a run being resumed; it continues with the "
                          "config.yaml in its directory")
+    writer = None
+    if tensorboard:
+        from initlab.export import require_tensorboard, tensorboard_writer
+
+        require_tensorboard("--tensorboard")
+        writer = tensorboard_writer
     if nproc > 1:  # N workers run this command without --nproc: torchrun's code path
+        from initlab.config import load_experiment
+        from initlab.distributed import check_launch, launch
+
         if resume is not None:
             raise UsageError("--resume continues a run in one process (its checkpoint holds "
                              "the global batch order); drop --nproc")
@@ -86,7 +126,43 @@ def run(
         args = ["run", str(config), "--out", str(out), "--split", split]
         args += [f"--set={s}" for s in set_ or []] + (["--plot"] if plot_layers else [])
         args += ["--data-root", data_root] if data_root is not None else []
+        args += ["--threads", str(threads)] if threads else []
+        args += ["--tensorboard"] if tensorboard else []
         raise typer.Exit(launch(nproc, args))
+    outcomes = train(config, out, set_, data_root, resume, split, threads, writer)
+    if not outcomes:  # a worker rank other than 0: rank 0 reports
+        return
+    top = outcomes[0].path if len(outcomes) == 1 else outcomes[0].path.parent
+    if plot_layers:
+        from initlab.plot import plot_all
+        from initlab.runs import load_runs
+
+        runs = [r for r in load_runs(top) if r.records]  # diverged at init: nothing to draw
+        if runs:
+            written = plot_all(runs, top / "layers.png", top / "training.png", log=say)
+            say(f"wrote {' and '.join(str(p) for p in written)}")
+        else:
+            say("no statistics to plot")
+    say(f"plot it: initlab plot {shlex.quote(str(top))}")
+
+
+def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str | None,
+          resume: Path | None, split: str, threads: int | None,
+          writer: Callable[[Path], Any] | None) -> list[Any]:
+    """``initlab run`` in this process (one of torchrun's ranks, or the only one): the
+    outcomes on rank 0, [] elsewhere."""
+    from initlab.config import load_experiment
+    from initlab.distributed import process_group
+    from initlab.errors import RunInterrupted
+    from initlab.experiment import resume_experiment, run_experiment, run_experiment_across
+    from initlab.progress import RichProgress, print_outcomes
+    from initlab.runs import RunWriter
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    writer = writer or RunWriter
     with process_group() as comm:
         if comm.world > 1 and resume is not None:
             raise UsageError("--resume continues a run in one process (its checkpoint holds "
@@ -96,13 +172,16 @@ def run(
         with RichProgress(shown) as progress:
             try:
                 if resume is not None:
-                    outcomes = resume_experiment(resume, data_root, progress.factory)
+                    outcomes = resume_experiment(resume, data_root, progress.factory,
+                                                 writer=writer)
                 else:
                     experiment = load_experiment(config, set_ or [])  # type: ignore[arg-type]
-                    outcomes = (run_experiment(experiment, out, data_root, progress.factory)
+                    outcomes = (run_experiment(experiment, out, data_root, progress.factory,
+                                               writer=writer)
                                 if comm.world == 1 else
                                 run_experiment_across(experiment, out, data_root,
-                                                      progress.factory, comm, split))
+                                                      progress.factory, comm, split,
+                                                      writer=writer))
             except RunInterrupted as stop:
                 progress.stop()
                 shown.print(f"interrupted: checkpoints written; continue with "
@@ -110,17 +189,7 @@ def run(
                             highlight=False, soft_wrap=True)
                 raise typer.Exit(stop.exit_code) from None
     print_outcomes(console, outcomes)
-    if plot_layers and outcomes:
-        from initlab.plot import plot_runs
-        from initlab.runs import load_runs
-
-        top = outcomes[0].path if len(outcomes) == 1 else outcomes[0].path.parent
-        runs = [r for r in load_runs(top) if r.records]  # diverged at init: nothing to draw
-        if runs:
-            plot_runs(runs, top / "layers.png")
-            console.print(f"wrote {top / 'layers.png'}", highlight=False, markup=False)
-        else:
-            console.print("no statistics to plot", highlight=False)
+    return outcomes
 
 
 @app.command()
@@ -162,21 +231,125 @@ def data(
 @app.command()
 @friendly_errors
 def plot(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output image (.png/.svg).")]
+    run_dirs: Annotated[list[Path] | None, typer.Argument(
+        help="Run or sweep directories (default: the newest run under ./runs).",
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output: an image name (.png/.svg/.pdf; the training figure goes beside "
+        "it as NAME-training.png) or a directory (default: the first run's directory).")]
     = None,
     metric: Annotated[list[str] | None, typer.Option(
-        "--metric", help="act_norm, grad_norm, weight_var, weight_rel_change, test_error "
-        "(repeatable; default: the first three).")] = None,
+        "--metric", help="Panels of layers.png (repeatable): a per-layer statistic "
+        "(act_norm, grad_norm, weight_var, dead_fraction, update_ratio, weight_rel_change, "
+        "...) or a curve (loss, test_error, train_error). Default: act_norm, grad_norm, "
+        "weight_var, dead_fraction.")] = None,
 ) -> None:
-    """Draw per-layer statistics of runs: init dashed, final solid, log y."""
-    from initlab.plot import plot_runs
+    """Draw runs: layers.png (per-layer statistics at initialization, dashed, and at the end,
+    solid) and training.png (loss, errors, and per-layer statistics over training)."""
+    from initlab.plot import check_metrics, output_paths, plot_all
     from initlab.runs import load_runs
 
-    runs = [r for d in run_dirs for r in load_runs(d)]
-    target = out or (run_dirs[0] / "layers.png")
-    plot_runs(runs, target, metric or None)
-    console.print(f"wrote {target}", highlight=False)
+    out = user_path(out, "--out")
+    metrics = check_metrics(metric)
+    dirs = [user_path(d, "RUN_DIR") for d in run_dirs or []] or [newest_run(Path("runs"))]
+    layers_out, training_out = output_paths(out, dirs[0])  # type: ignore[arg-type]
+    runs = [r for d in dirs for r in load_runs(d)]  # type: ignore[arg-type]
+    written = plot_all(runs, layers_out, training_out, metrics, log=say)
+    say(f"wrote {' and '.join(str(p) for p in written)}")
+
+
+def newest_run(parent: Path) -> Path:
+    """The run or sweep under ``parent`` set up last, said aloud."""
+    from initlab.runs import find_runs
+
+    found = find_runs(parent) if parent.is_dir() else []
+    if not found:
+        raise UsageError(f"no runs in ./{parent}: train one first (initlab run "
+                         f"configs/kaiming.yaml), or name a run directory: initlab plot DIR")
+    newest = found[-1].path
+    others = f" (the newest of {len(found)} in {parent}/; `initlab ls` lists them)" \
+        if len(found) > 1 else ""
+    say(f"plotting {newest}{others}")
+    return newest
+
+
+@app.command("ls")
+@friendly_errors
+def ls(
+    directory: Annotated[Path, typer.Argument(help="A directory of runs.")] = Path("runs"),
+) -> None:
+    """List the runs in a directory: name, status, epochs, test error, what differs from the
+    defaults."""
+    from initlab.browse import list_table
+
+    directory = user_path(directory, "DIR")  # type: ignore[assignment]
+    wide_console().print(list_table(directory, say))
+
+
+app.command("list", hidden=True, help="The same as ls.")(ls)
+
+
+def wide_console() -> Console:
+    """stdout for tables: the terminal's width, or a wide one in a pipe or file (rows are
+    greppable lines there, not folded)."""
+    return Console(width=None if sys.stdout.isatty() else 220)
+
+
+@app.command()
+@friendly_errors
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories (two or "
+                                                   "more runs in all).")],
+    out: Annotated[Path, typer.Option("--out", help="The overlaid figure (.png/.svg/.pdf).")]
+    = Path("compare.png"),
+) -> None:
+    """Compare runs: their config differences and summaries side by side, and one overlaid
+    figure."""
+    from initlab.browse import compare_tables
+    from initlab.plot import COMPARE_METRICS, IMAGE_SUFFIXES, plot_runs
+    from initlab.runs import check_output_parent, load_runs
+
+    out = user_path(out, "--out")  # type: ignore[assignment]
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"--out {bounded(str(out))}: expected a file name ending in "
+                         f"{', '.join(IMAGE_SUFFIXES)}")
+    check_output_parent(out.parent)
+    runs = [r for d in run_dirs for r in load_runs(user_path(d, "RUN_DIR"))]  # type: ignore
+    if len(runs) < 2:
+        raise UsageError("compare needs two runs or more (a sweep directory counts as its "
+                         "members)")
+    stdout = wide_console()
+    for table in compare_tables(runs):
+        stdout.print(table)
+    plot_runs(runs, out, COMPARE_METRICS, log=say)
+    say(f"wrote {out}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories.")],
+    to: Annotated[str, typer.Option("--to", help="csv (records.csv and layers.csv per run) "
+                                    "or tensorboard (event files: tensorboard --logdir OUT).")]
+    = "csv",
+    out: Annotated[Path, typer.Option("--out", help="Directory to write into; each run gets "
+                                      "OUT/NAME (a sweep member OUT/SWEEP/MEMBER).")]
+    = Path("exports"),
+) -> None:
+    """Export runs as CSV files or TensorBoard event files."""
+    from initlab.export import FORMATS, export_runs
+    from initlab.runs import check_output_parent, load_runs
+
+    out = user_path(out, "--out")  # type: ignore[assignment]
+    if to not in FORMATS:
+        raise UsageError(f"--to must be one of {', '.join(FORMATS)}, got {bounded(to)!r}")
+    check_output_parent(out)
+    runs = [r for d in run_dirs for r in load_runs(user_path(d, "RUN_DIR"))]  # type: ignore
+    written = export_runs(runs, to, out)
+    for path in written:
+        say(f"wrote {path}")
+    if to == "tensorboard":
+        say(f"open with: tensorboard --logdir {shlex.quote(str(out))}")
 
 
 @app.command()
@@ -209,9 +382,10 @@ def figures(
     from initlab.progress import RichProgress
     from initlab.report import report_table
 
-    def log(message: str) -> None:
-        console.print(message, highlight=False, markup=False, soft_wrap=True)
-
+    out = user_path(out, "--out")  # type: ignore[assignment]
+    cache = user_path(cache, "--cache")
+    data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
+    log = say
     with RichProgress(console) as progress:
         try:
             result = build_figures(only, quick, out, cache, data_root, progress.factory, log,
@@ -245,13 +419,29 @@ def bench(
     """Seconds per epoch per model: the plain PyTorch way against initlab (one config, sweeps)."""
     from initlab.bench import run_bench, settings_for
 
+    out = user_path(out, "--out")  # type: ignore[assignment]
+    data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
     if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
+        raise UsageError(f"--device must be auto, cpu or cuda, got {bounded(device)!r}")
     settings = settings_for(device, steps, warmup, blocks, sweep, data_root)
     run_bench(settings, out, Console())
 
 
+def show_warnings_plainly() -> None:
+    """Warnings that libraries raise for their own users (PyTorch's DDP notes, deprecations)
+    are not ours to show; initlab's own are one line each."""
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"initlab(\.|$)")
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        say(f"warning: {message}")
+
+    warnings.showwarning = show
+
+
 def main() -> None:
+    show_warnings_plainly()
     try:
         app()
     except KeyboardInterrupt:  # outside training (which checkpoints itself)

@@ -29,68 +29,80 @@ from initlab.inits import INITS
 from initlab.norms import NORMS, POSITIONS
 
 
-def shared(default: Any) -> Any:
-    """A field every member of a group shares: members that differ in it train apart."""
-    return field(default=default, metadata={"scope": "group"})
+def shared(default: Any, doc: str) -> Any:
+    """A field every member of a group shares (members that differ in it train apart), and
+    what it does (the README's config reference shows ``doc``)."""
+    return field(default=default, metadata={"scope": "group", "doc": doc})
 
 
-def member(default: Any) -> Any:
+def member(default: Any, doc: str) -> Any:
     """A field each member of a group may set for itself (the stacked model trains it)."""
-    return field(default=default, metadata={"scope": "member"})
+    return field(default=default, metadata={"scope": "member", "doc": doc})
 
 
 @dataclass
 class ModelConfig:
-    depth: int = shared(50)  # number of Linear layers L
-    width: int = shared(100)
-    activation: str = shared("relu")  # initlab.activations.ACTIVATIONS
-    norm: str = shared("none")  # initlab.norms.NORMS
-    norm_position: str = shared("post")  # post (after the activation, the lecture's) | pre
-    groups: int = shared(10)  # for norm: group; must divide width
-    dropout: float = member(0.0)  # in [0, 1)
-    bias: bool = shared(True)
+    depth: int = shared(50, "number of Linear layers L")
+    width: int = shared(100, "units in each hidden layer")
+    activation: str = shared("relu", "the nonlinearity after each hidden Linear layer")
+    norm: str = shared("none", "normalization of each hidden layer (placed by "
+                               "`norm_position`)")
+    norm_position: str = shared("post", "post: after the activation, the lecture's placement, "
+                                        "norm(act(z W + b)); pre: before it, act(norm(z W + b))")
+    groups: int = shared(10, "groups of features for `norm: group`; must divide `width`")
+    dropout: float = member(0.0, "dropout rate after each hidden layer, in [0, 1)")
+    bias: bool = shared(True, "Linear layers have biases (they start at 0)")
 
 
 @dataclass
 class InitConfig:
-    scheme: str = member("normal")  # initlab.inits.INITS
-    c: float = member(2.0)  # W_i ~ N(0, c / n_in); > 0
+    scheme: str = member("normal", "how each W_i is drawn: normal N(0, c/n), uniform with the "
+                                   "same variance, zeros, or kaiming (normal with c = 2)")
+    c: float = member(2.0, "the scale: Var(W_i) = c / n_in, n_in the layer's fan-in; > 0")
 
 
 @dataclass
 class DataConfig:
-    root: str | None = shared(None)  # else --data-root, $INITLAB_DATA, ~/.cache/initlab
-    scaling: str = shared("unit")  # unit ([0,1]) | standard (mean 0.1307, std 0.3081)
-    train_subset: int | None = shared(None)  # first N training images (smoke tests)
-    test_subset: int | None = shared(None)  # first N test images
+    root: str | None = shared(None, "where MNIST is (null: --data-root, else $INITLAB_DATA, "
+                                    "else ~/.cache/initlab)")
+    scaling: str = shared("unit", "pixels in [0, 1] (unit), or standardized with MNIST's "
+                                  "mean 0.1307 and std 0.3081 (standard)")
+    train_subset: int | None = shared(None, "train on the first N training images only")
+    test_subset: int | None = shared(None, "evaluate on the first N test images only")
 
 
 @dataclass
 class TrainConfig:
-    optimizer: str = shared("sgd")  # sgd | adam
-    lr: float = member(0.01)
-    momentum: float = member(0.0)
-    weight_decay: float = member(0.0)
-    batch_size: int = shared(128)
-    epochs: int = shared(12)
-    max_steps: int | None = shared(None)  # stop after this many steps in total
-    target_test_error: float | None = member(None)  # stop a member once its error is <= this
-    seed: int = member(0)
-    device: str = shared("auto")  # auto | cpu | cuda
-    cuda_graph: str = shared("auto")  # auto | on | off: capture the training step as a graph
-    # auto: the hand-written backward (all but tanh + dropout without a norm, and several
-    # processes); autograd: always autograd
-    backward: str = shared("auto")
-    # keep: the newest checkpoint and the one before it (a sweep killed mid-write resumes);
-    # last: only the newest once every member has it; none: no checkpoint, no resume
-    checkpoint: str = shared("keep")
+    optimizer: str = shared("sgd", "plain SGD (with `momentum`) or Adam")
+    lr: float = member(0.01, "learning rate, > 0")
+    momentum: float = member(0.0, "SGD momentum, in [0, 1)")
+    weight_decay: float = member(0.0, "L2 weight decay, >= 0")
+    batch_size: int = shared(128, "examples per update (with several processes: the global "
+                                  "batch)")
+    epochs: int = shared(12, "passes over the training set (0: measure the initial network "
+                             "only)")
+    max_steps: int | None = shared(None, "stop after this many updates in all")
+    target_test_error: float | None = member(None, "stop a member at the end of the first "
+                                                   "epoch whose test error is <= this (e.g. "
+                                                   "0.05); null: train all epochs")
+    seed: int = member(0, "seeds the weights, the data order and dropout")
+    device: str = shared("auto", "where to train: auto takes a GPU when there is one")
+    cuda_graph: str = shared("auto", "replay the training step from CUDA graphs (auto: on a "
+                                     "GPU, in one process)")
+    backward: str = shared("auto", "auto: the hand-written backward where the net has one; "
+                                   "autograd: always autograd")
+    checkpoint: str = shared("keep", "keep: the newest checkpoint and the one before it (a "
+                                     "sweep killed mid-write resumes); last: only the newest "
+                                     "once every member has it; none: no checkpoint, no resume")
 
 
 @dataclass
 class LogConfig:
-    every: int = shared(100)  # steps between 'train' captures; 0 = only init, epoch ends, final
-    probe_size: int = shared(512)  # fixed training images for init/epoch/final captures
-    checkpoint_every: int = shared(1000)  # steps between checkpoints; 0 = only at epoch ends
+    every: int = shared(100, "updates between 'train' records; 0: only init, epoch ends and "
+                             "final")
+    probe_size: int = shared(512, "fixed training images the init, epoch and final records "
+                                  "measure")
+    checkpoint_every: int = shared(1000, "updates between checkpoints; 0: only at epoch ends")
 
 
 @dataclass
@@ -101,6 +113,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+
+NAME_DOC = ("the run's directory under --out (default: the config file's name); a sweep's "
+            "members are named by their values, e.g. `c=1.7_lr=0.01`")
 
 
 # --- Starter configs -----------------------------------------------------------------------------
@@ -889,3 +905,17 @@ def group_key(cfg: RunConfig) -> tuple:
     """Members with equal keys can train as one stacked model: their shared fields agree."""
     flat = _flat_values(cfg)
     return tuple(flat[key] for key in GROUP_KEYS)
+
+
+def field_docs() -> dict[str, str]:
+    """``dotted key -> what it does``, for every key (the README's config reference)."""
+    docs = {"name": NAME_DOC}
+    for section, cls in _SECTIONS.items():
+        docs.update({f"{section}.{f.name}": f.metadata["doc"] for f in fields(cls)})
+    return docs
+
+
+def field_specs() -> dict[str, tuple[object, type, bool, tuple[str, ...]]]:
+    """``dotted key -> (default, kind, accepts null, choices)`` for every key."""
+    return {key: (_DEFAULTS[key], spec.kind, spec.optional, spec.choices)
+            for key, spec in _FIELDS.items()}

@@ -1,4 +1,6 @@
-"""What a person sees while training: a progress bar per group, a summary line per member.
+"""What a person sees while training: a progress bar per group with its time left (on a
+terminal) or a plain line now and then (piped into a file, nohup, CI logs), and a summary line
+per member.
 
 Training reports through a ``ProgressFactory``: called once per group with a label and the
 group's total steps, it returns the function that receives that group's events (``start``,
@@ -7,15 +9,25 @@ group's total steps, it returns the function that receives that group's events (
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from initlab.describe import plural
 from initlab.runs import Outcome
 
 ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
+LINE_EVERY_S = 30.0  # without a terminal: a line at least this often while steps advance
 
 
 def quiet_progress(label: str, total: int) -> Callable[[dict[str, Any]], None]:
@@ -24,10 +36,16 @@ def quiet_progress(label: str, total: int) -> Callable[[dict[str, Any]], None]:
 
 
 class RichProgress:
+    """Bars on a terminal; plain lines (``LineProgress``) when the console is not one, since a
+    live display shows nothing until it ends there."""
+
     def __init__(self, console: Console):
+        self.console = console
+        self.lines = None if console.is_terminal else LineProgress(console)
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+            TextColumn("left"), TimeRemainingColumn(),
             console=console, transient=False,
         )
         self.started = False
@@ -44,6 +62,8 @@ class RichProgress:
             self.started = False
 
     def factory(self, label: str, total: int) -> Callable[[dict[str, Any]], None]:
+        if self.lines is not None:
+            return self.lines.factory(label, total)
         if not self.started:
             self.progress.start()
             self.started = True
@@ -56,7 +76,8 @@ class RichProgress:
             elif kind == "steps":  # a worker process's steps, in batches (initlab.jobs)
                 self.progress.advance(task, event["n"])
             elif kind == "resume":  # continue the bar where the checkpoint left off
-                self.progress.update(task, completed=event["step"], status="resumed")
+                self.progress.reset(task, total=max(total, 1), completed=event["step"],
+                                    status="resumed")
             elif kind == "start":
                 status = f"init  test err {_span(event['test_error'])}"
                 self.progress.update(task, status=status)
@@ -68,6 +89,67 @@ class RichProgress:
                 self.progress.update(task, completed=self.progress.tasks[task].total)
 
         return on_event
+
+
+class LineProgress:
+    """Progress as plain lines: at the start, at every epoch's end and, between them, at
+    least every ``LINE_EVERY_S`` seconds: steps done, what was last measured, the time so far
+    and an estimate of the time left."""
+
+    def __init__(self, console: Console, every_s: float = LINE_EVERY_S):
+        self.console = console
+        self.every_s = every_s
+
+    def factory(self, label: str, total: int) -> Callable[[dict[str, Any]], None]:
+        total = max(total, 1)
+        state = {"done": 0, "first": 0, "began": time.monotonic(), "last_line": 0.0,
+                 "measured": ""}
+
+        def line(note: str = "") -> None:
+            now = time.monotonic()
+            state["last_line"] = now
+            done = state["done"]
+            parts = [f"{label}: step {done}/{total} ({100 * done // total}%)"]
+            if note or state["measured"]:
+                parts.append(note or state["measured"])
+            elapsed = now - state["began"]
+            parts.append(f"{_clock(elapsed)} so far")
+            rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0
+            if 0 < done < total and rate > 0:
+                parts.append(f"about {_clock((total - done) / rate)} left")
+            self.console.print(", ".join(parts), highlight=False, markup=False,
+                               soft_wrap=True)
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event["kind"]
+            if kind in ("step", "steps"):
+                state["done"] += event.get("n", 1)
+                if time.monotonic() - state["last_line"] >= self.every_s:
+                    line()
+            elif kind == "resume":
+                state["done"] = state["first"] = event["step"]
+                state["began"] = time.monotonic()
+                line("resumed")
+            elif kind == "start":
+                state["began"] = time.monotonic()  # the rate counts training steps only
+                state["measured"] = f"test err {_span(event['test_error'])} at init"
+                line()
+            elif kind == "epoch":
+                state["measured"] = (f"epoch {event['epoch']}, loss "
+                                     f"{_span(event['loss'], pct=False)}, test err "
+                                     f"{_span(event['test_error'])}")
+                line()
+            elif kind == "done":
+                line("done")
+
+        return on_event
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _span(values: Sequence[float], pct: bool = True) -> str:
@@ -87,7 +169,8 @@ def outcome_line(outcome: Outcome) -> str:
         parts.append(f"target reached at epoch {s['reached_target_epoch']}")
     if s.get("diverged_step") is not None:
         parts.append(f"diverged at step {s['diverged_step']}")
-    parts.append(f"{s['epochs']} epochs, {s['steps']} steps, {s['wall_seconds']:.1f} s")
+    parts.append(f"{plural(s['epochs'], 'epoch')}, {plural(s['steps'], 'step')}, "
+                 f"{s['wall_seconds']:.1f} s")
     return f"{outcome.path}: " + ", ".join(parts)
 
 

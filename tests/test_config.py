@@ -310,7 +310,7 @@ def test_data_root_that_is_a_file(tmp_path):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
-    message = f"{path}: no such file (the starter configs: kaiming"
+    message = f"{path}: no such file (the starter configs: batchnorm, kaiming"
     assert validate_file(path)[0].startswith(message)
     with pytest.raises(ConfigError) as info:
         load_experiment(path)

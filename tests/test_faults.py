@@ -151,6 +151,7 @@ def summary(run_dir: Path) -> dict[str, Any]:
     """summary.json without the one field that may differ between equal runs."""
     data = json.loads((run_dir / "summary.json").read_text())
     data.pop("wall_seconds")
+    data.pop("started_at", None)
     return data
 
 
@@ -506,8 +507,8 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
         "sweep": {"init.cc": [1.0]}})
     result = cli("validate", cfg)
     assert result.exit_code == 2
-    for line in ["model.nrom: unknown key (did you mean 'norm'?)", "model.depth: must be in 1..10,000",
-                 "init.c: expected a number, got 'big' (str)",
+    for line in ["model.nrom: unknown key (did you mean 'norm'?)",
+                 "model.depth: must be in 1..10,000", "init.c: expected a number, got 'big' (str)",
                  "sweep.init.cc: unknown key (did you mean 'init.c'?)"]:
         assert f"{cfg}: {line}" in result.output
     assert cli("validate", write_config(tmp_path / "ok.yaml", TINY)).exit_code == 0

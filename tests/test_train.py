@@ -77,7 +77,7 @@ def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str, optimizer
     for i in range(3):
         b = initlab.load_run(tmp_path / "batched" / f"m{i}")
         s = separate[i]
-        assert b.phase == s.phase and list(b.step) == list(s.step)
+        assert list(b.phase) == list(s.phase) and list(b.step) == list(s.step)
         np.testing.assert_allclose(b.loss, s.loss, rtol=1e-4, atol=1e-6)
         # float tolerance may flip one near-tied test example of 500
         np.testing.assert_allclose(b.test_error, s.test_error, atol=1 / 500 + 1e-9,
@@ -106,7 +106,7 @@ def test_hand_written_backward_trains_like_autograd(tmp_path: Path, norm: str, d
         exp = load_experiment(write_config(tmp_path / f"{backward}.yaml", cfg))
         runs.append(initlab.load_run(run_experiment(exp, tmp_path / "runs")[0].path))
     manual, auto = runs
-    assert list(manual.step) == list(auto.step) and manual.phase == auto.phase
+    assert list(manual.step) == list(auto.step) and list(manual.phase) == list(auto.phase)
     np.testing.assert_allclose(manual.loss, auto.loss, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(manual.test_error, auto.test_error, atol=1 / 500 + 1e-9)
     for key in LAYER_KEYS:

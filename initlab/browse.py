@@ -1,0 +1,115 @@
+"""Browsing runs: ``initlab ls`` (a table of the runs in a directory) and ``initlab compare``
+(config differences and summaries side by side). Reads run directories only."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.table import Table
+
+from initlab.describe import (
+    differences_from_defaults,
+    flat_config,
+    format_value,
+    plural,
+    settings_text,
+    training_text,
+    varying,
+)
+from initlab.errors import UsageError
+from initlab.runs import Run, bounded, find_runs, load_run, nested_run_dirs
+
+Log = Callable[[str], None]
+
+
+def error_text(run: Run) -> str:
+    err = run.final_test_error
+    return "" if math.isnan(err) else f"{100 * err:.2f}%"
+
+
+def status_text(run: Run) -> str:
+    if run.status == "diverged":
+        return f"diverged at step {run.summary.get('diverged_step')}"
+    return run.status
+
+
+def started_text(started: float) -> str:
+    return datetime.datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") if started else ""
+
+
+def list_table(directory: Path, log: Log) -> Table:
+    """One row per run (a sweep: one per member), oldest first."""
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: no such directory of runs" if not directory.exists()
+                         else f"{directory}: is a file, expected a directory of runs")
+    entries = find_runs(directory)
+    table = Table(title=f"runs in {directory}", title_justify="left", show_lines=False)
+    for column, justify in (("run", "left"), ("status", "left"), ("epochs", "right"),
+                            ("test error", "right"), ("differs from the defaults", "left"),
+                            ("started", "left")):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for entry in entries:
+        for member in entry.members:
+            name = f"{entry.path.name}/{member.name}" if entry.is_sweep else member.name
+            try:
+                run = load_run(member, records=False)
+            except UsageError as err:
+                table.add_row(name, "unreadable", "", "", bounded(str(err), 100), "")
+                continue
+            differs = (settings_text(differences_from_defaults(run)) if run.kind == "mlp"
+                       else f"watched: {training_text(run)}")
+            table.add_row(name, status_text(run), str(run.summary.get("epochs", "")),
+                          error_text(run), differs, started_text(entry.started))
+    if not entries:
+        log(f"no runs in {directory} (train one: initlab run configs/kaiming.yaml)")
+    for path, count in nested_run_dirs(directory):
+        log(f"also {plural(count, 'run')} in {path}: initlab ls {path}")
+    return table
+
+
+SUMMARY_ROWS = (
+    ("status", lambda r: status_text(r)),
+    ("epochs", lambda r: str(r.summary.get("epochs", ""))),
+    ("steps", lambda r: str(r.summary.get("steps", ""))),
+    ("final test error", error_text),
+    ("target reached at epoch", lambda r: format_value(r.summary.get("reached_target_epoch"))),
+    ("wall time", lambda r: f"{float(r.summary.get('wall_seconds') or 0):.1f} s"),
+    ("device, threads", lambda r: f"{r.summary.get('device')}, "
+                                  f"{r.summary.get('threads')} threads"),
+    ("trained together with", lambda r: plural(r.members - 1, "other member")),
+    ("initlab", lambda r: f"{r.summary.get('initlab_version') or '?'} "
+                          f"({str(r.summary.get('git_commit') or 'no git commit')[:10]})"),
+    ("torch", lambda r: str(r.summary.get("torch_version") or "?")),
+    ("started", lambda r: str(r.summary.get("started_at") or "?")),
+)
+
+
+def compare_tables(runs: Sequence[Run]) -> list[Table]:
+    """What differs between the runs' configs (and what they share that is not a default),
+    then their summaries, one column per run."""
+    names = [r.display_name for r in runs]
+    keys = varying(runs)
+    config = Table(title="config: what differs between them", title_justify="left")
+    config.add_column("key")
+    for name in names:
+        config.add_column(bounded(name, 40), overflow="fold")
+    flats = [flat_config(r.config) for r in runs]
+    for key in keys:
+        config.add_row(key, *(format_value(flat.get(key, "—")) for flat in flats))
+    if not keys:
+        config.add_row("(nothing: the same config)", *("" for _ in runs))
+    shared = {k: v for k, v in differences_from_defaults(runs[0]).items() if k not in keys}
+    if shared:
+        config.caption = f"shared, not the defaults: {settings_text(shared)}"
+        config.caption_justify = "left"
+    summary = Table(title="summary", title_justify="left")
+    summary.add_column("")
+    for name in names:
+        summary.add_column(bounded(name, 40), overflow="fold")
+    for label, value in SUMMARY_ROWS:
+        summary.add_row(label, *(value(r) for r in runs))
+    return [config, summary]
+

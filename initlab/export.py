@@ -1,0 +1,206 @@
+"""Runs in other tools' formats: CSV files (a spreadsheet, pandas) and TensorBoard event files
+(``tensorboard --logdir DIR``), from saved runs (``initlab export``) or while training
+(``initlab run --tensorboard``, through ``TensorBoardRunWriter``).
+
+TensorBoard's own writer (``torch.utils.tensorboard``) needs the ``tensorboard`` package, an
+optional extra: ``pip install 'initlab[tensorboard]'``.
+
+What a run becomes in TensorBoard (step = the training step):
+- ``loss/batch``, ``error/batch``: each captured training batch ('train' records);
+- ``loss/epoch``, ``error/train_epoch``: each epoch's means; ``error/test``: the test set;
+- ``<stat>/<layer>``: each per-layer statistic of the captured training batches, one scalar per
+  layer (``n_weight_var`` is n·Var(W_i), as the plots show it); ``probe/<stat>/<layer>``: the
+  same measured on the fixed probe batch at initialization and epoch ends;
+- histograms ``<stat>`` and ``probe/<stat>``: the distribution of a statistic over the layers at
+  each capture (initlab records per-layer summaries, not every unit's value, so these are
+  histograms over layers, not over units).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from initlab.errors import UsageError
+from initlab.runs import CONFIG_FILE, FINISHED, Run, RunWriter, read_mapping
+from initlab.stats import LAYER_STATS
+
+FORMATS = ("csv", "tensorboard")
+EVENTS_PREFIX = "events.out.tfevents."
+PROBE_PHASES = ("init", "epoch", "final")
+
+
+def require_tensorboard(what: str) -> None:
+    """A clear message, not an ImportError, when the optional package is missing."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UsageError(f"{what} needs the tensorboard package: pip install "
+                         f"'initlab[tensorboard]' (or pip install tensorboard)")
+
+
+def export_name(run: Run) -> Path:
+    """A run's place in an export: ``sweep/member`` or its name."""
+    return Path(run.sweep, run.name) if run.sweep else Path(run.name)
+
+
+def export_runs(runs: Sequence[Run], to: str, out: Path) -> list[Path]:
+    """Write each run under ``out/<name>/`` in format ``to``; the files or folders written."""
+    if to not in FORMATS:
+        raise UsageError(f"--to: expected one of {', '.join(FORMATS)}, got {to[:80]!r}")
+    if to == "tensorboard":
+        require_tensorboard("--to tensorboard")
+    names = [export_name(run) for run in runs]
+    twice = sorted({str(n) for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"two runs would be exported to the same place: {', '.join(twice)}")
+    written = []
+    for run, name in zip(runs, names, strict=True):
+        target = out / name
+        written += write_csv(run, target) if to == "csv" else [write_tensorboard(run, target)]
+    return written
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def write_csv(run: Run, folder: Path) -> list[Path]:
+    """``records.csv`` (one row per record: step, epoch, phase, loss, errors) and
+    ``layers.csv`` (one row per record and layer, every per-layer statistic a column); empty
+    cells where a value is undefined."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, per_layer in (("records.csv", False), ("layers.csv", True)):
+        table = run.table(per_layer)
+        path = folder / name
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(list(table))
+            for row in zip(*table.values(), strict=True):
+                writer.writerow([_cell(v) for v in row])
+        paths.append(path)
+    return paths
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
+
+
+# --- TensorBoard -------------------------------------------------------------------------------
+
+
+def write_tensorboard(run: Run, folder: Path) -> Path:
+    """One run's event file in ``folder`` (replacing event files an earlier export left there).
+    Wall times are spread over the run's recorded duration (records carry steps, not times)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(EVENTS_PREFIX + "*"):
+        old.unlink()
+    writer = SummaryWriter(log_dir=str(folder))
+    start, seconds, steps = _timeline(run)
+    for record in run.records:
+        walltime = None if start is None else start + seconds * record["step"] / max(steps, 1)
+        add_record(writer, record, run.layer_names, run.fan_ins, walltime)
+    writer.close()
+    return folder
+
+
+def _timeline(run: Run) -> tuple[float | None, float, int]:
+    import datetime
+
+    try:
+        start = datetime.datetime.fromisoformat(str(run.summary["started_at"])).timestamp()
+    except (KeyError, ValueError):
+        return None, 0.0, 0
+    return start, float(run.summary.get("wall_seconds") or 0), int(run.summary.get("steps") or 0)
+
+
+def add_record(writer: Any, record: dict[str, Any], layer_names: Sequence[str],
+               fan_ins: np.ndarray, walltime: float | None = None) -> None:
+    """One stats.jsonl record as scalars and histograms (see the module's docstring)."""
+    step = int(record["step"])
+    train = record["phase"] == "train"
+
+    def scalar(tag: str, value: Any) -> None:
+        if value is not None and math.isfinite(value):
+            writer.add_scalar(tag, value, step, walltime=walltime)
+
+    if train:
+        scalar("loss/batch", record.get("loss"))
+        scalar("error/batch", record.get("train_error"))
+    else:
+        scalar("loss/epoch", record.get("loss"))
+        if record["phase"] != "init":
+            scalar("error/train_epoch", record.get("train_error"))
+    scalar("error/test", record.get("test_error"))
+    prefix = "" if train else "probe/"
+    for key, stat in LAYER_STATS.items():
+        values = record.get(key)
+        if not isinstance(values, list):
+            continue
+        shown = np.array([math.nan if v is None else v for v in values], dtype=float)
+        tag = f"n_{key}" if stat.per_fan_in else key
+        if stat.per_fan_in:
+            shown = shown * fan_ins[: len(shown)]
+        for name, value in zip(layer_names, shown, strict=False):
+            scalar(f"{prefix}{tag}/{name}", float(value))
+        finite = shown[np.isfinite(shown)]
+        if len(finite):
+            writer.add_histogram(f"{prefix}{tag}", finite, step, walltime=walltime)
+
+
+class TensorBoardRunWriter(RunWriter):
+    """A run directory that also gets TensorBoard event files, written as records are
+    appended (``initlab run --tensorboard``): ``tensorboard --logdir runs`` shows the run
+    while it trains. A resumed run drops the events past its checkpoint, as its records."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._events: Any = None
+        self._layers: tuple[list[str], np.ndarray] | None = None
+
+    def _writer(self, first_step: int) -> Any:
+        if self._events is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: a resume rewrites the steps after its checkpoint; TensorBoard then
+            # hides the events an interrupted run wrote past it.
+            self._events = SummaryWriter(log_dir=str(self.path), purge_step=first_step or None)
+        return self._events
+
+    def _layer_info(self) -> tuple[list[str], np.ndarray]:
+        if self._layers is None:
+            config = read_mapping(self.path / CONFIG_FILE, "the run's resolved config")
+            shape = Run(self.path, config, {}, [])
+            self._layers = (shape.layer_names, shape.fan_ins)
+        return self._layers
+
+    def append_stats(self, records: list[dict[str, Any]]) -> None:
+        super().append_stats(records)
+        if not records:
+            return
+        writer = self._writer(int(records[0]["step"]))
+        names, fan_ins = self._layer_info()
+        for record in records:
+            add_record(writer, record, names, fan_ins)
+        writer.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        super().write_summary(summary)
+        if summary.get("status") in (*FINISHED, "interrupted") and self._events is not None:
+            self._events.close()
+            self._events = None
+
+
+def tensorboard_writer(path: Path) -> RunWriter:
+    """The writer factory of ``initlab run --tensorboard``."""
+    return TensorBoardRunWriter(path)
