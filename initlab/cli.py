@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import re
 import shlex
 import sys
 import warnings
@@ -196,14 +198,13 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
 @friendly_errors
 def validate(config: Path, set_: SetOption = None) -> None:
     """Check a config file and report every problem in it at once."""
-    from initlab.config import load_experiment, validate_file
+    from initlab.config import analyse
 
-    problems = validate_file(config, set_ or [])
-    if problems:
+    experiment, problems = analyse(config, set_ or [])
+    if experiment is None:
         for problem in problems:
             console.print(problem, highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    experiment = load_experiment(config, set_ or [])
     n = len(experiment.members)
     console.print(f"{config}: valid ({n} member{'s' if n != 1 else ''})", highlight=False,
                   markup=False, soft_wrap=True)
@@ -446,6 +447,19 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # outside training (which checkpoints itself)
         sys.exit(130)
+    except Exception as err:
+        # A worker of `--nproc` whose peer died sees its collectives fail: one line (the
+        # launcher says what happened and how to continue), not a page of gloo's traceback.
+        from initlab.distributed import RUN_DIR_FILE_ENV
+
+        if os.environ.get(RUN_DIR_FILE_ENV) is None:
+            raise
+        rank = os.environ.get("RANK", "?")
+        # gloo's messages start with the C++ source location: "[.../pair.cc:545] Read error"
+        text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip().split("\n")[0])[:160]
+        print(f"initlab worker {rank}: {type(err).__name__}{': ' + text if text else ''}",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

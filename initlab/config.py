@@ -827,6 +827,12 @@ def _analyse(path: str | Path, overrides: Sequence[str], build: bool = True,
     return experiment, []
 
 
+def analyse(path: str | Path, overrides: Sequence[str] = ()
+            ) -> tuple[Experiment | None, list[str]]:
+    """The experiment and no problem, or None and every problem (one analysis of the file)."""
+    return _analyse(path, overrides)
+
+
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
     """Read, override, validate and expand a config file; ConfigError lists every problem."""
     experiment, problems = _analyse(path, overrides)

@@ -454,10 +454,16 @@ def launch(nproc: int, args: Sequence[str], log: Callable[[str], None] = print_e
         return code
 
 
+def first_failure(procs: Sequence[subprocess.Popen]) -> tuple[int, int]:
+    """(rank, exit code) of the worker whose end stopped the others: one killed by a signal
+    (its peers then fail in their collectives), else the lowest rank that failed."""
+    failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode not in (None, 0)]
+    return next(((r, c) for r, c in failed if c < 0), failed[0])
+
+
 def failure_line(procs: Sequence[subprocess.Popen], info: Path, logs: Path) -> str:
     """What a dead or failed worker means for the run, in one line."""
-    rank, code = next((r, p.returncode) for r, p in enumerate(procs)
-                      if p.returncode not in (None, 0))
+    rank, code = first_failure(procs)
     how = (f"was killed by {signal.Signals(-code).name}" if code < 0
            else f"failed (exit {code})")
     if code > 0 and rank > 0:  # its last line says why (rank 0's is already on screen)
@@ -508,10 +514,10 @@ def wait_all(procs: list[subprocess.Popen]) -> int:
     try:
         while True:
             codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed:
+            if any(c not in (None, 0) for c in codes):
                 stop_all(procs)  # the others would wait for the failed one in a collective
-                return failed[0] if failed[0] > 0 else 128 - failed[0]
+                code = first_failure(procs)[1]
+                return code if code > 0 else 128 - code
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(0.1)

@@ -9,8 +9,11 @@ one-process one. Both launches run at once to keep the wall time down."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +203,47 @@ def test_resume_with_nproc_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", "--resume", str(tmp_path), "--nproc", "2"])
     assert result.exit_code == 2
     assert "one process" in result.output
+
+
+def worker_pids(launcher: int) -> dict[int, int]:
+    """rank -> pid of the launcher's workers (from their environment)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or int((proc / "stat").read_text().split()[3]) != launcher:
+                continue
+            env = dict(item.split("=", 1) for item in
+                       (proc / "environ").read_bytes().decode().split("\0") if "=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if "RANK" in env:
+            found[int(env["RANK"])] = int(proc.name)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_a_worker_killed_mid_run_ends_the_launch_with_one_line(tmp_path: Path) -> None:
+    """C5: a --nproc 2 worker killed with -9 gave exit 247, ~100 lines of gloo's traceback, a
+    summary still 'running' and no resume hint."""
+    config = {**BASE, "name": "killed",
+              "train": {**BASE["train"], "epochs": 50, "max_steps": None},
+              "log": {**BASE["log"], "checkpoint_every": 3}}
+    cfg = write_config(tmp_path / "killed.yaml", config)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "initlab", "run", str(cfg), "--out", str(tmp_path / "runs"),
+         "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = tmp_path / "runs" / "killed"
+    deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+    while not (run_dir / CHECKPOINT_FILE).exists():
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+        time.sleep(0.1)
+    os.kill(worker_pids(launcher.pid)[1], signal.SIGKILL)
+    output, _ = launcher.communicate(timeout=LAUNCH_TIMEOUT_S)
+    assert launcher.returncode == 128 + signal.SIGKILL, output
+    assert "Traceback" not in output
+    assert (f"initlab: worker 1 was killed by SIGKILL; the other workers were stopped; "
+            f"continue with: initlab run --resume {run_dir}") in output
+    assert json.loads((run_dir / SUMMARY_FILE).read_text())["status"] == "interrupted"
+    resumed = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run_dir / SUMMARY_FILE).read_text())["status"] == "completed"
