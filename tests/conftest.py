@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -69,3 +71,22 @@ def synthetic_mnist(n_train: int = 512, n_test: int = 256, seed: int = 0) -> MNI
 @pytest.fixture(scope="session")
 def synthetic() -> MNISTTensors:
     return synthetic_mnist()
+
+
+def sigint_after(steps: int) -> Callable[[str, int], Callable[[dict[str, Any]], None]]:
+    """A progress factory that sends this process SIGINT after the ``steps``-th training step
+    (counted over all groups): an interruption at an exact step, in process (the run's own
+    handler only sets a flag, so the step finishes and a checkpoint is written)."""
+    seen = 0
+
+    def factory(label: str, total: int) -> Callable[[dict[str, Any]], None]:
+        def on_event(event: dict[str, Any]) -> None:
+            nonlocal seen
+            if event["kind"] == "step":
+                seen += 1
+                if seen == steps:
+                    signal.raise_signal(signal.SIGINT)
+
+        return on_event
+
+    return factory

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import sigint_after
 from typer.testing import CliRunner, Result
 
 import initlab
@@ -123,24 +124,6 @@ def trained_a_little(top: Path) -> Callable[[], bool]:
     """True once a stats.jsonl under ``top`` holds a 'train' record (the first checkpoint
     has been written)."""
     return lambda: any('"phase": "train"' in p.read_text() for p in top.glob("**/stats.jsonl"))
-
-
-def sigint_at_step(at: int) -> Callable[[str, int], Callable[[dict[str, Any]], None]]:
-    """A progress factory that sends this process SIGINT after the ``at``-th step (counted
-    over all groups): an interruption at an exact step, in process."""
-    steps = 0
-
-    def factory(label: str, total: int) -> Callable[[dict[str, Any]], None]:
-        def on_event(event: dict[str, Any]) -> None:
-            nonlocal steps
-            if event["kind"] == "step":
-                steps += 1
-                if steps == at:
-                    signal.raise_signal(signal.SIGINT)  # the run's handler only sets a flag
-
-        return on_event
-
-    return factory
 
 
 def records(run_dir: Path) -> list[dict[str, Any]]:
@@ -272,7 +255,7 @@ def test_interrupt_just_after_divergence_then_resume_equals_uninterrupted(
     top, _ = diverge_run
     exp = load_experiment(write_config(tmp_path / "d.yaml", DIVERGE))
     with pytest.raises(RunInterrupted) as stop:
-        run_experiment(exp, tmp_path / "runs", progress=sigint_at_step(5))
+        run_experiment(exp, tmp_path / "runs", progress=sigint_after(5))
     assert stop.value.exit_code == 130
     interrupted = tmp_path / "runs" / "diverge"
     assert summary(interrupted / STOPPED)["status"] == "diverged"
@@ -291,7 +274,7 @@ def test_sweep_of_two_groups_interrupted_in_the_first(tmp_path: Path) -> None:
     exp = load_experiment(write_config(tmp_path / "g.yaml", config))
     reference = run_experiment(exp, tmp_path / "ref")[0].path.parent
     with pytest.raises(RunInterrupted):
-        run_experiment(exp, tmp_path / "runs", progress=sigint_at_step(5))
+        run_experiment(exp, tmp_path / "runs", progress=sigint_after(5))
     top = tmp_path / "runs" / "groups"
     assert summary(top / "depth=3")["status"] == "interrupted"
     assert summary(top / "depth=4") == {

@@ -186,7 +186,7 @@ def test_model_memory_is_refused_before_any_directory(tmp_path: Path, mnist_env)
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory: pytest.TempPathFactory, mnist_env) -> Path:
     """A tiny run stopped by SIGINT after its first checkpoint."""
-    import signal
+    from conftest import sigint_after
 
     from initlab.config import load_experiment
     from initlab.errors import RunInterrupted
@@ -199,22 +199,11 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, mnist_env) -> Path:
         "data": {"train_subset": 200, "test_subset": 50},
         "train": {"batch_size": 20, "epochs": 2, "device": "cpu"},
         "log": {"every": 3, "checkpoint_every": 4, "probe_size": 16}}))
-    steps = 0
-
-    def progress(label: str, total: int):
-        def on_event(event: dict) -> None:
-            nonlocal steps
-            steps += event["kind"] == "step"
-            if steps == 6:
-                signal.raise_signal(signal.SIGINT)
-
-        return on_event
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with pytest.raises(RunInterrupted) as stop:
-            run_experiment(load_experiment(path), tmp / "runs", progress=progress)
+            run_experiment(load_experiment(path), tmp / "runs", progress=sigint_after(6))
     finally:
         torch.set_num_threads(before)
     return stop.value.path

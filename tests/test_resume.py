@@ -7,14 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import yaml
+from conftest import sigint_after
 from typer.testing import CliRunner, Result
 
 from initlab.cli import app
@@ -48,23 +47,6 @@ def cli(*args: object) -> Result:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def stop_after(steps: int) -> Callable[[str, int], Callable[[dict[str, Any]], None]]:
-    """A progress factory that sends SIGINT after the given number of steps."""
-    seen = 0
-
-    def factory(label: str, total: int) -> Callable[[dict[str, Any]], None]:
-        def on_event(event: dict[str, Any]) -> None:
-            nonlocal seen
-            if event["kind"] == "step":
-                seen += 1
-                if seen == steps:
-                    signal.raise_signal(signal.SIGINT)
-
-        return on_event
-
-    return factory
-
-
 def make_run(tmp_path: Path, config: dict, stop_at: int | None = None) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / f"{config['name']}.yaml"
@@ -74,7 +56,7 @@ def make_run(tmp_path: Path, config: dict, stop_at: int | None = None) -> Path:
         return run_experiment(exp, tmp_path / "runs")[0].path.parent \
             if exp.is_sweep else run_experiment(exp, tmp_path / "runs")[0].path
     with pytest.raises(RunInterrupted) as stop:
-        run_experiment(exp, tmp_path / "runs", progress=stop_after(stop_at))
+        run_experiment(exp, tmp_path / "runs", progress=sigint_after(stop_at))
     return stop.value.path
 
 

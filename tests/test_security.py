@@ -7,13 +7,13 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import sigint_after
 from typer.testing import CliRunner, Result
 
 from initlab import checkpoint, distributed
@@ -50,19 +50,8 @@ def interrupted_run(tmp_path: Path, config: dict | None = None) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    steps = 0
-
-    def interrupt(label: str, total: int):  # a progress factory: SIGINT after 4 steps
-        def on_event(event: dict) -> None:
-            nonlocal steps
-            steps += event["kind"] == "step"
-            if steps == 4:
-                signal.raise_signal(signal.SIGINT)
-
-        return on_event
-
     with pytest.raises(RunInterrupted) as info:
-        run_experiment(load_experiment(path), tmp_path / "runs", progress=interrupt)
+        run_experiment(load_experiment(path), tmp_path / "runs", progress=sigint_after(4))
     return info.value.path
 
 
