@@ -1,7 +1,11 @@
-"""The claims report: one row per lecture claim with its measured number, threshold and verdict.
+"""The claims report: one row per claim with whose claim it is, its measured number, threshold
+and verdict.
 
 A claim is evaluated from numbers read out of run directories; a number the runs could not give
 (a missing record, a diverged run) is NaN and the claim FAILs with "n/a", never silently passes.
+Every claim says whose it is (``Source``): the lecture's, a paper's, or initlab's own hypothesis,
+so that a FAIL reads as what it is -- a lecture statement that did not hold here, or a guess of
+ours that the measurement refuted.
 """
 
 from __future__ import annotations
@@ -16,6 +20,43 @@ from rich.table import Table
 from initlab.runs import atomic_write_text
 
 OPS = ("<", "<=", ">", ">=", "==", "in")
+# Whose claim a row checks, and how the report names each kind.
+SOURCE_KINDS = {"lecture": "lecture", "paper": "paper", "hypothesis": "initlab's hypothesis"}
+# Kolter & Chen, Deep Learning Systems: the two lectures initlab reproduces.
+LECTURE_INIT = "Lecture 6 (Fully connected networks, optimization, initialization)"
+LECTURE_NORM = "Lecture 9 (Normalization and regularization)"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Whose claim: ``lecture`` (``text``: which part of the lecture, and its statement quoted or
+    paraphrased), ``paper`` (the reference, and what it shows) or ``hypothesis`` (initlab's
+    own, and the reasoning behind it)."""
+
+    kind: str  # one of SOURCE_KINDS
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"source kind must be one of {tuple(SOURCE_KINDS)}, "
+                             f"got {self.kind!r}")
+
+    @property
+    def label(self) -> str:
+        return SOURCE_KINDS[self.kind]
+
+
+def lecture(part: str, statement: str, which: str = LECTURE_NORM) -> Source:
+    """A statement of the lecture ``which``, in its part ``part``."""
+    return Source("lecture", f"{which}, “{part}”: {statement}")
+
+
+def paper(reference: str, statement: str) -> Source:
+    return Source("paper", f"{reference}: {statement}")
+
+
+def hypothesis(reason: str) -> Source:
+    return Source("hypothesis", reason)
 
 
 @dataclass(frozen=True)
@@ -26,6 +67,10 @@ class Claim:
     op: str  # one of OPS; "in" takes a closed interval (low, high)
     bound: float | tuple[float, float]
     unit: str = ""  # "%" shows value and bound as percentages; "pp" as percentage points
+    source: Source | None = None  # whose claim; every figure's claims have one (tested)
+    # What a FAIL of this claim suggests, in the report under the table when it fails: written
+    # with the claim, from what the other figures show, never a change of its threshold.
+    if_fails: str = ""
 
     def __post_init__(self) -> None:
         if self.op not in OPS:  # a typo would otherwise fail every claim silently
@@ -78,33 +123,62 @@ def format_number(x: float | None, unit: str = "") -> str:
 
 def report_table(claims: Sequence[Claim], title: str) -> Table:
     table = Table(title=title, show_lines=False)
-    for column in ("figure", "claim", "measured", "threshold", "result"):
+    for column in ("figure", "claim", "whose", "measured", "threshold", "result"):
         table.add_column(column, overflow="fold")
     for c in claims:
         style = "green" if c.passed else "bold red"
-        table.add_row(c.figure, c.claim, c.measured, c.threshold, f"[{style}]{c.verdict}[/]")
+        whose = c.source.label if c.source is not None else "—"
+        table.add_row(c.figure, c.claim, whose, c.measured, c.threshold,
+                      f"[{style}]{c.verdict}[/]")
     return table
 
 
-def report_markdown(claims: Sequence[Claim], title: str, notes: Sequence[str]) -> str:
-    """The report as Markdown: the title, notes (one paragraph each), the table, a tally."""
+def tally(claims: Sequence[Claim]) -> str:
+    """"n of m claims PASS", with how many of them are the lecture's."""
+    passed = sum(c.passed for c in claims)
+    own = [c for c in claims if c.source is not None and c.source.kind == "lecture"]
+    return (f"{passed} of {len(claims)} claims PASS ({sum(c.passed for c in own)} of the "
+            f"{len(own)} that are the lecture's own).")
+
+
+def report_markdown(claims: Sequence[Claim], title: str, notes: Sequence[str],
+                    appendix: Sequence[str] = ()) -> str:
+    """The report as Markdown: the title, notes (one paragraph each: the figures' summaries
+    first), the claims table -- each row saying whose claim it is, by kind and by number in the
+    list of sources below it, where each source is written out once -- a tally, then the
+    appendix."""
+    sources: dict[Source, int] = {}
+    for c in claims:
+        if c.source is not None:
+            sources.setdefault(c.source, len(sources) + 1)
     lines = [f"# {title}", ""]
     for note in notes:
         lines += [note, ""]
-    lines += ["| figure | claim | measured | threshold | result |",
-              "|---|---|---|---|---|"]
+    lines += ["| figure | claim | whose claim | measured | threshold | result |",
+              "|---|---|---|---|---|---|"]
     for c in claims:
         verdict = "PASS" if c.passed else "**FAIL**"
-        lines.append(f"| `{c.figure}` | {_cell(c.claim)} | {c.measured} | {c.threshold} "
-                     f"| {verdict} |")
-    passed = sum(c.passed for c in claims)
-    lines += ["", f"{passed} of {len(claims)} claims PASS."]
+        whose = f"*{c.source.label}* [{sources[c.source]}]" if c.source is not None else "—"
+        lines.append(f"| `{c.figure}` | {_cell(c.claim)} | {whose} | {c.measured} "
+                     f"| {c.threshold} | {verdict} |")
+    lines += ["", tally(claims)]
+    explained = [c for c in claims if not c.passed and c.if_fails]
+    if explained:
+        lines += ["", "What the FAILs suggest:", ""]
+        lines += [f"- `{c.figure}`, {_cell(c.claim)} ({c.measured}): {c.if_fails}"
+                  for c in explained]
+    if sources:
+        lines += ["", "Whose claim each row checks:", ""]
+        lines += [f"{n}. *{source.label}* — {source.text}" for source, n in sources.items()]
+    for section in appendix:
+        lines += ["", section]
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: Path, claims: Sequence[Claim], title: str, notes: Sequence[str]) -> None:
+def write_report(path: Path, claims: Sequence[Claim], title: str, notes: Sequence[str],
+                 appendix: Sequence[str] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, report_markdown(claims, title, notes))
+    atomic_write_text(path, report_markdown(claims, title, notes, appendix))
     path.chmod(0o644)  # a file to commit and read, like the figures beside it
 
 

@@ -22,14 +22,21 @@ pytestmark = pytest.mark.usefixtures("mnist_env")
 
 # Each figure's claim rows, in registry order: adding a figure adds its line here.
 EXPECTED_ROWS = {
-    "init-norms": 8,
+    "init-norms": 9,
+    "trainability": 4,
+    "zero-init": 4,
     "trained-variance": 6,
+    "weights-move-little": 3,
     "layernorm-norms": 1,
     "batchnorm-norms": 1,
-    "zero-init": 4,
-    "weights-move-little": 3,
+    "norm-spread": 4,
+    "normalized-gradients": 4,
+    "normalized-training": 4,
+    "feature-drift": 3,
     "trained-norms": 5,
     "regularization": 2,
+    "dropout": 6,
+    "weight-decay-bn": 3,
     "batchnorm-eval": 2,
     "small-batch": 3,
     "sync-bn": 4,
@@ -71,6 +78,13 @@ def test_quick_suite_writes_every_figure_and_claim(tmp_path: Path) -> None:
     for name in QUICK_SUITE:
         assert sum(row[0] == name for row in rows) == EXPECTED_ROWS[name], name
     assert all(row[-1] in ("PASS", "FAIL") for row in rows)
+    # Every row says whose claim it is, and the report opens with every figure's summary.
+    kinds = ("lecture", "paper", "initlab's hypothesis")
+    assert all(row[2].split("*")[0] in kinds for row in rows), [r[2] for r in rows]
+    assert {row[2].split("*")[0] for row in rows} == set(kinds)
+    opening = report[: report.index("## Claims")]
+    for name in QUICK_SUITE:
+        assert f"**[{name}]({name}.png)**" in opening
     # Quick runs cannot reach 5%: a FAIL is written as measured, never hidden.
     assert any(row[-1] == "FAIL" for row in rows)
     # Zero init is exact whatever the budget.
@@ -93,7 +107,7 @@ def test_set_and_max_group_reach_every_run(tmp_path: Path) -> None:
     """--set changes every figure's config (and so its cache entry); --max-group 1 trains
     one model at a time."""
     out, cache = tmp_path / "figures", tmp_path / "cache"
-    args = ["figures", "--quick", "--only", "init-norms", "--out", str(out), "--cache",
+    args = ["figures", "--quick", "--only", "layernorm-norms", "--out", str(out), "--cache",
             str(cache), "--set", "train.backward=autograd", "--max-group", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -59,7 +59,7 @@ def test_init_claims_pass_and_fail_from_run_directories(tmp_path: Path) -> None:
         write_run(tmp_path / "c3", 3.0, [10 * 10 ** (i / (L - 1)) for i in range(L)],
                   [10.0 ** (2 * i / (L - 1)) for i in range(L)]),
     ]
-    inp = FigureInput("init-norms", {"init-norms": runs})
+    inp = FigureInput("init-norms", {"init-norms": runs, "init-norms-seeds": []})
     claims = {c.claim: c for c in FIGURES["init-norms"].claims(inp)}
     verdicts = [c.verdict for c in claims.values()]
     assert "PASS" in verdicts and "FAIL" in verdicts
@@ -71,7 +71,7 @@ def test_init_claims_pass_and_fail_from_run_directories(tmp_path: Path) -> None:
     assert not explode.passed and explode.value == pytest.approx(10.0)
     spread = [c for t, c in claims.items() if t.startswith("c = 3: gradient")][0]
     assert not spread.passed and spread.value == pytest.approx(100.0)
-    assert len(claims) == 8  # every claim text is distinct
+    assert len(claims) == 9  # every claim text is distinct
     markdown = report_markdown(list(claims.values()), "t", [])
     assert markdown.count("| PASS |") + markdown.count("| **FAIL** |") == len(claims)
 

@@ -12,7 +12,8 @@ The package, importing downwards only:
   missing, measure, draw, check, report).
 
 Adding a figure is a module beside the others, one line in ``FIGURES`` and its expected claim
-rows in tests/test_figures.py.
+rows in tests/test_figures.py. The report opens with each figure's summary, then the claims
+(each saying whose claim it is), then every run the figures read.
 """
 
 from __future__ import annotations
@@ -25,13 +26,20 @@ from initlab.errors import UsageError
 from initlab.figures import (
     batchnorm_eval,
     batchnorm_norms,
+    dropout,
+    feature_drift,
     init_norms,
     layernorm_norms,
+    norm_spread,
+    normalized_gradients,
+    normalized_training,
     regularization,
     small_batch,
     sync_bn,
+    trainability,
     trained_norms,
     trained_variance,
+    weight_decay_bn,
     weights_move_little,
     zero_init,
 )
@@ -56,15 +64,24 @@ REPORT_FILE = "REPORT.md"
 
 Log = Callable[[str], None]
 
+# In the order a student reads them: initialization, normalization, regularization, their
+# interaction, then batch norm's dependence on the batch.
 FIGURES: dict[str, Figure] = {f.name: f for f in (
     init_norms.FIGURE,
+    trainability.FIGURE,
+    zero_init.FIGURE,
     trained_variance.FIGURE,
+    weights_move_little.FIGURE,
     layernorm_norms.FIGURE,
     batchnorm_norms.FIGURE,
-    zero_init.FIGURE,
-    weights_move_little.FIGURE,
+    norm_spread.FIGURE,
+    normalized_gradients.FIGURE,
+    normalized_training.FIGURE,
+    feature_drift.FIGURE,
     trained_norms.FIGURE,
     regularization.FIGURE,
+    dropout.FIGURE,
+    weight_decay_bn.FIGURE,
     batchnorm_eval.FIGURE,
     small_batch.FIGURE,
     sync_bn.FIGURE,
@@ -120,26 +137,37 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
                                          log, max_group, jobs)
     files: list[Path] = []
     claims: list[Claim] = []
+    summaries = []
     for figure in figures:
         inp = FigureInput(figure.name, {stem: paths[stem] for stem in figure.configs},
                           mode.banner)
         if figure.measure is not None:
             figure.measure(inp, data_root)
         files += save_figure(figure.plot(inp), out, figure.name)
-        claims += figure.claims(inp)
+        found = figure.claims(inp)
+        claims += found
+        summaries.append(figure_summary(figure, found))
     title = "initlab figures: the lectures' claims, measured"
     if mode.quick:
         title += f" — {mode.banner}"
     report = out / REPORT_FILE
-    write_report(report, claims, title, report_notes(figures, mode, cache, paths))
+    notes = ["## What each figure shows", *summaries, "## Claims",
+             *report_notes(figures, mode, cache)]
+    write_report(report, claims, title, notes, ["## Runs", runs_table(paths)])
     return Result([f.name for f in figures], files, claims, report, title, trained, cached)
+
+
+def figure_summary(figure: Figure, claims: Sequence[Claim]) -> str:
+    """One paragraph for a student: the figure (linked), what it shows and why, its tally."""
+    passed = sum(c.passed for c in claims)
+    return (f"**[{figure.name}]({figure.name}.png)** — {figure.summary} *Claims: {passed} of "
+            f"{len(claims)} PASS.*")
 
 
 # --- The report's notes -------------------------------------------------------------------------
 
 
-def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
-                 paths: dict[str, list[Path]]) -> list[str]:
+def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path) -> list[str]:
     notes = []
     if mode.quick:
         notes.append(f"**{mode.banner}.** Every run used the first {QUICK_TRAIN_IMAGES} "
@@ -158,10 +186,18 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
                  "W_i ~ N(0, c/n), MNIST pixels in [0, 1], batch 128. Every number is read from "
                  f"the run directories in `{cache}` (named by config hash); a FAIL is reported "
                  "as measured.")
+    notes.append("Whose claim: *lecture* rows check a statement of Kolter & Chen's lectures "
+                 "(quoted or paraphrased, with the part of the lecture); *paper* rows a "
+                 "published result; *initlab's hypothesis* rows are our own expectations, with "
+                 "the reasoning behind them. Every threshold was fixed before the runs it "
+                 "checks (from the lecture, the paper or that reasoning), never tuned after. "
+                 "The budgets of the runs added with the theory figures (epochs, learning-rate "
+                 "grid, data subset) were sized from timings of a few hundred steps, reading no "
+                 "error or claim value; where a FAIL has an explanation from the other "
+                 "figures, it is listed under the table.")
     if len(figures) < len(FIGURES):
         notes.append("Figures in this report: " + ", ".join(f"`{f.name}`" for f in figures)
                      + " (`--only`).")
-    notes.append(runs_table(paths))
     return notes
 
 
@@ -171,14 +207,42 @@ def runs_table(paths: dict[str, list[Path]]) -> str:
     lines = ["| config | run (config hash) | member | status | epochs | test error "
              "| group wall (s) | threads |", "|---|---|---|---|---|---|---|---|"]
     for stem, dirs in paths.items():
-        for path in dirs:
-            run = load_run(path)
+        runs = [load_run(path) for path in dirs]
+        for path, run, label in zip(dirs, runs, member_labels(runs), strict=True):
             s = run.summary
-            lines.append(f"| {stem} | `{path.name}` | {member_label(run)} | "
+            lines.append(f"| {stem} | `{path.name}` | {label} | "
                          f"{s.get('status', '?')} | {s.get('epochs', '?')} | "
                          f"{run.final_test_error:.2%} | {s.get('wall_seconds', '?')} | "
                          f"{s.get('threads') or '?'} |")
     return "\n".join(lines)
+
+
+# How the runs table names a config field that varies between a config's runs.
+FIELD_NAMES = {"init.c": "c", "init.scheme": "init", "model.norm": "norm",
+               "model.norm_position": "norm placement", "model.depth": "depth",
+               "model.width": "width", "model.dropout": "dropout", "train.batch_size": "batch",
+               "train.lr": "lr", "train.seed": "seed", "train.weight_decay": "weight decay",
+               "train.optimizer": "optimizer", "train.momentum": "momentum"}
+
+
+def member_labels(runs: Sequence[Run]) -> list[str]:
+    """Each run labelled by the config fields that vary between these runs (a config's members:
+    its sweep, and what its recipe varies), in a stable order; a config with one run, or runs
+    that differ in nothing but their name, by ``member_label``."""
+    flat = [{f"{section}.{key}": value for section, values in run.config.items()
+             if isinstance(values, dict) for key, value in values.items()} for run in runs]
+    keys = sorted({key for values in flat for key in values
+                   if len({repr(v.get(key)) for v in flat}) > 1},
+                  key=lambda k: (list(FIELD_NAMES).index(k) if k in FIELD_NAMES
+                                 else len(FIELD_NAMES), k))
+    if not keys:
+        return [member_label(run) for run in runs]
+    return [", ".join(f"{FIELD_NAMES.get(key, key)} = {show_value(values.get(key))}"
+                      for key in keys) for values in flat]
+
+
+def show_value(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def member_label(run: Run) -> str:

@@ -21,7 +21,7 @@ from initlab.figures.core import (
     save_measure,
 )
 from initlab.figures.inference import batchnorm_logits
-from initlab.report import Claim
+from initlab.report import Claim, lecture
 from initlab.runs import Run
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ STEM = "trained-batchnorm"
 BATCHES = 20
 IMAGE = 0  # the fixed test image
 SEED = 0  # of the batches drawn around it
+DEPENDENCE = lecture("Minibatch dependence", "in training mode batch norm makes an example's "
+                     "output depend on the other examples in its minibatch; at test time the "
+                     "running averages of the batch statistics take their place, so it does not")
 
 
 def bn_run(inp: FigureInput) -> Run:
@@ -81,14 +84,17 @@ def claims(inp: FigureInput) -> list[Claim]:
     return [
         Claim(inp.name, f"batch norm, training mode: a fixed image's logits move with its "
               f"batch (largest range over {BATCHES} batches)", logit_range(m["train_logits"]),
-              ">", 1e-3),
+              ">", 1e-3, source=DEPENDENCE),
         Claim(inp.name, "batch norm, evaluation mode: the same logits in every batch (largest "
-              "range)", logit_range(m["eval_logits"]), "<=", 1e-6),
+              "range)", logit_range(m["eval_logits"]), "<=", 1e-6, source=DEPENDENCE),
     ]
 
 
 FIGURE = Figure(
     "batchnorm-eval",
-    "In training mode a batch-normalized network's output for one image depends on the other "
-    "images in its batch; in evaluation mode (running averages) it does not.",
+    "The trained batch-norm network (c = 2 of trained-norms) classifies one fixed test image "
+    "placed in 20 random batches of other test images. In training mode each layer normalizes "
+    "with the batch's own mean and variance, so the image's logits move with its company "
+    "(left); in evaluation mode the running averages gathered during training replace them "
+    "and the logits are identical in every batch (right).",
     (STEM,), plot, claims, measure)

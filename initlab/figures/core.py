@@ -1,11 +1,12 @@
 """The figures' small core: what a figure is, the one quick mode, and the helpers every figure
 reads runs and draws with.
 
-A ``Figure`` is a recipe (the config files under ``configs/`` whose runs it reads, each turned
-into member configs by its ``recipe`` function: a ``RunSet``), an optional measuring step
-(inference on a run's checkpoint, saved as JSON beside the run), a plot and its claims. Plots
-and claims read run directories only (``FigureInput``) and never train; ``initlab.figures.cache``
-trains what they read.
+A ``Figure`` is a summary for the report's reader, a recipe (the config files under
+``configs/`` whose runs it reads, each turned into member configs by its ``recipe`` function: a
+``RunSet``), an optional measuring step (inference on a run's checkpoint, saved as JSON beside
+the run), a plot and its claims, each claim saying whose it is (``initlab.report.Source``).
+Plots and claims read run directories only (``FigureInput``) and never train;
+``initlab.figures.cache`` trains what they read.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from initlab.config import Experiment, RunConfig, load_experiment
+from initlab.config import Experiment, ModelConfig, RunConfig, load_experiment
 from initlab.data import TRAIN_IMAGES
+from initlab.model import layer_widths
 from initlab.plot import layer_values, use_headless_backend
-from initlab.report import Claim
+from initlab.report import Claim, Source
 from initlab.runs import FINISHED, Run, atomic_write_text, load_run
 from initlab.stats import LAYER_STATS
 
@@ -117,7 +119,9 @@ class FigureInput:
 @dataclass(frozen=True)
 class Figure:
     name: str
-    caption: str  # what it shows: the lecture's statement it illustrates
+    # For a student, opening the report: what the figure shows, whose statement it tests and
+    # why it should hold (one paragraph; the numbers are in the claims).
+    summary: str
     configs: tuple[str, ...]  # stems of configs/*.yaml whose runs it reads
     plot: Callable[[FigureInput], MplFigure]
     claims: Callable[[FigureInput], list[Claim]]
@@ -143,6 +147,12 @@ def by_c(runs: Sequence[Run]) -> dict[float, Run]:
 
 def depth_of(run: Run) -> int:
     return int(cfg_value(run, "model.depth") or 50)
+
+
+def layer_shapes(run: Run) -> list[tuple[int, int]]:
+    """(n_in, n_out) of each Linear layer of a run's network."""
+    model = run.config.get("model", {})
+    return layer_widths(ModelConfig(depth=depth_of(run), width=int(model.get("width", 100))))
 
 
 def stat(run: Run | None, key: str, phase: str) -> np.ndarray:
@@ -296,6 +306,15 @@ def show_decades(ax: Axes, decades: float = 2.0) -> None:
         ax.set_ylim(centre / 10 ** (decades / 2), centre * 10 ** (decades / 2))
 
 
+def plain_log_ticks(ax: Axes) -> None:
+    """Log-scaled y with plain tick labels (5, 10, 20, not 5×10^0): for error rates in %."""
+    import matplotlib as mpl
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(mpl.ticker.FormatStrFormatter("%g"))
+
+
 def plot_layers(ax: Axes, run: Run, key: str, phase: str, **kw: Any) -> None:
     values = stat(run, key, phase)
     ax.plot(np.arange(1, len(values) + 1), values, color=c_color(run), **kw)
@@ -334,12 +353,12 @@ def plot_norms_at_init(inp: FigureInput, stem: str, what: str) -> MplFigure:
     return fig
 
 
-def agree_at_init_claim(inp: FigureInput, stem: str, norm: str) -> Claim:
+def agree_at_init_claim(inp: FigureInput, stem: str, norm: str, source: Source) -> Claim:
     """A normalized net's activation norms at init do not depend on c."""
     acts = [stat(r, "act_norm", "init") for r in inp.runs(stem)]
     return Claim(inp.name, f"{norm} norm at init: activation norms for c = 1, 2, 3 agree "
                  "within 5% at every layer (largest max/min − 1 over layers)", agreement(acts),
-                 "<", 0.05, unit="%")
+                 "<", 0.05, unit="%", source=source)
 
 
 # --- Few examples per worker: small-batch, sync-bn ----------------------------------------------

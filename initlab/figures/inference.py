@@ -9,12 +9,15 @@ import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from initlab.checkpoint import State, read_checkpoint
 from initlab.config import RunConfig, config_from_dict
 from initlab.data import MNISTTensors, load_mnist
-from initlab.model import StackedMLP
+from initlab.model import ActivityRecorder, StackedMLP
 from initlab.runs import CHECKPOINT_FILE, CONFIG_FILE, Run
+
+EVAL_CHUNK = 2000  # images per forward pass in evaluation
 
 
 def load_model(run: Run) -> tuple[StackedMLP, RunConfig, State]:
@@ -94,3 +97,58 @@ def batchnorm_logits(run: Run, data_root: str | None, image: int, batches: int,
     return {"image": image, "label": int(data.test_y[image]), "batch_size": batch,
             "positions": positions, "train_logits": logits["train"],
             "eval_logits": logits["eval"]}
+
+
+@torch.no_grad()
+def error_rates(run: Run, data_root: str | None) -> dict[str, float]:
+    """Error rates of the trained model in evaluation mode (no dropout; batch norm's running
+    averages) on every training image the run trained on and on its test images."""
+    model, cfg, _ = load_model(run)
+    data = load_data(cfg, data_root)
+    model.eval()
+    result = {}
+    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x,
+                                                                data.test_y)):
+        wrong = 0
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            logits = model(x[start : start + EVAL_CHUNK].unsqueeze(0))
+            wrong += int((logits[0].argmax(dim=-1) != y[start : start + EVAL_CHUNK]).sum())
+        result[f"{split}_error"] = wrong / x.shape[0]
+    result["train_images"] = int(data.train_x.shape[0])
+    return result
+
+
+@torch.no_grad()
+def dropout_noise(run: Run, data_root: str | None, images: int, draws: int,
+                  seed: int) -> dict[str, Any]:
+    """How much dropout perturbs each layer's input Z_l, at init and after training: the
+    signal S_l = mean over the first ``images`` training images of ‖Z_l‖² without dropout (the
+    network as evaluated) and the noise N_l = mean over those images and ``draws`` draws of
+    the masks of ‖Z_l(dropout) − Z_l‖². Batch norm (if any) uses the batch's statistics and
+    leaves its running averages alone."""
+    model, cfg, state = load_model(run)
+    data = load_data(cfg, data_root)
+    x = data.train_x[:images].unsqueeze(0)
+    model.set_dropout([cfg.model.dropout], seed)
+    model.train()
+    result: dict[str, Any] = {"dropout": cfg.model.dropout, "images": int(x.shape[1]),
+                              "draws": draws}
+    for which, vector in (("init", state["params_init"]), ("final", state["model"]["params"])):
+        model.set_member_vector(model.flat, 0, vector)
+        clean = layer_inputs(model, x, dropout=False)
+        noise = [torch.zeros((), dtype=torch.float64) for _ in clean]
+        for _ in range(draws):
+            for total, z, z_clean in zip(noise, layer_inputs(model, x, dropout=True), clean,
+                                         strict=True):
+                total += (z - z_clean).double().square().sum(dim=-1).mean()
+        result[f"{which}_signal"] = [float(z.double().square().sum(dim=-1).mean())
+                                     for z in clean]
+        result[f"{which}_noise"] = [float(total) / draws for total in noise]
+    return result
+
+
+def layer_inputs(model: StackedMLP, x: Tensor, dropout: bool) -> list[Tensor]:
+    """Each Linear layer's input Z_1..Z_L [B, n] of member 0 in one forward pass."""
+    recorder = ActivityRecorder()
+    model(x, recorder, update_running=False, use_dropout=dropout)
+    return [z[0].clone() for z in recorder.inputs]

@@ -20,13 +20,16 @@ from initlab.figures.core import (
     stat,
     training_setup,
 )
-from initlab.report import Claim
+from initlab.report import Claim, lecture
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
 
 STEM = "trained-variance"
 MOVES_LITTLE = 0.2  # the claim's bound on the median relative change
+MOVES = lecture("Initialization vs. optimization", "the weights end close to where they "
+                "started: training moves each matrix a small fraction of its norm (the bound "
+                f"{MOVES_LITTLE:g} is initlab's reading of 'small')")
 
 
 def plot(inp: FigureInput) -> MplFigure:
@@ -58,12 +61,16 @@ def plot(inp: FigureInput) -> MplFigure:
 def claims(inp: FigureInput) -> list[Claim]:
     return [Claim(inp.name, f"c = {c_of(r):g}: relative weight change ‖W_i − W_i⁽⁰⁾‖/‖W_i⁽⁰⁾‖ "
                   "after training, median over layers",
-                  median(stat(r, "weight_rel_change", "final")), "<", MOVES_LITTLE)
+                  median(stat(r, "weight_rel_change", "final")), "<", MOVES_LITTLE,
+                  source=MOVES)
             for r in inp.runs(STEM)]
 
 
 FIGURE = Figure(
     "weights-move-little",
-    "Over training to 5% test error, each weight matrix moves only a small fraction of its "
-    "initial norm.",
+    "For the runs of trained-variance, how far each weight matrix W_i has moved from its "
+    "initial value, relative to its initial norm, after every epoch (colour: epoch). The "
+    "lecture's point is that this stays small: training ends near the initialization, so "
+    "whatever the initial scale did to the activations and gradients stays with the trained "
+    "network — which is why the initialization matters so much.",
     (STEM,), plot, claims)

@@ -20,7 +20,7 @@ from initlab.figures.core import (
     unmeasured,
 )
 from initlab.figures.inference import zero_init_weights
-from initlab.report import Claim
+from initlab.report import LECTURE_INIT, Claim, lecture
 from initlab.runs import Run
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 STEM = "zero-init"
 LOSS_BAND = 0.05  # "near log 10": within this of it
+ZERO = lecture("Initialization", "initializing every weight to 0 is a bad choice: every hidden "
+               "activation is 0, so every weight gradient is 0 and the weights never move",
+               LECTURE_INIT)
 
 
 def measure(inp: FigureInput, data_root: str | None) -> None:
@@ -94,19 +97,23 @@ def claims(inp: FigureInput) -> list[Claim]:
     tests = run.test_error[~np.isnan(run.test_error)]
     return [
         Claim(f, f"W = 0: largest weight-gradient norm over all {recorded} of {steps} steps and "
-              "all 50 layers (exactly zero)", peak, "==", 0.0),
+              "all 50 layers (exactly zero)", peak, "==", 0.0, source=ZERO),
         Claim(f, "W = 0: largest |W_i| entry after training (weights never move)",
-              measured.get("max_abs_weight", math.nan), "==", 0.0),
+              measured.get("max_abs_weight", math.nan), "==", 0.0, source=ZERO),
         Claim(f, "W = 0: test error stays ≥ 80% (lowest over all evaluations)",
-              float(tests.min()) if tests.size else math.nan, ">=", 0.8, unit="%"),
+              float(tests.min()) if tests.size else math.nan, ">=", 0.8, unit="%",
+              source=ZERO),
         Claim(f, "W = 0: |final training loss − log 10| (stays near log 10)",
               abs(float(run.loss[run.last()]) - math.log(10)) if len(run.records) else math.nan,
-              "<", LOSS_BAND),
+              "<", LOSS_BAND, source=ZERO),
     ]
 
 
 FIGURE = Figure(
     "zero-init",
-    "With W = 0 every weight gradient is exactly zero: only the output bias learns the class "
-    "frequencies and the loss stays near log 10.",
+    "All weights start at exactly 0. Every hidden activation is then relu(0) = 0, so the "
+    "gradient of every weight matrix, which multiplies the layer's input by the gradient at its "
+    "output, is exactly 0 at every step (middle): only the output layer's bias can learn, and "
+    "it learns the class frequencies (right). The loss stays near log 10 (left), the loss of "
+    "a uniform guess: symmetry is never broken.",
     (STEM,), plot, claims, measure)
