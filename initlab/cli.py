@@ -21,6 +21,7 @@ from rich.markup import escape
 from initlab.errors import UsageError
 from initlab.runs import bounded
 
+PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only draw by default
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Initialization and normalization experiments on deep MLPs, on MNIST.")
 console = Console(stderr=True)
@@ -357,11 +358,12 @@ def export(
 @friendly_errors
 def figures(
     only: Annotated[list[str] | None, typer.Option(
-        "--only", help="Draw only this figure (repeatable; default: all nine).")] = None,
+        "--only", help="Draw only this figure (repeatable; default: all of them).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke test: a data subset and at "
                                         "most 2 epochs; not the reference numbers.")] = False,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the PNG/SVG files and "
-                                      "REPORT.md.")] = Path("figures"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Directory for the PNG/SVG files and REPORT.md (default: figures, the "
+        "reference; with --quick or --only: runs/figures-preview).")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Run cache (default "
                                                "runs/figures-cache).")] = None,
     data_root: DataRoot = None,
@@ -383,6 +385,8 @@ def figures(
     from initlab.progress import RichProgress
     from initlab.report import report_table
 
+    if out is None:  # a quick or partial run never lands in the committed reference figures
+        out = Path("figures") if not (quick or only) else PREVIEW_FIGURES
     out = user_path(out, "--out")  # type: ignore[assignment]
     cache = user_path(cache, "--cache")
     data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root

@@ -162,3 +162,33 @@ def test_batch_figures_land_in_the_one_hash_cache(tmp_path: Path) -> None:
     again = build_figures(list(BATCH_FIGURES), quick=True, out=out, cache=cache,
                           overrides=mode.overrides, log=lambda m: None)
     assert (again.trained, again.cached) == (0, len(hashes))
+
+
+def test_a_quick_or_partial_run_never_replaces_the_reference(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """D2: --quick and --only overwrote figures/REPORT.md (137 lines) with a 22-line QUICK
+    report of one figure, without a word."""
+    reference = tmp_path / "figures"
+    reference.mkdir()
+    (reference / REPORT_FILE).write_text("# initlab figures: the lectures' claims, measured\n")
+    (reference / "init-norms.png").write_bytes(b"the reference")
+    for args in (["--quick"], ["--only", "init-norms"]):
+        result = CliRunner().invoke(app, ["figures", *args, "--out", str(reference)])
+        assert result.exit_code == 2 and "is a full report" in result.output, result.output
+    assert (reference / "init-norms.png").read_bytes() == b"the reference"
+    monkeypatch.chdir(tmp_path)  # without --out, a quick run draws elsewhere
+    result = CliRunner().invoke(app, ["figures", "--quick", "--only", "init-norms",
+                                      "--cache", str(tmp_path / "cache"), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "figures-preview" / "init-norms.png").is_file()
+    assert (reference / "init-norms.png").read_bytes() == b"the reference"
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_training(tmp_path: Path) -> None:
+    """C9: `figures --out FILE` trained, then failed with FileExistsError."""
+    target = tmp_path / "a-file"
+    target.write_text("")
+    result = CliRunner().invoke(app, ["figures", "--out", str(target),
+                                      "--cache", str(tmp_path / "cache")])
+    assert result.exit_code == 2 and "is a file, expected a directory" in result.output
+    assert not (tmp_path / "cache").exists()

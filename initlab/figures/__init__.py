@@ -132,6 +132,7 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     members train as one stacked model; ``jobs`` groups train at once."""
     figures = select(only)
     mode = Mode(quick, tuple(overrides), max_group, jobs)
+    check_output(out, partial=quick or len(figures) < len(FIGURES))
     cache = cache if cache is not None else DEFAULT_CACHE
     paths, trained, cached = ensure_runs(run_sets(figures, mode), cache, data_root, progress,
                                          log, max_group, jobs)
@@ -155,6 +156,27 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
              *report_notes(figures, mode, cache)]
     write_report(report, claims, title, notes, ["## Runs", runs_table(paths)])
     return Result([f.name for f in figures], files, claims, report, title, trained, cached)
+
+
+def check_output(out: Path, partial: bool) -> None:
+    """Before any training: ``out`` can take the figures, and a quick or partial report never
+    replaces a full one (the committed reference figures)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, expected a directory for the figures")
+    report = out / REPORT_FILE
+    if partial and report.is_file() and is_full_report(report):
+        raise UsageError(f"{report} is a full report; a --quick or --only run would replace it "
+                         f"and its figures with partial ones: give another --out")
+
+
+def is_full_report(report: Path) -> bool:
+    """Written by a run of every figure without --quick (its title and notes say so)."""
+    try:
+        text = report.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    title = text.split("\n", 1)[0]
+    return "QUICK" not in title and "(`--only`)" not in text
 
 
 def figure_summary(figure: Figure, claims: Sequence[Claim]) -> str:
