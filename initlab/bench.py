@@ -14,6 +14,17 @@ lr 0.01) on the same batches of 128 real MNIST images, in one process:
 - on CUDA also ``one_eager`` and ``sweepK_eager`` (largest K): the eager step next to the
   CUDA-graph one.
 
+The ``watch`` section (``sections``; ``settings_for(only=...)`` picks sections) times
+``initlab.watch`` on two models that are not initlab's MLP: a small CNN on MNIST (``cnn``) and
+a small transformer (embedding, two attention + MLP blocks with layer norm, on random tokens;
+``attn``), each as the same training loop without statistics (``cnn``), with
+``initlab.watch`` capturing every step (``cnn_watch``) and every ``watch_block``-th step
+(``cnn_watch_sparse``; 100 by default), and with the same statistics from plain hooks,
+``.item()`` per layer and statistic (``cnn_hooks``, the way people usually write it). Their
+``cost_vs_one`` is the cost against the same model without statistics. The four are timed in
+turns, one block of ``watch_block`` steps each per round (a sparse capture then falls once in
+each block), so other work on the machine slows them alike.
+
 Each contender is timed over a fixed number of steps after a warm-up, in short blocks; the
 fastest block's time per step is extrapolated to an epoch (60000 // 128 = 468 steps). Other work
 on a shared machine only ever slows a block down, so the minimum is the robust estimate. The
@@ -40,6 +51,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from initlab.config import RunConfig
 from initlab.data import (
@@ -50,9 +62,11 @@ from initlab.data import (
     ensure_mnist,
     load_mnist,
 )
+from initlab.errors import UsageError
 from initlab.model import layer_widths
 from initlab.runs import RunWriter
 from initlab.train import GroupTrainer, MemberState, resolve_device
+from initlab.watching import LAYER_TYPES, ZERO_FLOOR_ACTIVATIONS, Watch
 
 BATCH = 128
 LR = 0.01
@@ -65,6 +79,13 @@ GPU_MAX_ONE_S = 0.8  # one config, seconds per epoch
 GPU_MAX_SWEEP81_S = 2.0  # 81 members, seconds per epoch for all
 GPU_MIN_SPEEDUP_81 = 200.0  # per model, 81-member sweep vs the plain way
 MAX_STATS_OVERHEAD = 1.10
+# Goals of issue 15: initlab.watch against the same loop without it.
+GPU_MAX_WATCH_COST = 1.10  # statistics every step
+CPU_MAX_WATCH_COST = 1.25
+MAX_SPARSE_WATCH_COST = 1.02  # statistics every 100th step
+SECTIONS = ("mlp", "watch")
+WATCH_MODELS = ("cnn", "attn")
+WATCH_VARIANTS = ("", "_watch", "_watch_sparse", "_hooks")
 
 
 @dataclass
@@ -76,6 +97,9 @@ class BenchSettings:
     sweeps: tuple[int, ...] = (9, 81)
     data_root: str | None = None
     steps_per_epoch: int = TRAIN_IMAGES // BATCH
+    sections: tuple[str, ...] = SECTIONS
+    watch_block: int = 100  # steps per timed block of the watch section; its sparse `every`
+    watch_rounds: int = 5  # blocks per contender, taken in turns
 
     def steps_for(self, members: int) -> tuple[int, int]:
         """(warm-up, timed) steps for K members: on the CPU a step costs about K times more,
@@ -271,6 +295,254 @@ def initlab_name(members: int, capture: bool, device: torch.device, graphed: boo
     return name
 
 
+# -- the watch section: initlab.watch on models that are not initlab's MLP ---------------------
+class BenchCNN(nn.Module):
+    """A small CNN for MNIST: two 3x3 convolutions (16 and 32 channels), each with ReLU and 2x2
+    max pooling, a hidden Linear layer of 128 units with ReLU, and the output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(),
+                                        nn.Linear(128, 10))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class AttentionBlock(nn.Module):
+    """A pre-norm transformer block: causal self-attention, then a ReLU MLP of 4x the width,
+    each added to its input."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.up = nn.Linear(width, 4 * width)
+        self.act = nn.ReLU()
+        self.down = nn.Linear(4 * width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        qkv = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(attended.transpose(1, 2).reshape(b, t, d))
+        return x + self.down(self.act(self.up(self.norm2(x))))
+
+
+class TinyTransformer(nn.Module):
+    """Token and position embeddings, ``depth`` attention blocks, a final layer norm and the
+    output layer: next-token logits [B, T, vocab]."""
+
+    def __init__(self, vocab: int = 256, width: int = 64, heads: int = 4, depth: int = 2,
+                 context: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*(AttentionBlock(width, heads) for _ in range(depth)))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.embed(tokens) + self.position(positions)
+        return self.head(self.norm(self.blocks(x)))
+
+
+ATTN_BATCH, ATTN_CONTEXT, ATTN_VOCAB = 32, 64, 256
+WATCH_MODEL_NAMES = {"cnn": "CNN (MNIST)", "attn": "transformer (tokens)"}
+WATCH_MODEL_TEXT = {
+    "cnn": "conv 16 + ReLU + pool, conv 32 + ReLU + pool, Linear 1568x128 + ReLU, Linear "
+           "128x10; MNIST batches of 128, SGD lr 0.01",
+    "attn": f"embedding {ATTN_VOCAB}x64 + positions, 2 pre-norm blocks (4-head causal "
+            "attention, ReLU MLP 64-256-64), layer norm, Linear 64x256; batches of "
+            f"{ATTN_BATCH} random sequences of {ATTN_CONTEXT} tokens, SGD lr 0.01",
+}
+
+
+class ItemHooks:
+    """The statistics initlab.watch records, the way they are usually written: a forward hook
+    per layer and per ReLU, a loop over the weights after the backward pass and another after
+    the optimizer's step, ``.item()`` per layer and statistic, numbers kept in Python lists."""
+
+    def __init__(self, model: nn.Module) -> None:
+        kinds = tuple(t.module for t in LAYER_TYPES)
+        layers = [m for m in model.modules() if isinstance(m, kinds)]
+        self.weights = [m.weight for m in layers if getattr(m, "weight", None) is not None]
+        self.initial = [w.detach().clone() for w in self.weights]
+        self.before: list[Tensor] = []
+        self.record: dict[str, list[float]] = {}
+        self.history: list[dict[str, list[float]]] = []
+        self.handles = [m.register_forward_hook(self.layer) for m in layers]
+        self.handles += [m.register_forward_hook(self.dead) for m in model.modules()
+                         if isinstance(m, ZERO_FLOOR_ACTIVATIONS)]
+
+    def layer(self, module: nn.Module, args: Any, output: Tensor) -> None:
+        norms = output.detach().flatten(1).norm(dim=1)
+        self.record.setdefault("act_norm", []).append(norms.mean().item())
+        self.record.setdefault("act_norm_cv", []).append(
+            (norms.std(correction=0) / norms.mean()).item())
+
+    def dead(self, module: nn.Module, args: Any, output: Tensor) -> None:
+        out = output.detach()
+        units = out.transpose(0, 1) if out.dim() == 4 else out.movedim(-1, 0)
+        dead = (units.reshape(units.shape[0], -1) == 0).all(dim=1).float().mean()
+        self.record.setdefault("dead_fraction", []).append(dead.item())
+
+    def after_backward(self) -> None:
+        self.record["grad_norm"] = [w.grad.norm().item() for w in self.weights]
+        self.before = [w.detach().clone() for w in self.weights]
+
+    def after_step(self) -> None:
+        r = self.record
+        r["weight_norm"] = [w.norm().item() for w in self.before]
+        r["weight_var"] = [w.var(unbiased=False).item() for w in self.before]
+        r["weight_rel_change"] = [((w - w0).norm() / w0.norm()).item()
+                                  for w, w0 in zip(self.before, self.initial, strict=True)]
+        r["update_ratio"] = [((w.detach() - b).norm() / b.norm()).item()
+                             for w, b in zip(self.weights, self.before, strict=True)]
+        self.history.append(r)
+        self.record = {}
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def watch_model(model: str, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    return (BenchCNN() if model == "cnn" else TinyTransformer()).to(device)
+
+
+def watch_batches(model: str, device: torch.device, data: MNISTTensors | None,
+                  ) -> Iterator[tuple[Tensor, Tensor]]:
+    """The model's endless stream of (input, target) batches, on the device."""
+    gen = torch.Generator().manual_seed(0)
+    if model == "cnn":
+        assert data is not None
+        images = data.train_x.view(-1, 1, 28, 28)
+        order = torch.randperm(images.shape[0], generator=gen).to(device)
+        batches = [order[i : i + BATCH] for i in range(0, len(order) - BATCH + 1, BATCH)]
+        while True:
+            for idx in batches:
+                yield images.index_select(0, idx), data.train_y.index_select(0, idx)
+    tokens = torch.randint(0, ATTN_VOCAB, (16, ATTN_BATCH, ATTN_CONTEXT + 1),
+                           generator=gen).to(device)
+    while True:
+        for seq in tokens:
+            yield seq[:, :-1], seq[:, 1:]
+
+
+def watch_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def watch_flops(model: str, device: torch.device, data: MNISTTensors | None) -> float:
+    """Forward + backward FLOPs of one training step, counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = watch_model(model, device)
+    x, y = next(watch_batches(model, device, data))
+    with FlopCounterMode(display=False) as counter:
+        watch_loss(net, x, y).backward()
+    return float(counter.get_total_flops())
+
+
+class WatchContender:
+    """One training loop of the watch section: its own model (the same init for all four),
+    optimizer, batches and (variant) instruments."""
+
+    def __init__(self, model: str, variant: str, settings: BenchSettings,
+                 data: MNISTTensors | None, tmp: Path) -> None:
+        self.net = watch_model(model, settings.device)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=LR)
+        self.batches = watch_batches(model, settings.device, data)
+        self.watch: Watch | None = None
+        self.hooks: ItemHooks | None = None
+        self.every: int | None = None
+        if variant in ("_watch", "_watch_sparse"):
+            self.every = 1 if variant == "_watch" else settings.watch_block
+            self.watch = Watch(self.net, tmp / f"{model}{variant}", every=self.every)
+        elif variant == "_hooks":
+            self.every = 1
+            self.hooks = ItemHooks(self.net)
+
+    def step(self) -> None:
+        x, y = next(self.batches)
+        loss = watch_loss(self.net, x, y)
+        loss.backward()
+        if self.hooks is not None:
+            self.hooks.after_backward()
+        self.optimizer.step()
+        if self.hooks is not None:
+            self.hooks.after_step()
+        self.optimizer.zero_grad()
+        if self.watch is not None:
+            self.watch.step(loss)
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+        if self.hooks is not None:
+            self.hooks.remove()
+
+
+def time_in_turns(steps: Sequence[Callable[[], None]], device: torch.device, warmup: int,
+                  block: int, rounds: int) -> list[float]:
+    """Seconds per step of each contender: after ``warmup`` steps each, ``rounds`` rounds in
+    which each contender times one block of ``block`` steps (the order rotating); the
+    fastest block of each counts."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    best = [math.inf] * len(steps)
+    for r in range(rounds):
+        for k in range(len(steps)):
+            i = (k + r) % len(steps)
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(block):
+                steps[i]()
+            synchronize(device)
+            best[i] = min(best[i], (time.perf_counter() - start) / block)
+    return best
+
+
+def watch_row_name(model: str, variant: str, every: int | None) -> str:
+    name = WATCH_MODEL_NAMES[model]
+    if variant == "_hooks":
+        return f"{name} + plain hooks, every step"
+    if variant:
+        return f"{name} + watch, every {'step' if every == 1 else every}"
+    return name
+
+
+def time_watch_model(settings: BenchSettings, data: MNISTTensors | None, model: str,
+                     ) -> list[BenchRow]:
+    flops = watch_flops(model, settings.device, data)
+    with tempfile.TemporaryDirectory(prefix="initlab-bench-watch-") as tmp:
+        contenders_ = [WatchContender(model, v, settings, data, Path(tmp))
+                       for v in WATCH_VARIANTS]
+        try:
+            per_step = time_in_turns([c.step for c in contenders_], settings.device,
+                                     settings.warmup, settings.watch_block,
+                                     settings.watch_rounds)
+        finally:
+            for c in contenders_:
+                c.close()
+    return [BenchRow(f"{model}{variant}", watch_row_name(model, variant, c.every), 1,
+                     settings.watch_block * settings.watch_rounds, seconds,
+                     extra={"model": model, "every": c.every, "flops_per_step": flops})
+            for variant, c, seconds in zip(WATCH_VARIANTS, contenders_, per_step, strict=True)]
+
+
 # -- the whole bench ----------------------------------------------------------------------------
 def contenders(settings: BenchSettings) -> list[tuple[str, int, bool, str, str]]:
     """(key, members, capture every step, cuda_graph, backward) of the initlab rows."""
@@ -286,28 +558,46 @@ def contenders(settings: BenchSettings) -> list[tuple[str, int, bool, str, str]]
 
 
 def run_contenders(settings: BenchSettings, log: Callable[[str], None]) -> list[BenchRow]:
-    cfg = bench_config(settings.device)
-    log("timing the plain way (torchvision DataLoader) ...")
-    rows = [time_plain(settings, cfg)]
-    data = load_mnist(settings.data_root, "standard", settings.device, log=lambda m: None)
-    for key, members, capture, graph, backward in contenders(settings):
-        name = initlab_name(members, capture, settings.device, graph != "off",
-                            backward != "autograd")
-        log(f"timing {name} ...")
-        rows.append(time_initlab(settings, data, key, members, capture, graph, backward))
+    rows: list[BenchRow] = []
+    data: MNISTTensors | None = None
+    if "mlp" in settings.sections:
+        cfg = bench_config(settings.device)
+        log("timing the plain way (torchvision DataLoader) ...")
+        rows.append(time_plain(settings, cfg))
+        data = load_mnist(settings.data_root, "standard", settings.device, log=lambda m: None)
+        for key, members, capture, graph, backward in contenders(settings):
+            name = initlab_name(members, capture, settings.device, graph != "off",
+                                backward != "autograd")
+            log(f"timing {name} ...")
+            rows.append(time_initlab(settings, data, key, members, capture, graph, backward))
+    if "watch" in settings.sections:
+        if data is None:
+            data = load_mnist(settings.data_root, "standard", settings.device,
+                              log=lambda m: None)
+        for model in WATCH_MODELS:
+            log(f"timing {WATCH_MODEL_NAMES[model]}: without statistics, with initlab.watch "
+                f"every step and every {settings.watch_block}, with plain hooks, in turns ...")
+            rows += time_watch_model(settings, data, model)
     return rows
 
 
 def finish_rows(rows: list[BenchRow], settings: BenchSettings) -> None:
-    """Fill in the per-epoch extrapolation, ratios and GFLOP/s."""
+    """Fill in the per-epoch extrapolation, ratios and GFLOP/s. A watch-section row's
+    ``cost_vs_one`` is against its model's loop without statistics; it has no
+    ``speedup_vs_plain`` (another network)."""
     cfg = bench_config(settings.device)
     for row in rows:
         row.seconds_per_epoch = row.seconds_per_step * settings.steps_per_epoch
         row.seconds_per_epoch_per_model = row.seconds_per_epoch / row.members
-        row.gflops = flops_per_step(cfg, row.members) / row.seconds_per_step / 1e9
+        flops = row.extra.get("flops_per_step") or flops_per_step(cfg, row.members)
+        row.gflops = flops / row.seconds_per_step / 1e9
     by_key = {r.key: r for r in rows}
     plain, one = by_key.get("plain"), by_key.get("one")
     for row in rows:
+        model = row.extra.get("model")
+        if model is not None:
+            row.cost_vs_one = row.seconds_per_step / by_key[model].seconds_per_step
+            continue
         if plain is not None:
             row.speedup_vs_plain = plain.seconds_per_epoch_per_model / \
                 row.seconds_per_epoch_per_model
@@ -336,6 +626,15 @@ def goals(rows: list[BenchRow], device: torch.device) -> list[dict[str, Any]]:
              CPU_MIN_SPEEDUP),
             ("9-member sweep cost vs one member", "sweep9", lambda x: x.cost_vs_one, "<=",
              CPU_MAX_SWEEP9_COST),
+        ]
+    watch_bound = GPU_MAX_WATCH_COST if device.type == "cuda" else CPU_MAX_WATCH_COST
+    for model in WATCH_MODELS:
+        checks += [
+            (f"initlab.watch every step cost ({model})", f"{model}_watch",
+             lambda x: x.cost_vs_one, "<=", watch_bound),
+            (f"initlab.watch every 100 steps cost ({model})", f"{model}_watch_sparse",
+             lambda x: x.cost_vs_one if x.extra.get("every") == 100 else None, "<=",
+             MAX_SPARSE_WATCH_COST),
         ]
     out = []
     for name, key, value, op, bound in checks:
@@ -396,11 +695,23 @@ def run_bench(settings: BenchSettings, out: Path | None = None,
             "blocks": settings.blocks,
             "method": "fastest of `blocks` timed blocks: seconds per step x steps_per_epoch",
             "flops_per_step_per_model": flops_per_step(bench_config(settings.device), 1),
+            "sections": list(settings.sections),
+            "watch_models": WATCH_MODEL_TEXT,
+            "watch_block": settings.watch_block,
+            "watch_rounds": settings.watch_rounds,
+            "watch_method": "the four loops of a model in turns, one block of watch_block "
+                            "steps each per round; the fastest block of each; cost_vs_one: "
+                            "against the model's loop without statistics",
         },
         "rows": [asdict(r) for r in rows],
         "goals": goals(rows, settings.device),
     }
-    console.print(bench_table(rows, info, settings))
+    mlp_rows = [r for r in rows if "model" not in r.extra]
+    watch_rows = [r for r in rows if "model" in r.extra]
+    if mlp_rows:
+        console.print(bench_table(mlp_rows, info, settings))
+    if watch_rows:
+        console.print(watch_table(watch_rows, info))
     for goal in result["goals"]:
         mark = "[green]met[/green]" if goal["met"] else "[red]not met[/red]"
         console.print(f"goal {goal['goal']}: {goal['value']:g} {mark}", highlight=False)
@@ -428,6 +739,30 @@ def bench_table(rows: list[BenchRow], info: dict[str, Any], settings: BenchSetti
     return table
 
 
+WATCH_COLUMNS = ("contender", "steps", "ms/step", "vs none", "GFLOP/s")
+
+
+def watch_table(rows: list[BenchRow], info: dict[str, Any]) -> Table:
+    title = (f"initlab.watch: {info['device_name']}, {info['cores']} cores, torch "
+             f"{info['torch']}")
+    caption = ("watch: initlab.watch. plain hooks: the same statistics, .item() per layer. "
+               "ms/step: fastest block. vs none: against the same model's loop without "
+               "statistics, timed in turns with it.")
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
+    for header in WATCH_COLUMNS:
+        table.add_column(header, justify="left" if header == "contender" else "right",
+                         no_wrap=True)
+    for r in rows:
+        table.add_row(*watch_cells(r))
+    return table
+
+
+def watch_cells(r: BenchRow | dict[str, Any]) -> list[str]:
+    r = asdict(r) if isinstance(r, BenchRow) else r
+    return [r["name"], str(r["steps"]), f"{1000 * r['seconds_per_step']:.3g}",
+            ratio(r["cost_vs_one"]), f"{r['gflops']:.1f}"]
+
+
 def table_cells(r: BenchRow | dict[str, Any]) -> list[str]:
     r = asdict(r) if isinstance(r, BenchRow) else r
     return [r["name"], str(r["steps"]), seconds(r["seconds_per_epoch"]),
@@ -444,17 +779,37 @@ def ratio(x: float | None) -> str:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The table as Markdown, for the README."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
-    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in result["rows"]]
-    return "\n".join(lines)
+    """The tables as Markdown, for the README: the MLP rows, then the watch section's rows in
+    their own columns, a blank line between."""
+    tables = []
+    for columns, cells, watched in ((COLUMNS, table_cells, False),
+                                    (WATCH_COLUMNS, watch_cells, True)):
+        mine = [r for r in result["rows"] if ("model" in r["extra"]) == watched]
+        if mine:
+            lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+            tables.append("\n".join(lines + ["| " + " | ".join(cells(r)) + " |"
+                                             for r in mine]))
+    return "\n\n".join(tables)
 
 
 def settings_for(device: str, steps: int | None = None, warmup: int | None = None,
                  blocks: int | None = None, sweeps: Sequence[int] | None = None,
-                 data_root: str | None = None) -> BenchSettings:
-    """Settings from CLI values (None keeps the default)."""
+                 data_root: str | None = None, only: Sequence[str] | None = None,
+                 watch_block: int | None = None, watch_rounds: int | None = None,
+                 ) -> BenchSettings:
+    """Settings from CLI values (None keeps the default). ``only``: the sections to time
+    (mlp, watch)."""
     settings = BenchSettings(device=resolve_device(device), data_root=data_root)
+    if only:
+        unknown = [s for s in only if s not in SECTIONS]
+        if unknown:
+            raise UsageError(f"--only: unknown section {', '.join(unknown)}; choose from "
+                             f"{', '.join(SECTIONS)}")
+        settings.sections = tuple(s for s in SECTIONS if s in only)
+    if watch_block is not None:
+        settings.watch_block = watch_block
+    if watch_rounds is not None:
+        settings.watch_rounds = watch_rounds
     if steps is not None:
         settings.steps = steps
     if warmup is not None:

@@ -1,0 +1,705 @@
+"""``initlab.watch(model, "runs/name")``: initlab's per-layer instruments on any PyTorch model.
+
+    with initlab.watch(model, "runs/my-cnn", every=10) as watch:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward(); opt.step(); opt.zero_grad()
+            watch.step(loss)
+
+Every weight-bearing layer (``LAYER_TYPES``: Linear, Conv1d/2d/3d, Embedding,
+MultiheadAttention and the norm layers) is one entry of ``Watch.layers``, in the order of the
+first forward pass. Step 1 and every ``every``-th step are captured: the activation statistics
+of that step's first forward pass, the gradient its optimizer stepped with, its weights before
+the step and the update between two ``watch.step`` calls (docs/watch.md says exactly what each
+number is). The statistics are the functions of ``initlab.stats``, called on layer groups
+(K = 1): each layer's output as a group of one, weights of one size stacked as one group
+(``WeightBucket``), so a model of repeated blocks costs a few kernels per shape, not per layer.
+They stay on the device; the host copies each capture without waiting for it (a CUDA event
+tells when it is there), and appends the records to the run directory every few seconds
+(``WRITE_INTERVAL_S``) and on exit. Steps between captures run no statistic: the hooks see a
+flag and return.
+
+The run directory is the one ``initlab run`` writes (runs.py), with a ``watch`` section in
+config.yaml in place of the MLP's model and training sections.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.hooks import RemovableHandle
+
+import initlab.stats as stats
+from initlab.errors import UsageError
+from initlab.runs import (
+    RunWriteError,
+    RunWriter,
+    check_output_parent,
+    clean_number,
+    create_unique_dir,
+    run_summary,
+)
+
+WRITE_INTERVAL_S = 5.0  # records reach stats.jsonl at most this long after their capture
+# What a watched run records per layer (keys of stats.LAYER_STATS), in this order.
+ACTIVATION_KEYS = ("act_norm", "act_norm_cv", "dead_fraction")
+WEIGHT_KEYS = ("grad_norm", "weight_norm", "weight_var", "weight_rel_change", "update_ratio")
+# Read from the weights before the step and the update between two watch.step calls.
+STEP_WEIGHT_KEYS = ("weight_norm", "weight_var", "weight_rel_change", "update_ratio")
+# A watched run diverged when its loss or its weights stop being finite. Activations and
+# gradients may overflow under mixed precision without harm (GradScaler skips those steps).
+DIVERGING_KEYS = ("weight_var",)
+
+
+# -- which layers ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerType:
+    """A kind of layer watch instruments: its class, its weight (None: a norm layer without
+    affine parameters), how many inputs each output unit sees, and the dimension of its output
+    that holds the units (1: channels, -1: features) -- a dead unit is zero along all others."""
+
+    module: type[nn.Module]
+    weight: Callable[[Any], Tensor | None]
+    fan_in: Callable[[Any], int]
+    unit_dim: int = -1
+
+
+def _weight(m: Any) -> Tensor | None:
+    return m.weight
+
+
+def _conv_fan_in(m: Any) -> int:
+    return m.in_channels // m.groups * math.prod(m.kernel_size)
+
+
+def _attention_weight(m: Any) -> Tensor | None:
+    return m.in_proj_weight if m.in_proj_weight is not None else m.q_proj_weight
+
+
+def _one(m: Any) -> int:
+    return 1
+
+
+_NORMS: list[tuple[type[nn.Module], int]] = [
+    (nn.LayerNorm, -1), (nn.GroupNorm, 1), (nn.modules.batchnorm._BatchNorm, 1),
+    (nn.modules.instancenorm._InstanceNorm, 1)]
+if hasattr(nn, "RMSNorm"):  # torch >= 2.4
+    _NORMS.append((nn.RMSNorm, -1))
+
+LAYER_TYPES: tuple[LayerType, ...] = (
+    LayerType(nn.Linear, _weight, lambda m: m.in_features),
+    LayerType(nn.Conv1d, _weight, _conv_fan_in, 1),
+    LayerType(nn.Conv2d, _weight, _conv_fan_in, 1),
+    LayerType(nn.Conv3d, _weight, _conv_fan_in, 1),
+    LayerType(nn.Embedding, _weight, _one),
+    LayerType(nn.MultiheadAttention, _attention_weight, lambda m: m.embed_dim),
+    *(LayerType(norm, _weight, _one, unit_dim) for norm, unit_dim in _NORMS),
+)
+# Activations whose output is never below zero: a unit is dead when it gives 0 throughout.
+ZERO_FLOOR_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+
+
+@dataclass
+class WatchedLayer:
+    name: str  # the module's name in the model ("features.0")
+    type: str  # its class name
+    fan_in: int
+    shape: list[int]  # its weight's shape ([] without a weight)
+    module: nn.Module = field(repr=False)
+    unit_dim: int = -1
+    weight: int | None = None  # index into Watch.weights (layers may share one)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "fan_in": self.fan_in, "shape": self.shape}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's own module inside torch.compile's and (Distributed)DataParallel's wrappers,
+    whose names (``module.``, ``_orig_mod.``) would otherwise prefix every layer name."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def find_layers(root: nn.Module) -> list[WatchedLayer]:
+    """Every module of a registered type, in the model's module order."""
+    layers = []
+    for name, module in root.named_modules():
+        kind = next((t for t in LAYER_TYPES if isinstance(module, t.module)), None)
+        if kind is None:
+            continue
+        weight = kind.weight(module)
+        layers.append(WatchedLayer(name or type(module).__name__, type(module).__name__,
+                                   int(kind.fan_in(module)),
+                                   [] if weight is None else list(weight.shape), module,
+                                   kind.unit_dim))
+    return layers
+
+
+def writing_rank() -> bool:
+    """Under torch.distributed only rank 0 records; the other ranks' watch does nothing."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+# -- tensors as layer groups -------------------------------------------------------------------
+def _as_float(t: Tensor) -> Tensor:
+    """float32 for half and bfloat16 tensors: a half-precision norm of a large tensor overflows."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def weight_group(t: Tensor) -> Tensor:
+    """A weight (or its gradient, change, update) as a layer group of one: [1, 1, n]."""
+    if t.is_sparse:  # a sparse Embedding's gradient: its stored rows
+        t = t.coalesce().values()
+    return _as_float(t.detach()).reshape(1, 1, -1)
+
+
+def output_group(y: Tensor) -> Tensor:
+    """A layer's output [B, ...] as a group of B examples: [1, 1, B, n]."""
+    return _as_float(y.detach()).reshape(1, 1, y.shape[0] if y.dim() > 1 else 1, -1)
+
+
+def unit_sums(y: Tensor, unit_dim: int) -> Tensor:
+    """A zero-floor activation's output summed over everything but the batch and the units
+    ([B, C, H, W] -> [B, C] for channels), as a group [1, 1, B, units]: a unit's sum over the
+    batch is then 0 exactly when its output is 0 at every example and position."""
+    y = _as_float(y.detach())
+    if y.dim() > 2:
+        rest = tuple(range(2, y.dim())) if unit_dim == 1 else tuple(range(1, y.dim() - 1))
+        y = y.sum(dim=rest)
+    return y.reshape(1, 1, y.shape[0] if y.dim() > 1 else 1, -1)
+
+
+def first_tensor(output: Any) -> Tensor | None:
+    """A layer's output tensor (MultiheadAttention returns (output, weights))."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return next((o for o in output if isinstance(o, Tensor)), None)
+    return None
+
+
+# -- captures on their way to the host, weights kept on the device ----------------------------
+@dataclass
+class Pending:
+    """One record on its way to stats.jsonl: host values, and (for a capture) the packed
+    statistics being copied off the device, ``layout`` telling which value is whose."""
+
+    record: dict[str, Any]
+    packed: Tensor | None = None
+    event: Any = None  # a CUDA event, recorded after the copies were queued
+    layout: list[tuple[str, list[int]]] = field(default_factory=list)
+    scalars: list[str] = field(default_factory=list)  # what the packed tensor starts with
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+
+class WeightBucket:
+    """The watched weights of one size, dtype and device, kept as one block [G, 1, n] -- a
+    layer group of G layers, the form ``initlab.stats`` takes -- so their statistics cost a few
+    kernels per bucket, not per layer (a transformer's blocks repeat their shapes)."""
+
+    def __init__(self, members: list[int], weights: Sequence[Tensor]):
+        self.members = members  # indices into Watch.weights
+        self.initial = stack(weights)  # W(0)
+        self.previous: Tensor | None = None  # the weights at the last watch.step
+        self.scratch: Tensor | None = None  # float32: W - W(0), then the update
+
+    def keep(self, weights: Sequence[Tensor]) -> None:
+        if self.previous is None:
+            self.previous = torch.empty_like(self.initial)
+        stack(weights, out=self.previous)
+
+
+def stack(weights: Sequence[Tensor], out: Tensor | None = None) -> Tensor:
+    """Weights of one size as a layer group [G, 1, n] (into ``out``: no allocation)."""
+    rows = [w.detach().reshape(1, -1) for w in weights]
+    if out is None:
+        return torch.stack(rows)
+    if out.dtype != rows[0].dtype:  # a float32 scratch block for half-precision weights
+        return out.copy_(torch.stack(rows))
+    return torch.stack(rows, out=out)
+
+
+class Watch:
+    """The instruments on one model and the run directory they write (``initlab.watch``)."""
+
+    def __init__(self, model: nn.Module, out: str | Path, every: int = 10):
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"initlab.watch: model must be a torch.nn.Module, got "
+                             f"{type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"initlab.watch: every must be a positive integer, got {every!r}")
+        root = unwrap(model)
+        self.every = every
+        self.model_name = type(root).__name__
+        # Module order (hooks and weights index it); ``layers``: forward order once known.
+        self.found = find_layers(root)
+        self.layers = list(self.found)
+        if not self.found:
+            raise UsageError(f"initlab.watch: {self.model_name} has no layer to watch (Linear, "
+                             "Conv1d/2d/3d, Embedding, MultiheadAttention or a norm layer)")
+        self.steps = 0  # watch.step() calls so far
+        self.path: Path | None = None
+        self.active = writing_rank()
+        self.handles: list[RemovableHandle] = []
+        if not self.active:
+            return
+        out = Path(out)
+        check_output_parent(out.parent)  # before anything is copied or created
+        self.weights: list[Tensor] = []  # each watched weight once (layers may share one)
+        self.weight_layers: list[list[int]] = []  # weight j -> the layers that use it
+        index: dict[int, int] = {}
+        for i, layer in enumerate(self.found):
+            kind = next(t for t in LAYER_TYPES if isinstance(layer.module, t.module))
+            weight = kind.weight(layer.module)
+            if weight is None:
+                continue
+            if id(weight) not in index:
+                index[id(weight)] = len(self.weights)
+                self.weights.append(weight)
+                self.weight_layers.append([])
+            layer.weight = index[id(weight)]
+            self.weight_layers[layer.weight].append(i)
+        self.device = (self.weights[0].device if self.weights
+                       else next((p.device for p in root.parameters()), torch.device("cpu")))
+        by_kind: dict[tuple[Any, ...], list[int]] = {}
+        for j, w in enumerate(self.weights):
+            by_kind.setdefault((w.numel(), w.dtype, w.device), []).append(j)
+        with torch.no_grad():
+            self.buckets = [WeightBucket(members, [self.weights[j] for j in members])
+                            for members in by_kind.values()]
+            # The weight statistics come out bucket by bucket: this order of the weights.
+            self.bucket_order = [j for b in self.buckets for j in b.members]
+            self.initial_norms = (stats.frobenius_norms([_as_float(b.initial)
+                                                         for b in self.buckets])
+                                  if self.weights else None)
+        self.bucket_of = {j: b for b in self.buckets for j in b.members}
+        self.previous_is_initial = True
+        has_relu = any(isinstance(m, ZERO_FLOOR_ACTIVATIONS) for m in root.modules())
+        self.keys = tuple(k for k in (*ACTIVATION_KEYS, *WEIGHT_KEYS)
+                          if k != "dead_fraction" or has_relu)
+        assert set(self.keys) <= set(stats.LAYER_STATS)
+        # The current capture window (from the last watch.step to the next).
+        self.armed = self.captures(1)
+        self.example_norms: dict[int, Tensor] = {}
+        self.dead: dict[int, Tensor] = {}
+        self.grads_from_optimizer: list[tuple[list[int], Tensor]] = []
+        self.grads_accumulated: dict[int, Tensor] = {}
+        self.last_layer: int | None = None  # the layer whose output a ReLU now sees
+        self.forward_order: list[int] = []
+        self.order_settled = False
+        self.optimizer_seen = False
+        self.optimizer_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Bookkeeping on the host.
+        self.pending: list[Pending] = []
+        self.records: list[dict[str, Any]] = []  # read, not yet written
+        self.loss_sum: Tensor | None = None  # on the device: not finite once a loss was not
+        self.diverged_step: int | None = None
+        self.epoch: int | None = None
+        self.test_error: float | None = None
+        self.status = "running"
+        self.started = time.perf_counter()
+        self.started_at = time.time()  # for run_summary's metadata (start time, versions)
+        self.last_write = self.started
+        self.config_written = False
+        self.path = create_unique_dir(out.parent, out.name)
+        self.writer = RunWriter(self.path)
+        self.writer.append_stats([])
+        self.writer.write_summary(self.summary())
+        self.register_hooks(root)
+
+    # -- hooks --------------------------------------------------------------------------------
+    def register_hooks(self, root: nn.Module) -> None:
+        self.handles.append(root.register_forward_pre_hook(self.forward_starts))
+        for i, layer in enumerate(self.found):
+            self.handles.append(layer.module.register_forward_hook(self.layer_hook(i)))
+        for module in root.modules():
+            if isinstance(module, ZERO_FLOOR_ACTIVATIONS):
+                self.handles.append(module.register_forward_hook(self.activation_hook))
+        self.grad_handles = [weight.register_post_accumulate_grad_hook(self.grad_hook(j))
+                             for j, weight in enumerate(self.weights)
+                             if weight.requires_grad and weight.is_leaf]
+        self.handles += self.grad_handles
+        self.handles.append(register_optimizer_step_pre_hook(self.optimizer_hook))
+
+    def remove_hooks(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def forward_starts(self, module: nn.Module, args: Any) -> None:
+        self.last_layer = None
+
+    def layer_hook(self, i: int) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not self.armed:
+                return
+            if not self.order_settled and i not in self.forward_order:
+                self.forward_order.append(i)
+            self.last_layer = i
+            y = first_tensor(output)
+            if i in self.example_norms or y is None or not y.is_floating_point() \
+                    or y.numel() == 0:
+                return  # the window's first forward pass counts
+            norms = stats.example_norms([output_group(y)])[0]
+            self.example_norms[i] = norms.to(self.device, non_blocking=True)
+
+        return hook
+
+    def activation_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        """A ReLU's output: the dead units of the layer before it."""
+        i = self.last_layer
+        if not self.armed or i is None or i in self.dead or not isinstance(output, Tensor) \
+                or output.numel() == 0:
+            return
+        dead = stats.dead_fractions([unit_sums(output, self.found[i].unit_dim)])
+        self.dead[i] = dead.to(self.device, non_blocking=True)
+
+    def grad_hook(self, j: int) -> Callable[[Tensor], None]:
+        """The gradient as accumulated into .grad: used only where no torch.optim optimizer
+        steps these weights (under DDP it is this rank's, under GradScaler a scaled one)."""
+        def hook(weight: Tensor) -> None:
+            if self.armed and not self.optimizer_seen and weight.grad is not None:
+                norm = stats.gradient_norms([weight_group(weight.grad)])
+                self.grads_accumulated[j] = norm.to(self.device, non_blocking=True)
+
+        return hook
+
+    def optimizer_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """The gradient an optimizer steps with: averaged over DDP's ranks, unscaled by
+        GradScaler, clipped if the user clips. (A global hook: it sees every optimizer.)"""
+        if not self.armed:
+            return
+        mine = self.weights_of(optimizer)
+        grads = [(j, self.weights[j].grad) for j in mine]
+        grads = [(j, g) for j, g in grads if g is not None]
+        if not grads:
+            return
+        if not self.optimizer_seen:  # the backward pass's own gradient is not needed now
+            self.optimizer_seen = True
+            for handle in self.grad_handles:
+                handle.remove()
+        idx, groups = self.gradient_groups(grads)
+        norms = stats.gradient_norms(groups)
+        self.grads_from_optimizer.append((idx, norms.to(self.device, non_blocking=True)))
+
+    def gradient_groups(self, grads: Sequence[tuple[int, Tensor]],
+                        ) -> tuple[list[int], list[Tensor]]:
+        """Gradients as layer groups, stacked by bucket (a sparse one alone)."""
+        by_bucket: dict[int, list[tuple[int, Tensor]]] = {}
+        idx: list[int] = []
+        groups: list[Tensor] = []
+        for j, g in grads:
+            if g.is_sparse:
+                idx.append(j)
+                groups.append(weight_group(g))
+            else:
+                by_bucket.setdefault(id(self.bucket_of[j]), []).append((j, g))
+        for members in by_bucket.values():
+            idx += [j for j, _ in members]
+            groups.append(_as_float(stack([g for _, g in members])))
+        return idx, groups
+
+    def weights_of(self, optimizer: torch.optim.Optimizer) -> list[int]:
+        """Which watched weights an optimizer holds (looked up once per optimizer, again if
+        its parameter groups change)."""
+        groups = len(optimizer.param_groups)
+        cached = self.optimizer_weights.get(optimizer)
+        if cached is None or cached[0] != groups:
+            ids = {id(w): j for j, w in enumerate(self.weights)}
+            mine = [ids[id(p)] for g in optimizer.param_groups for p in g["params"]
+                    if id(p) in ids]
+            cached = (groups, sorted(set(mine)))
+            self.optimizer_weights[optimizer] = cached
+        return cached[1]
+
+    # -- steps --------------------------------------------------------------------------------
+    def captures(self, step: int) -> bool:
+        """Step 1 (the initialization) and every ``every``-th step are captured."""
+        return step == 1 or step % self.every == 0
+
+    def step(self, loss: Tensor | float | None = None, *, epoch: int | None = None,
+             train_error: float | Tensor | None = None,
+             test_error: float | Tensor | None = None) -> None:
+        """Call once per training step, after the optimizer's step: ``loss`` of this step (a
+        tensor stays on the device), and optionally the epoch and error rates to record."""
+        self.steps += 1
+        if not self.active:
+            return
+        n = self.steps
+        if epoch is not None:
+            self.epoch = epoch = int(epoch)  # (a numpy integer is no JSON number)
+        record: dict[str, Any] = {"step": n, "epoch": epoch, "phase": "train", "loss": None,
+                                  "train_error": host_number(train_error),
+                                  "test_error": host_number(test_error)}
+        if record["test_error"] is not None:
+            self.test_error = record["test_error"]
+        with torch.no_grad():
+            device_loss = self.track_loss(loss, n)
+            if not device_loss and loss is not None:
+                record["loss"] = clean_number(float(loss))
+            if self.armed:
+                self.pending.append(self.capture(record, loss if device_loss else None))
+            elif train_error is not None or test_error is not None:
+                if device_loss:
+                    record["loss"] = clean_number(float(loss))  # a sync the user asked for
+                self.pending.append(Pending(record))
+            self.armed = self.captures(n + 1)
+            if self.armed and self.weights:  # the next update is measured from here
+                self.keep_weights()
+        self.read_ready()
+        if self.records and time.perf_counter() - self.last_write >= WRITE_INTERVAL_S:
+            self.write()
+
+    def track_loss(self, loss: Tensor | float | None, step: int) -> bool:
+        """Notice a loss that is not finite: on the host for a number; for a tensor, by adding
+        it to a sum on the device (one kernel, no sync), which stays NaN or infinite from then
+        on and is read with the next capture. Returns whether ``loss`` is a tensor."""
+        if not isinstance(loss, Tensor):
+            if loss is not None and not math.isfinite(float(loss)):
+                self.diverged(step)
+            return False
+        loss = loss.detach()
+        if self.loss_sum is None:
+            self.loss_sum = torch.zeros((), dtype=torch.float32, device=loss.device)
+        self.loss_sum.add_(loss if loss.dim() == 0 else loss.sum())
+        return True
+
+    def diverged(self, step: int) -> None:
+        if self.diverged_step is None or step < self.diverged_step:
+            self.diverged_step = step
+
+    def keep_weights(self) -> None:
+        for bucket in self.buckets:
+            bucket.keep([self.weights[j] for j in bucket.members])
+        self.previous_is_initial = False
+
+    def capture(self, record: dict[str, Any], loss: Tensor | None) -> Pending:
+        """This step's statistics, packed into one device tensor whose copy to the host is
+        queued without waiting; the window's tensors are let go."""
+        if not self.order_settled:
+            self.settle_order()
+        parts: list[tuple[str, list[int], Tensor]] = []
+        if self.example_norms:  # the layers' norms [1, 1, B], stacked by batch size
+            by_batch: dict[int, list[int]] = {}
+            for i, norms in self.example_norms.items():
+                by_batch.setdefault(norms.shape[-1], []).append(i)
+            fired = [i for layers in by_batch.values() for i in layers]
+            groups = [torch.cat([self.example_norms[i] for i in layers])
+                      for layers in by_batch.values()]
+            parts.append(("act_norm", fired, stats.activation_norms((), groups)))
+            parts.append(("act_norm_cv", fired, stats.norm_spreads((), groups)))
+        if self.dead and "dead_fraction" in self.keys:
+            parts.append(("dead_fraction", list(self.dead), torch.cat(list(self.dead.values()),
+                                                                      dim=1)))
+        parts += self.gradient_parts()
+        if self.weights:
+            parts += self.weight_parts()
+        pending = Pending(record, layout=[(key, idx) for key, idx, _ in parts])
+        values = []
+        if loss is not None:
+            pending.scalars.append("loss")
+            values.append(loss.detach().float().reshape(-1)[:1].to(self.device))
+        if self.loss_sum is not None:
+            pending.scalars.append("loss_sum")
+            values.append(self.loss_sum.reshape(1).to(self.device))
+        values += [t.reshape(-1) for _, _, t in parts]
+        if values:
+            pending.packed = torch.cat(values)
+        if self.device.type == "cuda":
+            pending.packed = to_host(pending.packed)
+            pending.event = torch.cuda.Event()
+            pending.event.record()
+        self.example_norms = {}
+        self.dead = {}
+        self.grads_from_optimizer = []
+        self.grads_accumulated = {}
+        return pending
+
+    def gradient_parts(self) -> list[tuple[str, list[int], Tensor]]:
+        """grad_norm per weight: the optimizer's if one stepped in this window, else (no
+        torch.optim optimizer) the gradient as accumulated by the backward pass."""
+        if self.grads_from_optimizer:
+            return [("grad_norm", idx, t) for idx, t in self.grads_from_optimizer]
+        if self.grads_accumulated and not self.optimizer_seen:
+            idx = list(self.grads_accumulated)
+            return [("grad_norm", idx, torch.cat([self.grads_accumulated[j] for j in idx],
+                                                 dim=1))]
+        return []
+
+    def weight_parts(self) -> list[tuple[str, list[int], Tensor]]:
+        """The weights before this step (those its forward pass used), their change from W(0)
+        and the update since: the MLP trainer's statistics, from ``stats.LAYER_STATS``, a few
+        kernels per bucket. W - W(0) and then the update go through one float32 scratch block
+        per bucket, made once: no allocation per capture."""
+        befores = [b.initial if self.previous_is_initial or b.previous is None else b.previous
+                   for b in self.buckets]
+        for bucket, before in zip(self.buckets, befores, strict=True):
+            if bucket.scratch is None:
+                bucket.scratch = torch.empty_like(bucket.initial, dtype=torch.float32)
+            torch.sub(before, bucket.initial, out=bucket.scratch)
+        moved = [b.scratch for b in self.buckets]  # read as changes, then as updates
+        tensors = stats.PassTensors(
+            inputs=(), activations=(), unit_inputs=torch.empty(0), grads=(),
+            weights=[_as_float(w) for w in befores], changes=moved,
+            initial_norms=self.initial_norms, updates=moved)
+        values = {key: stats.LAYER_STATS[key].compute(tensors)
+                  for key in STEP_WEIGHT_KEYS if key != "update_ratio"}
+        for bucket, before in zip(self.buckets, befores, strict=True):
+            stack([self.weights[j] for j in bucket.members], out=bucket.scratch)
+            bucket.scratch.sub_(before)  # the changes were read above; now the update
+        values["update_ratio"] = stats.LAYER_STATS["update_ratio"].compute(tensors)
+        return [(key, self.bucket_order, values[key].to(self.device))
+                for key in STEP_WEIGHT_KEYS]
+
+    def settle_order(self) -> None:
+        """Order the layers as the first forward pass ran them; a layer that did not run
+        (MultiheadAttention's out_proj, whose weight its parent uses directly) follows the
+        module before it."""
+        ran = set(self.forward_order)
+        order = list(self.forward_order)
+        for i in range(len(self.found)):
+            if i in ran:
+                continue
+            before = max((j for j in range(i) if j in order), default=None)
+            order.insert(0 if before is None else order.index(before) + 1, i)
+        self.position = {i: p for p, i in enumerate(order)}
+        self.layer_targets = [[i] for i in range(len(self.found))]
+        self.layers = [self.found[i] for i in order]
+        self.order_settled = True
+        self.write_config(self.layers)
+
+    def write_config(self, layers: Sequence[WatchedLayer]) -> None:
+        config = {"name": self.path.name if self.path else "watch",
+                  "watch": {"model": self.model_name, "every": self.every,
+                            "layers": [layer.config() for layer in layers]}}
+        try:
+            self.writer.write_config(yaml.safe_dump(config, sort_keys=False,
+                                                    default_flow_style=None))
+        except RunWriteError as err:
+            self.broken(err)
+        self.config_written = True
+
+    # -- host side ----------------------------------------------------------------------------
+    def read_ready(self, wait: bool = False) -> None:
+        """Turn the captures whose copies have arrived (all of them with ``wait``) into
+        records, in step order."""
+        while self.pending and (wait or self.pending[0].ready()):
+            item = self.pending.pop(0)
+            if item.event is not None:
+                item.event.synchronize()
+            self.records.append(self.to_record(item))
+
+    def to_record(self, item: Pending) -> dict[str, Any]:
+        record = item.record
+        if item.packed is None:
+            return record
+        values = item.packed.tolist()
+        for name, value in zip(item.scalars, values, strict=False):
+            if name == "loss":
+                record["loss"] = clean_number(value)
+            elif not math.isfinite(value):  # the loss sum: a loss since the last capture
+                self.diverged(record["step"])
+        offset = len(item.scalars)
+        layers = len(self.layers)
+        lists: dict[str, list[float | None]] = {key: [None] * layers for key in self.keys}
+        for key, idx in item.layout:
+            chunk = values[offset:offset + len(idx)]
+            offset += len(idx)
+            targets = self.weight_layers if key in WEIGHT_KEYS else self.layer_targets
+            for j, value in zip(idx, chunk, strict=True):
+                if key in DIVERGING_KEYS and not math.isfinite(value):
+                    self.diverged(record["step"])
+                for i in targets[j]:
+                    lists[key][self.position[i]] = clean_number(value)
+        record.update(lists)
+        return record
+
+    def write(self) -> None:
+        """Append the records read so far and rewrite summary.json."""
+        self.last_write = time.perf_counter()
+        if not self.active:
+            return
+        try:
+            self.writer.append_stats(self.records)
+            self.records = []
+            self.writer.write_summary(self.summary())
+        except RunWriteError as err:
+            self.broken(err)
+
+    def broken(self, err: RunWriteError) -> None:
+        """The run directory cannot be written (disk full...): say so once and stop watching;
+        the training goes on."""
+        warnings.warn(f"initlab.watch stops recording: {err}", stacklevel=3)
+        self.active = False
+        self.remove_hooks()
+
+    def summary(self) -> dict[str, Any]:
+        status = "diverged" if self.diverged_step is not None and self.status != "running" \
+            else self.status
+        return run_summary(status, steps=self.steps, epochs=self.epoch or 0,
+                           final_test_error=self.test_error, diverged_step=self.diverged_step,
+                           wall_seconds=round(time.perf_counter() - self.started, 3),
+                           device=str(self.device), threads=torch.get_num_threads(),
+                           started_at=self.started_at)
+
+    def close(self, status: str = "completed") -> None:
+        """Remove every hook, write what is pending and the final summary (also after an
+        exception, with ``status="interrupted"``). Closing twice does nothing."""
+        self.remove_hooks()
+        if not self.active or self.status != "running":
+            return
+        if not self.config_written:
+            self.write_config(self.layers)
+        self.read_ready(wait=True)
+        if self.loss_sum is not None and not math.isfinite(self.loss_sum.item()):
+            self.diverged(self.steps)  # after the last capture (an earlier one comes first)
+        self.status = status
+        self.write()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: Any) -> None:
+        self.close("completed" if kind is None else "interrupted")
+
+
+def to_host(t: Tensor | None) -> Tensor | None:
+    """A copy in pinned host memory that the device fills when it gets there: queued, not
+    waited for."""
+    if t is None:
+        return None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t, non_blocking=True)
+
+
+def host_number(x: float | Tensor | None) -> float | None:
+    return None if x is None else clean_number(float(x))
+
+
+def watch(model: nn.Module, out: str | Path, every: int = 10) -> Watch:
+    """Instrument ``model`` and record into the run directory ``out`` (``runs/my-cnn``; taken
+    already: ``runs/my-cnn-2``): per layer in forward order, the activation norm and dead
+    units of step 1 and every ``every``-th step, the gradient norm, n·Var(W), the relative
+    change from W(0) and the update ratio. Use it as a context manager and call
+    ``watch.step(loss)`` once per step after the optimizer's; see docs/watch.md."""
+    return Watch(model, out, every)
