@@ -419,16 +419,20 @@ def bench(
                                                "12).")] = None,
     sweep: Annotated[list[int] | None, typer.Option(
         "--sweep", min=2, help="Sweep size K to time (repeatable; default 9 and 81).")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Time only this section (repeatable): mlp (initlab's trainer against "
+        "plain PyTorch) or watch (initlab.watch on a CNN and a transformer).")] = None,
     data_root: DataRoot = None,
 ) -> None:
-    """Seconds per epoch per model: the plain PyTorch way against initlab (one config, sweeps)."""
+    """Seconds per epoch per model: the plain PyTorch way against initlab (one config, sweeps),
+    and the cost of initlab.watch on models that are not initlab's."""
     from initlab.bench import run_bench, settings_for
 
     out = user_path(out, "--out")  # type: ignore[assignment]
     data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {bounded(device)!r}")
-    settings = settings_for(device, steps, warmup, blocks, sweep, data_root)
+    settings = settings_for(device, steps, warmup, blocks, sweep, data_root, only)
     run_bench(settings, out, Console())
 
 

@@ -20,7 +20,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -262,8 +262,10 @@ class GroupTrainer:
             self.optimizer.step()
             if captured is not None:  # before_step becomes the step's update
                 torch.sub(self.model.flat, self.before_step, out=self.before_step)
-                captured.update(self.layer_stats(replace(tensors, updates=self.update_views),
-                                                 after_update=True))
+                # The same tensors: their weight norms, computed before the step, are the
+                # ratio's denominator (the weights the step updated).
+                tensors.updates = self.update_views
+                captured.update(self.layer_stats(tensors, after_update=True))
             self.step_count += 1
             self.epoch_loss += loss
             self.epoch_errors += errors

@@ -40,7 +40,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.txt
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__,
 'cuda', torch.cuda.is_available())"; } 2>&1 | tee "$OUT/summary.txt"
-step cuda-tests "${CUDA_TESTS_LIMIT:-90}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step cuda-tests "${CUDA_TESTS_LIMIT:-90}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+  tests/test_watch.py -k "cuda or graph or CUDA"
 cuda=$?
 step bench "${BENCH_LIMIT:-150}" $PY -m initlab bench --device cuda --out "$OUT/bench-cuda.json"
 bench=$?
