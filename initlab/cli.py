@@ -3,6 +3,7 @@ one message and exit code 2."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -10,7 +11,7 @@ import re
 import shlex
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -149,6 +150,22 @@ def run(
     say(f"plot it: initlab plot {shlex.quote(str(top))}")
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads for a command (``--threads``), as they were afterwards."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str | None,
           resume: Path | None, split: str, threads: int | None,
           writer: Callable[[Path], Any] | None) -> list[Any]:
@@ -161,12 +178,8 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
     from initlab.progress import RichProgress, print_outcomes
     from initlab.runs import RunWriter
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     writer = writer or RunWriter
-    with process_group() as comm:
+    with torch_threads(threads), process_group() as comm:
         if comm.world > 1 and resume is not None:
             raise UsageError("--resume continues a run in one process (its checkpoint holds "
                              "the global batch order); run it without torchrun")

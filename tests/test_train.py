@@ -4,10 +4,12 @@ run directory contract; the lecture's init claims hold at c = 1, 2, 3."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -23,6 +25,16 @@ from initlab.train import MemberState
 pytestmark = pytest.mark.usefixtures("mnist_env")
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Runs compared with float tolerances: their last bits depend on the thread count, so it
+    is fixed (whatever earlier tests or the machine's cores left it at)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 SMALL = {
     "model": {"depth": 12, "width": 32},
@@ -87,7 +99,7 @@ def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str, optimizer
 
 
 @pytest.mark.parametrize(("norm", "depth", "optimizer", "lr"), [("none", 12, "sgd", 0.02),
-                                                               ("layer", 6, "adam", 1e-4),
+                                                               ("layer", 4, "adam", 1e-4),
                                                                ("batch", 6, "adam", 1e-4),
                                                                ("rms", 6, "sgd", 0.02)])
 def test_hand_written_backward_trains_like_autograd(tmp_path: Path, norm: str, depth: int,
