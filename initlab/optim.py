@@ -31,6 +31,9 @@ class FlatOptimizer:
             return torch.tensor(values, dtype=flat.dtype, device=flat.device)[member_ids]
 
         self.lr = per_element([c.lr for c in configs])
+        # Each member's learning rate (0 once frozen): SGD's step is member_lr times a direction.
+        self.member_lr = torch.tensor([c.lr for c in configs], dtype=flat.dtype,
+                                      device=flat.device)
         self.use_decay = any(c.weight_decay > 0 for c in configs)
         self.weight_decay = per_element([c.weight_decay for c in configs])
         self.use_momentum = self.kind == "sgd" and any(c.momentum > 0 for c in configs)
@@ -72,6 +75,17 @@ class FlatOptimizer:
         torch.mul(m, self.lr, out=step)
         self.flat.addcdiv_(step, denom, value=-1.0)
 
+    @torch.no_grad()
+    def last_update(self) -> tuple[Tensor, Tensor | None]:
+        """The step just taken, as (D, scale) with Delta W = -scale_k * D for member k (scale
+        None: 1), for the update statistics without a copy of the weights: SGD's direction
+        (the gradient with decay folded in, or the momentum buffer) and each member's lr;
+        Adam's lr * m / denominator, computed here into its scratch (call once per step)."""
+        if self.kind == "sgd":
+            return (self.buffers["momentum"] if self.use_momentum else self.grad), self.member_lr
+        denom, step = self.scratch
+        return torch.div(step, denom, out=step), None
+
     def member_state(self, k: int) -> dict[str, Tensor]:
         """Member k's part of the optimizer state: its elements of each per-element buffer
         (in flat-buffer order, which is ``StackedMLP.member_vector``'s) and the shared step
@@ -96,6 +110,7 @@ class FlatOptimizer:
         updates turn its zeroed weights back into NaN."""
         mine = self.member_ids == member
         self.lr.masked_fill_(mine, 0.0)
+        self.member_lr[member] = 0.0
         if reset:
             for buf in self.buffers.values():
                 if buf.shape == mine.shape:

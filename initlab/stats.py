@@ -123,11 +123,17 @@ def sorted_quantile(ordered: Tensor, q: float) -> Tensor:
     return torch.lerp(lower, upper, position - low).T
 
 
-def update_ratios(update_groups: Sequence[Tensor], weight_norms: Tensor) -> Tensor:
+def update_ratios(update_groups: Sequence[Tensor], weight_norms: Tensor,
+                  scale: Tensor | None = None) -> Tensor:
     """||Delta W_i||_F / ||W_i||_F per member and layer, the effective learning rate of a
-    layer: [K, L] from layer groups of one step's update and the norms of the weights it
+    layer: [K, L] from layer groups of one step's update (or of a direction that ``scale``
+    [K], e.g. each member's learning rate, turns into it) and the norms of the weights it
     updated (``frobenius_norms``). NaN where W_i = 0."""
-    return _norm_ratio(update_groups, weight_norms)
+    moved = frobenius_norms(update_groups)
+    if scale is not None:
+        moved = moved * scale.unsqueeze(1)
+    return torch.where(weight_norms > 0, moved / weight_norms,
+                       torch.full_like(moved, float("nan")))
 
 
 def _norm_ratio(groups: Sequence[Tensor], reference: Tensor) -> Tensor:
@@ -159,7 +165,8 @@ class PassTensors:
     inputs [G, K, B, n] (Z_1 = x), the hidden layers' activation outputs [G, K, B, width], the
     input of one hidden unit's nonlinearity per hidden layer [L - 1, K, B], the weights W_i,
     their gradients and W_i - W_i(0) ([G, K, n] each), the norms of W_i(0) [K, L], and, after
-    the optimizer's step, that step's update Delta W_i ([G, K, n]; None before)."""
+    the optimizer's step, that step's update Delta W_i ([G, K, n], times ``update_scale`` per
+    member where given; None before)."""
 
     inputs: Sequence[Tensor]
     activations: Sequence[Tensor]
@@ -169,6 +176,7 @@ class PassTensors:
     changes: Sequence[Tensor]
     initial_norms: Tensor
     updates: Sequence[Tensor] | None = None
+    update_scale: Tensor | None = None  # [K]: the update is this times ``updates``
 
     # Shared by several statistics, computed once.
     @cached_property
@@ -232,7 +240,7 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
               lambda t: sorted_quantile(t.sorted_unit_inputs, 0.85), log_scale=False,
               hidden_only=True, per_rank="approx"),
     LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖ (W before the step)",
-              lambda t: update_ratios(t.updates or [], t.weight_norms),
+              lambda t: update_ratios(t.updates or [], t.weight_norms, t.update_scale),
               after_update=True),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)

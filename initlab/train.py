@@ -170,9 +170,7 @@ class GroupTrainer:
         self.grad_views = self.model.weight_groups(self.model.flat_grad)
         self.change = torch.empty_like(self.model.flat)
         self.change_views = self.model.weight_groups(self.change)
-        # The weights before a captured step, then that step's update (update_stats).
-        self.before_step = torch.empty_like(self.model.flat)
-        self.update_views = self.model.weight_groups(self.before_step)
+        self.direction_views: dict[int, list[Tensor]] = {}  # see update_views
 
     def set_initial_weights(self) -> None:
         """The norms of W_i(0), the reference for the relative change (again when a checkpoint
@@ -189,6 +187,15 @@ class GroupTrainer:
         return stats.PassTensors(activity.inputs, activity.activations, activity.unit_inputs,
                                  self.weight_views, self.grad_views, self.change_views,
                                  self.initial_norms)
+
+    def update_views(self) -> tuple[list[Tensor], Tensor | None]:
+        """The step just taken as weight groups (``FlatOptimizer.last_update``): views of the
+        optimizer's own buffer, made once per buffer."""
+        direction, scale = self.optimizer.last_update()
+        key = direction.data_ptr()
+        if key not in self.direction_views:
+            self.direction_views[key] = self.model.weight_groups(direction)
+        return self.direction_views[key], scale
 
     @staticmethod
     def layer_stats(tensors: stats.PassTensors, after_update: bool = False,
@@ -258,13 +265,11 @@ class GroupTrainer:
                 captured = self.layer_stats(tensors)
                 captured["loss"] = loss  # fresh each step; a graph's outputs are cloned
                 captured["errors"] = errors.float() / y.shape[1]
-                self.before_step.copy_(self.model.flat)
             self.optimizer.step()
-            if captured is not None:  # before_step becomes the step's update
-                torch.sub(self.model.flat, self.before_step, out=self.before_step)
+            if captured is not None:
                 # The same tensors: their weight norms, computed before the step, are the
-                # ratio's denominator (the weights the step updated).
-                tensors.updates = self.update_views
+                # update ratio's denominator (the weights the step updated).
+                tensors.updates, tensors.update_scale = self.update_views()
                 captured.update(self.layer_stats(tensors, after_update=True))
             self.step_count += 1
             self.epoch_loss += loss
