@@ -312,7 +312,9 @@ def plain_log_ticks(ax: Axes) -> None:
 
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(mpl.ticker.FormatStrFormatter("%g"))
+    # Minor ticks (2, 3, 5, ...) labelled only on short axes: over several decades they crowd.
+    ax.yaxis.set_minor_formatter(mpl.ticker.LogFormatter(labelOnlyBase=False,
+                                                         minor_thresholds=(1.5, 0.6)))
 
 
 def plot_layers(ax: Axes, run: Run, key: str, phase: str, **kw: Any) -> None:

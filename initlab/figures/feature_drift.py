@@ -111,7 +111,7 @@ FIGURE = Figure(
     "drifting while the layers below it learn (their figure 1; the lecture's slide on the "
     "feature distribution over training). Here: the 15th, 50th and 85th percentiles over the "
     "batch of one fixed unit's nonlinearity input in the last hidden layer of the 50-layer "
-    "net, over two epochs of Adam (the runs of normalized-training, each normalization at its "
+    "net, over one epoch of Adam (the runs of normalized-training, each normalization at its "
     "best learning rate). Top row: normalization before the ReLU, Ioffe & Szegedy's placement, "
     "where the unit's input is the normalized value; bottom row: after the ReLU, the "
     "lecture's placement, where only the layer's input is normalized. The drift number is how "

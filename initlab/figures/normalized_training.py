@@ -1,5 +1,5 @@
 """Figure normalized-training: what it takes to train the normalized 50-layer nets -- a
-learning-rate × normalization grid under one budget (2 epochs of Adam), with the norm after the
+learning-rate × normalization grid under one budget (1 epoch of Adam), with the norm after the
 activation (the lecture's placement) or before it; test error and final training loss against
 the learning rate, and the best each normalization reaches (configs/normalized-training.yaml).
 """
@@ -97,8 +97,9 @@ def edge(run: Run | None, runs: Sequence[Run]) -> str:
 def plot(inp: FigureInput) -> MplFigure:
     runs = inp.runs(STEM)
     epochs = cfg_value(runs[0], "train.epochs") if runs else "?"
-    fig, axes = new_figure(inp, f"The lecture's 50-layer net (c = 2) under one budget: {epochs} "
-                           "epochs of Adam at each learning rate", 2)
+    budget = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    fig, axes = new_figure(inp, f"The lecture's 50-layer net (c = 2) under one budget: {budget} "
+                           "of Adam at each learning rate", 2)
     for ax, key, label in ((axes[0][0], "error", "final test error (%)"),
                            (axes[0][1], "loss", "last epoch's mean training loss")):
         for variant in VARIANTS:
@@ -170,7 +171,7 @@ def claims(inp: FigureInput) -> list[Claim]:
 
 FIGURE = Figure(
     "normalized-training",
-    "What it takes to train the normalized 50-layer nets: one budget (2 epochs of Adam; plain "
+    "What it takes to train the normalized 50-layer nets: one budget (1 epoch of Adam; plain "
     "SGD leaves them near chance), five learning rates, for no normalization, batch norm and "
     "layer norm, each after the ReLU (the lecture's placement) or before it. Left: final test "
     "error; right: the last epoch's training loss, against the learning rate. The lecture "
