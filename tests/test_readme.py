@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import initlab
 from initlab import config
 from initlab.cli import app
 from initlab.reference import readme_block, reference_table
@@ -108,8 +109,22 @@ def test_every_readme_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "diverged: c=3.0" in outputs["initlab run configs/sweep-c.yaml"]
     assert (tmp_path / "exports" / "kaiming" / "layers.csv").exists()
     python = blocks("python")
-    assert len(python) == 1
+    assert len(python) == 2
     exec(compile(python[0], "README.md", "exec"), {})
+    exec(compile(python[1], "README.md", "exec"), watch_namespace())
+    assert initlab.load_run(tmp_path / "runs" / "my-cnn").kind == "watch"
+
+
+def watch_namespace() -> dict:
+    """What the README's watch example takes as given: a model, its data, an optimizer."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 26 * 26, 10))
+    gen = torch.Generator().manual_seed(0)
+    loader = [(torch.rand(8, 1, 28, 28, generator=gen), torch.randint(0, 10, (8,), generator=gen))
+              for _ in range(12)]
+    return {"model": model, "loader": loader, "F": torch.nn.functional,
+            "opt": torch.optim.SGD(model.parameters(), lr=0.01)}
 
 
 def check_tensorboard_logdir(logdir: Path) -> None:
