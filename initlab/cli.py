@@ -3,7 +3,6 @@ one message and exit code 2."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
@@ -11,7 +10,7 @@ import re
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -150,22 +149,6 @@ def run(
     say(f"plot it: initlab plot {shlex.quote(str(top))}")
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU threads for a command (``--threads``), as they were afterwards."""
-    if not threads:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str | None,
           resume: Path | None, split: str, threads: int | None,
           writer: Callable[[Path], Any] | None) -> list[Any]:
@@ -175,6 +158,7 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
     from initlab.distributed import process_group
     from initlab.errors import RunInterrupted
     from initlab.experiment import resume_experiment, run_experiment, run_experiment_across
+    from initlab.jobs import torch_threads
     from initlab.progress import RichProgress, print_outcomes
     from initlab.runs import RunWriter
 

@@ -10,13 +10,14 @@ back (steps in batches, a few per second) to the caller's progress display.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import itertools
 import multiprocessing
 import os
 import queue
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,23 @@ class Job:
     cost: float  # relative, for longest-first scheduling
     run: Callable[..., None]
     args: tuple
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` for a while (None or 0: left as they are), and
+    as they were afterwards."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_jobs() -> int:

@@ -13,12 +13,11 @@ retrained from scratch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from initlab.config import RunConfig, config_hash, dump_yaml, load_experiment
@@ -26,7 +25,7 @@ from initlab.distributed import check_launch, launch
 from initlab.errors import RunInterrupted, UsageError
 from initlab.experiment import group_indices, train_written_members, training_cost
 from initlab.figures.core import Launch, RunSet
-from initlab.jobs import Job, run_jobs
+from initlab.jobs import Job, run_jobs, torch_threads
 from initlab.progress import ProgressFactory, quiet_progress
 from initlab.runs import CONFIG_FILE, FINISHED, STATS_FILE, SUMMARY_FILE, RunWriter
 
@@ -111,21 +110,6 @@ def train_group(configs: Sequence[RunConfig], paths: Sequence[Path], data_root: 
     threads (None: as many as this process has)."""
     with torch_threads(threads):
         train_written_members(configs, paths, data_root, progress)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    import torch
-
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --- Launched runs ------------------------------------------------------------------------------
