@@ -731,8 +731,9 @@ def sweep_members(path: Path) -> list[Path]:
 
 
 def _subdirs(path: Path) -> list[Path]:
+    """The directories inside ``path``; never a link, which could lead outside it."""
     try:
-        return [p for p in path.iterdir() if p.is_dir()]
+        return [p for p in path.iterdir() if p.is_dir() and not p.is_symlink()]
     except OSError:
         return []
 

@@ -135,3 +135,13 @@ def test_local_workers_bind_gloo_to_loopback(monkeypatch: pytest.MonkeyPatch) ->
     names = [name for _, name in socket.if_nameindex()]
     assert os.environ.get("GLOO_SOCKET_IFNAME") in names
     assert os.environ["GLOO_SOCKET_IFNAME"].startswith("lo")
+
+
+def test_readers_never_follow_a_link_out_of_a_sweep(tmp_path: Path) -> None:
+    import initlab
+
+    sweep = {**TINY, "name": "sweep", "sweep": {"init.c": [1.0, 2.0]}}
+    top = interrupted_run(tmp_path / "s", sweep)
+    victim = interrupted_run(tmp_path / "v")
+    (top / "elsewhere").symlink_to(victim)
+    assert [run.path.name for run in initlab.load_runs(top)] == ["c=1.0", "c=2.0"]
