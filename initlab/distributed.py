@@ -269,14 +269,14 @@ def check_launch(exp: Experiment, nproc: int, split: str) -> None:
     """What ``Comm.plan`` will check on every worker, checked once before they start, and
     whether ``nproc`` processes fit this machine."""
     configs = [m.config for m in exp.members]
-    by_batches = resolve_split(split, exp.is_sweep) == "batches"
-    if by_batches:
-        check_batch_split(configs, nproc)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cores = os.cpu_count() or 1
     if nproc > max(gpus, MAX_PROCESSES_PER_CORE * cores):
         raise UsageError(f"--nproc {nproc}: this machine has {cores} CPU cores and {gpus} GPUs; "
                          f"at most {max(gpus, MAX_PROCESSES_PER_CORE * cores)} processes")
+    by_batches = resolve_split(split, exp.is_sweep) == "batches"
+    if by_batches:
+        check_batch_split(configs, nproc)
     limit = resources.usable_bytes(torch.device("cpu"), processes=nproc)
     shapes: dict[tuple, list[RunConfig]] = {}
     for cfg in configs:

@@ -247,3 +247,14 @@ def test_a_worker_killed_mid_run_ends_the_launch_with_one_line(tmp_path: Path) -
     resumed = runner.invoke(app, ["run", "--resume", str(run_dir)])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run_dir / SUMMARY_FILE).read_text())["status"] == "completed"
+
+
+def test_more_processes_than_the_machine_can_hold_are_refused(tmp_path: Path) -> None:
+    """C4: --nproc 64 on 2 cores ran silently for minutes while memory ran out."""
+    cfg = write_config(tmp_path / "c.yaml", {**BASE, "name": "many"})
+    nproc = 4 * (os.cpu_count() or 1) + 1
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "runs"),
+                                 "--nproc", str(nproc)])
+    assert result.exit_code == 2
+    assert f"--nproc {nproc}: this machine has" in result.output
+    assert not (tmp_path / "runs").exists()

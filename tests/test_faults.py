@@ -361,6 +361,19 @@ def test_disk_full_mid_sweep_is_clear_and_resumable(
     assert_same_run(top, full)
 
 
+def test_disk_full_at_the_first_flush_says_there_is_no_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """M6: a full disk at the first flush said "the last checkpoint is intact" when there was
+    none."""
+    fail_fsync(monkeypatch, "stats.jsonl", at=1)  # the init record's append
+    result = cli("run", write_config(tmp_path / "t.yaml", TINY), "--out", tmp_path / "runs")
+    monkeypatch.undo()
+    assert result.exit_code == 2, result.output
+    assert "No checkpoint was written yet" in result.output
+    assert "checkpoint is intact" not in result.output
+    assert summary(tmp_path / "runs" / "tiny")["status"] == "interrupted"
+
+
 # --------------------------------------------------------------------------- files
 
 
