@@ -19,8 +19,8 @@ from initlab.describe import (
     training_text,
     varying,
 )
-from initlab.errors import UsageError
-from initlab.runs import Run, bounded, find_runs, load_run, nested_run_dirs
+from initlab.errors import UsageError, bounded
+from initlab.runs import Run, find_runs, load_run, nested_run_dirs
 
 Log = Callable[[str], None]
 

@@ -18,8 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from initlab.errors import UsageError
-from initlab.runs import bounded
+from initlab.errors import UsageError, bounded
 
 PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only draw by default
 app = typer.Typer(add_completion=False, no_args_is_help=True,

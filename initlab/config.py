@@ -24,7 +24,7 @@ from typing import Any, get_args, get_type_hints
 import yaml
 
 from initlab.activations import ACTIVATIONS
-from initlab.errors import ConfigError
+from initlab.errors import ConfigError, bounded
 from initlab.inits import INITS
 from initlab.norms import NORMS, POSITIONS
 
@@ -327,7 +327,7 @@ class _Loader(yaml.SafeLoader):
                 ident = (key_node.tag, key_node.value)
                 if ident in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {_clip(key_node.value, 40)!r}",
+                        None, None, f"duplicate key {bounded(key_node.value, 40)!r}",
                         key_node.start_mark)
                 seen.add(ident)
         return super().construct_mapping(node, deep)
@@ -337,7 +337,7 @@ class _Loader(yaml.SafeLoader):
         digits = text.lstrip("+-")
         if len(digits) > 1 and digits.startswith("0") and digits.isdigit():
             raise yaml.constructor.ConstructorError(
-                None, None, f"{_clip(text, 20)} has a leading zero (YAML 1.1 reads it as octal, "
+                None, None, f"{bounded(text, 20)} has a leading zero (YAML 1.1 reads it as octal, "
                 f"1.2 as decimal); write it without", node.start_mark)
         if digits.startswith("0o"):
             return int(text.replace("0o", "", 1), 8)
@@ -402,8 +402,8 @@ class _Problems:
     ) -> None:
         if override is None:
             override = next((self.origins[k] for k in (key, *related) if k in self.origins), None)
-        where = self.source if override is None else f"{self.source} (--set {_clip(override)})"
-        key = _clip(key)
+        where = self.source if override is None else f"{self.source} (--set {bounded(override)})"
+        key = bounded(key)
         message = " ".join(message.split("\n"))  # one line per problem, whatever the parser said
         line = f"{where}: {key}: {message}" if key else f"{where}: {message}"
         if line not in self.lines:
@@ -425,17 +425,11 @@ def _brief(value: object, limit: int = 60) -> str:
     """A value as a message quotes it: its repr, at most ``limit`` characters (and never the
     whole of a huge or deeply nested value)."""
     if isinstance(value, str):
-        return repr(_clip(value, limit))
+        return repr(bounded(value, limit))
     text = "null" if value is None else _REPR.repr(value)
-    return _clip(text, limit)
+    return bounded(text, limit)
 
 
-def _clip(text: str, limit: int = 80) -> str:
-    """User text as a message quotes it: at most ``limit`` characters, control characters
-    escaped (a message is one line)."""
-    text = text[: limit + 1]
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -746,7 +740,7 @@ def _yaml_problem(err: Exception) -> str:
     if isinstance(err, RecursionError):
         return "YAML error: nested too deeply"
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    problem = _clip(" ".join(str(getattr(err, "problem", None) or err).split()), 120)
+    problem = bounded(" ".join(str(getattr(err, "problem", None) or err).split()), 120)
     if mark is None:
         return f"YAML error: {problem}"
     return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
@@ -775,7 +769,7 @@ def _read_mapping(path: Path, problems: _Problems) -> dict | None:
         return None
     except (OSError, ValueError) as err:  # a symlink loop, a NUL in the name, ...
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        problems.add("", f"cannot read: {_clip(reason)}")
+        problems.add("", f"cannot read: {bounded(reason)}")
         return None
     try:
         data = load_yaml(text)

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from initlab.runs import Run, bounded
+from initlab.errors import bounded
+from initlab.runs import Run
 
 # Where a run was trained and how it was logged: not what it is, so never "a difference".
 NOT_DIFFERENCES = frozenset({

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+ECHO_LIMIT = 80  # a user's value longer than this is shortened in messages
+
+
+def bounded(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A user's value as a message quotes it: on one line (control characters escaped) and at
+    most ``limit`` characters, its middle cut out (a megabyte-long value must not flood a
+    terminal, nor a newline split a one-line message)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > 4 * limit:  # only what can be shown is escaped
+        text = text[: 2 * limit] + text[-2 * limit:]
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) <= limit:
+        return text
+    keep = limit - 5
+    return f"{text[: keep // 2]} ... {text[len(text) - (keep - keep // 2):]}"
+
 
 class UsageError(Exception):
     """Bad input from the user: one clear message, exit code 2, nothing written."""

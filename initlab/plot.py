@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from initlab.describe import run_labels, title_lines
-from initlab.errors import UsageError
-from initlab.runs import Run, bounded, check_output_parent
+from initlab.errors import UsageError, bounded
+from initlab.runs import Run, check_output_parent
 from initlab.stats import LAYER_STATS
 
 if TYPE_CHECKING:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from initlab.errors import UsageError
+from initlab.errors import UsageError, bounded
 
 CONFIG_FILE = "config.yaml"
 STATS_FILE = "stats.jsonl"
@@ -270,19 +270,6 @@ def _recorded_start(path: Path) -> float | None:
 # --- Reading ------------------------------------------------------------------------------------
 
 SCALAR_KEYS = ("loss", "train_error", "test_error")  # numbers or null in every record
-ECHO_LIMIT = 80  # a user's value longer than this is shortened in messages
-
-
-def bounded(value: object, limit: int = ECHO_LIMIT) -> str:
-    """A value as a message quotes it: its repr, its middle cut out when longer than
-    ``limit`` characters (a 10,000-character value must not flood a terminal)."""
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) <= limit:
-        return text
-    keep = limit - 5
-    return f"{text[: keep // 2]} ... {text[len(text) - (keep - keep // 2):]}"
-
-
 def _kind_of(value: object) -> str:
     if value is None:
         return "null"

@@ -18,8 +18,8 @@ import initlab
 from initlab.cli import app
 from initlab.config import RunConfig, dump_yaml, set_dotted
 from initlab.describe import run_labels, title_lines
-from initlab.errors import UsageError
-from initlab.runs import RunWriter, bounded, run_summary
+from initlab.errors import UsageError, bounded
+from initlab.runs import RunWriter, run_summary
 from initlab.stats import LAYER_STATS
 
 runner = CliRunner()
