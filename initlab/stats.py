@@ -239,7 +239,7 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
     LayerStat("unit_input_p85", "unit 0's nonlinearity input, 85th percentile over the batch",
               lambda t: sorted_quantile(t.sorted_unit_inputs, 0.85), log_scale=False,
               hidden_only=True, per_rank="approx"),
-    LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖ (W before the step)",
+    LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖",
               lambda t: update_ratios(t.updates or [], t.weight_norms, t.update_scale),
               after_update=True),
 )}
