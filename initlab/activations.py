@@ -1,4 +1,4 @@
-"""Activation functions of a StackedMLP: one class each, one line each in ``ACTIVATIONS``.
+"""Activation functions of a StackedMLP: one class each, its line in ``initlab.choices``.
 
 An activation acts in place on a fresh matrix-product output that nothing else keeps, and gives
 its derivative from its own output, which is what the hand-written backward keeps.
@@ -11,9 +11,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from initlab.choices import ACTIVATION_CHOICES, classes
+
 
 class Activation:
-    name: ClassVar[str]
     # The derivative read from the output is still right after dropout rescaled the output:
     # relu's sign survives a positive factor, tanh's 1 - out^2 does not.
     survives_rescaling: ClassVar[bool] = True
@@ -33,7 +34,6 @@ class Activation:
 
 
 class ReLU(Activation):
-    name = "relu"
     can_die = True
 
     @staticmethod
@@ -46,7 +46,6 @@ class ReLU(Activation):
 
 
 class Tanh(Activation):
-    name = "tanh"
     survives_rescaling = False
 
     @staticmethod
@@ -59,7 +58,6 @@ class Tanh(Activation):
 
 
 class Identity(Activation):
-    name = "identity"
 
     @staticmethod
     def forward_(z: Tensor) -> Tensor:
@@ -70,4 +68,4 @@ class Identity(Activation):
         return g
 
 
-ACTIVATIONS: dict[str, type[Activation]] = {a.name: a for a in (ReLU, Tanh, Identity)}
+ACTIVATIONS: dict[str, type[Activation]] = classes(ACTIVATION_CHOICES, globals())

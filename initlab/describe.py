@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from initlab.config import short_keys
 from initlab.errors import bounded
 from initlab.runs import Run
 
@@ -42,13 +43,6 @@ def default_config() -> dict[str, Any]:
     from initlab.config import RunConfig, config_to_dict
 
     return flat_config(config_to_dict(RunConfig()))
-
-
-def short_keys(keys: Sequence[str]) -> dict[str, str]:
-    """Each dotted key's last part (``c`` for ``init.c``), the whole key where two share it."""
-    last = [key.rpartition(".")[2] for key in keys]
-    return {key: key if last.count(part) > 1 else part
-            for key, part in zip(keys, last, strict=True)}
 
 
 def format_value(value: Any) -> str:

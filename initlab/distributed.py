@@ -40,9 +40,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from initlab import resources
+from initlab.choices import NORM_CHOICES
 from initlab.config import group_key
 from initlab.errors import UsageError
-from initlab.norms import NORMS
 from initlab.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunWriter, atomic_write_text
 
 if TYPE_CHECKING:
@@ -298,7 +298,7 @@ def check_batch_split(configs: Sequence[RunConfig], world: int) -> None:
         raise UsageError(f"train.batch_size is the global batch, split evenly over {world} "
                          f"processes; {sizes} is not a multiple of {world}")
     for cfg in configs:  # batch norm normalizes over each process's own share
-        share, need = cfg.train.batch_size // world, NORMS[cfg.model.norm].min_batch
+        share, need = cfg.train.batch_size // world, NORM_CHOICES[cfg.model.norm].min_batch
         if cfg.model.norm == "batch" and share < need:
             raise UsageError(f"train.batch_size {cfg.train.batch_size} over {world} processes "
                              f"leaves {share} example(s) each, and norm: batch needs at least "

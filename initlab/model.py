@@ -11,9 +11,10 @@ both gradients (the hand-written backward).
 
 Placement follows the lecture: z_{i+1} = dropout(norm(act(z_i W_i + b_i))) for i < L, the last
 layer linear; ``model.norm_position: pre`` puts the norm before the activation instead,
-z_{i+1} = dropout(act(norm(z_i W_i + b_i))). The activation, norm and init scheme come from
-their registries (``initlab.activations``, ``initlab.norms``, ``initlab.inits``). A single model
-is K = 1.
+z_{i+1} = dropout(act(norm(z_i W_i + b_i))). ``model.weight_norm`` replaces each hidden
+layer's W_i by a function of it (weight standardization). The activation, norms and init scheme
+come from their registries (``initlab.activations``, ``initlab.norms``, ``initlab.inits``). A
+single model is K = 1.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from initlab.activations import ACTIVATIONS
 from initlab.config import ModelConfig
 from initlab.inits import INITS
-from initlab.norms import NORMS
+from initlab.norms import NORMS, WEIGHT_NORMS
 
 # W_i and b_i are views of one block per layer (a member's bias row follows its weight rows),
 # so not "dense": autograd warns, once, that accumulating into such a gradient may be slower.
@@ -138,6 +139,7 @@ class StackedMLP(nn.Module):
         self.act = ACTIVATIONS[model.activation]
         self.norm = NORMS[model.norm](members, model.width, model.depth - 1, model.groups,
                                       device, process_group)
+        self.weight_norm = WEIGHT_NORMS[model.weight_norm]()  # of the hidden layers' W_i
         # The norm before the activation (with no norm, there is nothing to place).
         self.pre_norm = model.norm_position == "pre" and not self.norm.identity
         blocks, offset = [], 0
@@ -324,7 +326,10 @@ class StackedMLP(nn.Module):
                 recorder.inputs.append(z)  # never changed in place after this point
             # bmm then an in-place bias add: on the CPU, baddbmm first copies the broadcast
             # bias into its output, which costs more than the add.
-            z = torch.bmm(z, self.weight(i))
+            w = self.weight(i)
+            if i < last and not self.weight_norm.identity:
+                w = self.weight_norm.forward(w)
+            z = torch.bmm(z, w)
             if self.config.bias:
                 z = z.add_(self.bias(i))
             if i == last:
@@ -383,15 +388,21 @@ class StackedMLP(nn.Module):
         normed, pre = not self.norm.identity, self.pre_norm
         running_update = self.active if training else None
         saved = []  # what each hidden layer's norm keeps for its backward
+        saved_weights = []  # what each hidden layer's weight norm keeps for its backward
         last = self.depth - 1
         for i in range(self.depth):
             out = s.outputs[i]
             if i == last:
                 torch.bmm(inputs[i], s.params[i], out=out)
                 break
+            if s.standardized:  # [f(W_i); b_i] into the layer's own buffer
+                n_in = self.widths[i][0]
+                saved_weights.append(self.weight_norm.forward_into(
+                    s.params[i][:, :n_in], s.standardized[i][:, :n_in]))
+                s.standardized[i][:, n_in:].copy_(s.params[i][:, n_in:])
             # With a norm, its input goes into a buffer of its own (kept for its backward):
             # act(z W + b) normalized into out, or z W + b normalized into out, then act.
-            torch.bmm(inputs[i], s.params[i], out=s.activated[i] if normed else out)
+            torch.bmm(inputs[i], s.matrices[i], out=s.activated[i] if normed else out)
             if normed and not pre:
                 if capture:
                     s.units[i].copy_(s.unit_sources[i])
@@ -411,6 +422,8 @@ class StackedMLP(nn.Module):
         g = logp.exp_().scatter_add_(-1, y.unsqueeze(-1), s.minus_one).div_(b)
         for i in range(last, -1, -1):
             torch.bmm(inputs[i].transpose(1, 2), g, out=s.grads[i])
+            if s.standardized and i < last:  # from the gradient at f(W_i) to the one at W_i
+                self.weight_norm.backward(s.grads[i][:, : self.widths[i][0]], saved_weights[i])
             if i > 0:
                 g = torch.bmm(g, s.weights_t[i])
                 if masks is not None:
@@ -460,7 +473,10 @@ class Scratch:
     outputs: list[Tensor]  # layer i's output [K, B, n_out]: a view of the next one's input
     hidden_outputs: Tensor  # the hidden outputs as one group [L - 1, K, B, width]
     params: list[Tensor]  # [W_i; b_i] [K, n_in (+ 1), n_out] in ``flat``
-    weights_t: list[Tensor]  # W_i transposed [K, n_out, n_in]
+    # With a weight norm: [f(W_i); b_i] of each hidden layer, written each step (else empty)
+    standardized: list[Tensor]
+    matrices: list[Tensor]  # what layer i multiplies by: [f(W_i); b_i] or [W_i; b_i]
+    weights_t: list[Tensor]  # that matrix's W part transposed [K, n_out, n_in]
     grads: list[Tensor]  # gradient of [W_i; b_i] in ``flat_grad``
     minus_one: Tensor  # [K, B, 1], subtracts the one-hot label from the softmax
     # With a norm: each hidden layer's input to the norm (one block and its layers), and the
@@ -490,13 +506,19 @@ class Scratch:
         # The nonlinearity's input: in the norm's input buffer when the norm comes after it,
         # else in the layer's output (normalized there first when the norm comes before).
         before_act = activated if layers and not model.pre_norm else hidden
+        params = [model.view(model.flat, blk) for blk in linear]
+        standardized = ([] if model.weight_norm.identity else
+                        [torch.empty_like(p) for p in params[:-1]])
+        matrices = [*standardized, *params[len(standardized):]]
         return cls(
             inputs=inputs,
             outputs=outputs,
             hidden_outputs=hidden[..., : model.config.width],
-            params=[model.view(model.flat, blk) for blk in linear],
-            weights_t=[model.view(model.flat, blk)[:, :n_in].transpose(1, 2)
-                       for blk, (n_in, _) in zip(linear, model.widths, strict=True)],
+            params=params,
+            standardized=standardized,
+            matrices=matrices,
+            weights_t=[m[:, :n_in].transpose(1, 2)
+                       for m, (n_in, _) in zip(matrices, model.widths, strict=True)],
             grads=[model.view(model.flat_grad, blk) for blk in linear],
             minus_one=torch.full((k, batch, 1), -1.0, device=dev),
             activated_block=activated,

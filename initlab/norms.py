@@ -1,12 +1,15 @@
-"""Normalization layers of a StackedMLP: one class each, one line each in ``NORMS``.
+"""Normalization layers of a StackedMLP: one class each, its line in ``initlab.choices``.
 
 A norm acts on each hidden layer's activation, per member: out = gain * normalize(a) + shift.
 Its class owns everything about it: its parameters (per hidden layer and member, [1, width]
 each, with their initial values), its buffers (``[hidden layers, K, 1, width]``, member axis 1,
 which is how checkpoints slice them), the forward pass autograd differentiates, and the
 hand-written forward and backward that the fast path uses (``StackedMLP.manual_loss_and_grad``).
-``none`` is the norm that does nothing. The config's ``model.norm`` choices are this registry's
-names.
+``none`` is the norm that does nothing. The config's ``model.norm`` choices are the names of
+``initlab.choices.NORM_CHOICES``, and ``NORMS`` maps them to these classes.
+
+A weight-side normalization (``WeightNorm``, ``WEIGHT_NORMS``: ``model.weight_norm``) acts on
+each hidden layer's W before it multiplies: what the layer computes is z f(W) + b.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from initlab.choices import NORM_CHOICES, POSITIONS, WEIGHT_NORM_CHOICES, classes
+
 NORM_EPS = 1e-5
 BN_MOMENTUM = 0.1
-# Where a norm sits in a hidden layer: after the activation, as in the lecture
-# (z -> norm(act(z W + b))), or before it, as in Ioffe & Szegedy (z -> act(norm(z W + b))).
-POSITIONS = ("post", "pre")
+__all__ = ["NORMS", "POSITIONS", "WEIGHT_NORMS", "Norm", "WeightNorm"]  # POSITIONS: as before
 
 # What a hand-written forward hands to its backward (the normalized activations, moments).
 Saved = tuple[Tensor, ...]
@@ -31,22 +34,15 @@ Saved = tuple[Tensor, ...]
 class Norm(nn.Module):
     """The interface, and the norm that does nothing (``none``)."""
 
-    name: ClassVar[str] = "none"
     # Parameters per hidden layer: name -> initial value (each [1, width] per member).
     PARAMETERS: ClassVar[dict[str, float]] = {}
     identity: ClassVar[bool] = True  # no normalization: the model skips it altogether
-    min_batch: ClassVar[int] = 1  # examples a batch needs (statistics over the batch: 2)
 
     def __init__(self, members: int, width: int, hidden: int, groups: int,
                  device: torch.device | str = "cpu", process_group: Any = None):
         super().__init__()
         self.width = width
         self.groups = groups
-
-    @classmethod
-    def config_problem(cls, width: int, groups: int) -> str | None:
-        """Why this norm cannot be used with these config values (None: it can)."""
-        return None
 
     def member_axes(self) -> dict[str, int]:
         """Each buffer's member axis (all buffers are [hidden layers, K, 1, width])."""
@@ -128,22 +124,12 @@ class _PerExample(Norm):
 class LayerNorm(_PerExample):
     """Ba et al. (2016): each example's features to mean 0, variance 1."""
 
-    name = "layer"
-
     def shape(self) -> tuple[int, ...]:
         return (self.width,)
 
 
 class GroupNorm(_PerExample):
     """Wu & He (2018): layer norm within each of ``model.groups`` groups of features."""
-
-    name = "group"
-
-    @classmethod
-    def config_problem(cls, width: int, groups: int) -> str | None:
-        if width % groups:
-            return f"must divide model.width={width} for norm: group, got {groups}"
-        return None
 
     def shape(self) -> tuple[int, ...]:
         return (self.groups, self.width // self.groups)
@@ -153,10 +139,8 @@ class BatchNorm(Norm):
     """Ioffe & Szegedy (2015): each feature over the batch, per member; running averages of
     the batch moments stand in for them in evaluation mode."""
 
-    name = "batch"
     PARAMETERS = {"gain": 1.0, "shift": 0.0}
     identity = False
-    min_batch = 2
 
     def __init__(self, members: int, width: int, hidden: int, groups: int,
                  device: torch.device | str = "cpu", process_group: Any = None):
@@ -233,8 +217,6 @@ class SyncBatchNorm(BatchNorm):
     one differentiable all-reduce of the batch moments per layer. It receives its process
     group when built; in one process (None) it is plain batch norm."""
 
-    name = "syncbatch"
-
     def __init__(self, members: int, width: int, hidden: int, groups: int,
                  device: torch.device | str = "cpu", process_group: Any = None):
         super().__init__(members, width, hidden, groups, device)
@@ -264,7 +246,6 @@ class RMSNorm(Norm):
     """Zhang & Sennrich (2019), the norm of modern transformers: a / sqrt(mean(a^2) + eps)
     per example, times a gain; no centring and no shift."""
 
-    name = "rms"
     PARAMETERS = {"gain": 1.0}
     identity = False
 
@@ -287,6 +268,51 @@ class RMSNorm(Norm):
         # y = a r with r = (mean(a^2) + eps)^-1/2: da = r (dy - y mean(dy y)) per example
         dot = (g * normalized).mean(dim=-1, keepdim=True)
         return g.sub_(normalized * dot).mul_(rstd)
+
+
+class WeightNorm:
+    """The weight-side interface, and the one that leaves W as it is (``none``): hidden layer i
+    computes z f(W_i) + b_i. f acts per member, so members never mix; it has no parameters and
+    no buffers (the statistics and the optimizer see W itself)."""
+
+    identity: ClassVar[bool] = True  # f(W) = W: the model skips it altogether
+
+    def forward(self, w: Tensor) -> Tensor:
+        """f(W) from W [K, n_in, n_out], differentiably (the autograd path)."""
+        return w
+
+    def forward_into(self, w: Tensor, out: Tensor) -> Saved:
+        """out = f(W); returns what ``backward`` needs (the hand-written path)."""
+        raise NotImplementedError
+
+    def backward(self, g: Tensor, saved: Saved) -> Tensor:
+        """The gradient at W from the gradient g at f(W), written into g's memory."""
+        raise NotImplementedError
+
+
+class WeightStandardization(WeightNorm):
+    """Qiao et al. (2019): each output unit's weights standardized over its fan-in, column j
+    of W [n_in, n_out] to (W_j - mean) / sqrt(var + eps): a layer's output no longer depends
+    on the scale of a unit's weights, nor on a shift of them. Their partner is an activation
+    norm (group norm above all): a standardized layer multiplies activations by about
+    sqrt(n_in), which only a following norm undoes. The bias is left as it is."""
+
+    identity = False
+
+    def forward(self, w: Tensor) -> Tensor:
+        centered = w - w.mean(dim=1, keepdim=True)
+        return centered * torch.rsqrt(centered.square().mean(dim=1, keepdim=True) + NORM_EPS)
+
+    def forward_into(self, w: Tensor, out: Tensor) -> Saved:
+        torch.sub(w, w.mean(dim=1, keepdim=True), out=out)
+        rstd = out.square().mean(dim=1, keepdim=True).add_(NORM_EPS).rsqrt_()
+        return out.mul_(rstd), rstd
+
+    def backward(self, g: Tensor, saved: Saved) -> Tensor:
+        standardized, rstd = saved
+        # Layer norm's backward over each column: dW = r (g - mean(g) - W^ mean(g W^))
+        dot = (g * standardized).mean(dim=1, keepdim=True)
+        return g.sub_(g.mean(dim=1, keepdim=True)).sub_(standardized * dot).mul_(rstd)
 
 
 class AllReduceSum(torch.autograd.Function):
@@ -315,5 +341,5 @@ def batch_mean_var(z: Tensor) -> tuple[Tensor, Tensor]:
     return mean, centered.square().mean(dim=1, keepdim=True)
 
 
-NORMS: dict[str, type[Norm]] = {n.name: n for n in (
-    Norm, LayerNorm, BatchNorm, GroupNorm, SyncBatchNorm, RMSNorm)}
+NORMS: dict[str, type[Norm]] = classes(NORM_CHOICES, globals())
+WEIGHT_NORMS: dict[str, type[WeightNorm]] = classes(WEIGHT_NORM_CHOICES, globals())

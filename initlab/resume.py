@@ -21,12 +21,17 @@ from typing import Any
 import yaml
 
 from initlab import checkpoint
-from initlab.config import RunConfig, config_differences, config_from_dict, group_key
+from initlab.config import (
+    MAX_CONFIG_BYTES,
+    RunConfig,
+    config_differences,
+    config_from_dict,
+    group_key,
+    load_yaml,
+)
 from initlab.errors import ConfigError, UsageError
 from initlab.model import parameter_count
 from initlab.runs import CONFIG_FILE, FINISHED, STATS_FILE, SUMMARY_FILE, SWEEP_FILE
-
-MAX_CONFIG_BYTES = 1 << 20  # a run's resolved config is a few hundred bytes
 
 
 @dataclass
@@ -213,10 +218,10 @@ def read_config(path: Path) -> RunConfig:
     try:
         if not source.is_file() or source.stat().st_size > MAX_CONFIG_BYTES:
             raise UsageError(f"{source}: not a regular file of at most {MAX_CONFIG_BYTES} bytes")
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        raw = load_yaml(source.read_text(encoding="utf-8"))  # as written: YAML 1.2, off a string
     except UnicodeDecodeError:
         raise UsageError(f"{source}: not UTF-8 text; it is not a config initlab wrote") from None
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, yaml.YAMLError, ValueError, RecursionError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UsageError(f"{source}: cannot read the run's config ({first[:100]})") from None
     return config_from_dict(raw, str(source))
