@@ -3,6 +3,9 @@ and verdict.
 
 A claim is evaluated from numbers read out of run directories; a number the runs could not give
 (a missing record, a diverged run) is NaN and the claim FAILs with "n/a", never silently passes.
+A claim about a mean over seeds carries its 95% interval: it PASSes only when the whole interval
+is on its side of the threshold, FAILs when the whole interval is on the other, and is
+INCONCLUSIVE otherwise.
 Every claim says whose it is (``Source``): the lecture's, a paper's, or initlab's own hypothesis,
 so that a FAIL reads as what it is -- a lecture statement that did not hold here, or a guess of
 ours that the measurement refuted.
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 from initlab.runs import atomic_write_text
@@ -71,16 +75,19 @@ class Claim:
     # What a FAIL of this claim suggests, in the report under the table when it fails: written
     # with the claim, from what the other figures show, never a change of its threshold.
     if_fails: str = ""
+    # A mean over seeds: its 95% interval (``mean_interval``), which decides the verdict.
+    interval: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:  # a typo would otherwise fail every claim silently
             raise ValueError(f"claim {self.claim!r}: op must be one of {OPS}, got {self.op!r}")
         if (self.op == "in") != isinstance(self.bound, tuple):
             raise ValueError(f"claim {self.claim!r}: 'in' takes (low, high), others a number")
+        if self.interval is not None and self.op not in ("<", "<=", ">", ">="):
+            raise ValueError(f"claim {self.claim!r}: an interval needs <, <=, > or >=")
 
-    @property
-    def passed(self) -> bool:
-        v = self.value
+    def holds(self, v: float | None) -> bool:
+        """Whether a number is on the claim's side of its threshold."""
         if v is None or math.isnan(v):
             return False
         if self.op == "in":
@@ -90,12 +97,29 @@ class Claim:
         return {"<": v < b, "<=": v <= b, ">": v > b, ">=": v >= b, "==": v == b}[self.op]
 
     @property
+    def passed(self) -> bool:
+        return self.verdict == "PASS"
+
+    @property
     def verdict(self) -> str:
-        return "PASS" if self.passed else "FAIL"
+        """PASS, FAIL, or (a claim with an interval straddling its threshold) INCONCLUSIVE."""
+        if self.interval is None:
+            return "PASS" if self.holds(self.value) else "FAIL"
+        low, high = self.interval
+        if any(v is None or math.isnan(v) for v in (self.value, low, high)):
+            return "FAIL"
+        if self.holds(low) and self.holds(high):  # an ordering: both ends hold, so all between
+            return "PASS"
+        flipped = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}[self.op]
+        other = Claim(self.figure, self.claim, self.value, flipped, self.bound)
+        return "FAIL" if other.holds(low) and other.holds(high) else "INCONCLUSIVE"
 
     @property
     def measured(self) -> str:
-        return format_number(self.value, self.unit)
+        if self.interval is None:
+            return format_number(self.value, self.unit)
+        low, high = (format_number(v, self.unit) for v in self.interval)
+        return f"{format_number(self.value, self.unit)} (95% CI {low} to {high})"
 
     @property
     def threshold(self) -> str:
@@ -104,6 +128,27 @@ class Claim:
             return f"in [{format_number(low, self.unit)}, {format_number(high, self.unit)}]"
         op = {"<=": "≤", ">=": "≥", "==": "="}.get(self.op, self.op)
         return f"{op} {format_number(float(self.bound), self.unit)}"  # type: ignore[arg-type]
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t distribution's p-quantile (p in [0.5, 1)) with df degrees of freedom: its
+    density integrated from 0 on a fine grid (to 1e-4 against the printed tables)."""
+    x = np.linspace(0.0, 100.0, 200_001)
+    log_scale = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    density = np.exp(log_scale - (df + 1) / 2 * np.log1p(x * x / df))
+    cdf = 0.5 + np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2)]) * x[1]
+    return float(np.interp(p, cdf, x))
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of independent values (one per seed) and its two-sided t interval at
+    ``level``; NaN for fewer than two values or any NaN among them."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2 or np.isnan(v).any():
+        return math.nan, math.nan, math.nan
+    half = t_quantile(0.5 + level / 2, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    centre = float(v.mean())
+    return centre, centre - half, centre + half
 
 
 def format_number(x: float | None, unit: str = "") -> str:
@@ -126,7 +171,7 @@ def report_table(claims: Sequence[Claim], title: str) -> Table:
     for column in ("figure", "claim", "whose", "measured", "threshold", "result"):
         table.add_column(column, overflow="fold")
     for c in claims:
-        style = "green" if c.passed else "bold red"
+        style = {"PASS": "green", "FAIL": "bold red"}.get(c.verdict, "yellow")
         whose = c.source.label if c.source is not None else "—"
         table.add_row(c.figure, c.claim, whose, c.measured, c.threshold,
                       f"[{style}]{c.verdict}[/]")
@@ -157,7 +202,7 @@ def report_markdown(claims: Sequence[Claim], title: str, notes: Sequence[str],
     lines += ["| figure | claim | whose claim | measured | threshold | result |",
               "|---|---|---|---|---|---|"]
     for c in claims:
-        verdict = "PASS" if c.passed else "**FAIL**"
+        verdict = "PASS" if c.passed else f"**{c.verdict}**"
         whose = f"*{c.source.label}* [{sources[c.source]}]" if c.source is not None else "—"
         lines.append(f"| `{c.figure}` | {_cell(c.claim)} | {whose} | {c.measured} "
                      f"| {c.threshold} | {verdict} |")

@@ -40,6 +40,7 @@ EXPECTED_ROWS = {
     "batchnorm-eval": 2,
     "small-batch": 3,
     "sync-bn": 4,
+    "weight-standardization": 3,
 }
 # Trained by their own recipes (lr scaled per batch size; 4 processes): the cache test below
 # trains them a few steps each, and the quick suite leaves them out to keep `make test` short.

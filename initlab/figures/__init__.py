@@ -40,6 +40,7 @@ from initlab.figures import (
     trained_norms,
     trained_variance,
     weight_decay_bn,
+    weight_standardization,
     weights_move_little,
     zero_init,
 )
@@ -85,6 +86,7 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
     batchnorm_eval.FIGURE,
     small_batch.FIGURE,
     sync_bn.FIGURE,
+    weight_standardization.FIGURE,
 )}
 
 
