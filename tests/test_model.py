@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from initlab.choices import NORM_CHOICES
 from initlab.config import ModelConfig
 from initlab.model import ActivityRecorder, StackedMLP
+from initlab.norms import NORMS, WEIGHT_NORMS
 from initlab.stats import activation_norms, cross_entropy_per_member, dead_fractions
 
 
@@ -73,10 +75,17 @@ def test_parameters_are_views_of_the_flat_buffer() -> None:
         assert p.grad is not None and p.grad.data_ptr() >= model.flat_grad.data_ptr()
 
 
-@pytest.mark.parametrize("norm", ["layer", "batch", "group", "rms"])
-def test_normalization_removes_the_scale(norm: str) -> None:
-    """z_{i+1} = norm(relu(W z + b)): hidden activations have the same norm whatever c."""
-    cfg = ModelConfig(depth=6, width=20, norm=norm, groups=4)
+# Every normalization in the registries, alone: a new one is tested without editing this file.
+# (syncbatch in one process is batch norm.)
+NORMALIZATIONS = ([(norm, "none") for norm in NORMS if not NORMS[norm].identity]
+                  + [("none", w) for w in WEIGHT_NORMS if not WEIGHT_NORMS[w].identity])
+
+
+@pytest.mark.parametrize(("norm", "weight_norm"), NORMALIZATIONS)
+def test_normalization_removes_the_scale(norm: str, weight_norm: str) -> None:
+    """z_{i+1} = norm(relu(W z + b)), or relu(z f(W) + b): hidden activations have the same
+    norm whatever c."""
+    cfg = ModelConfig(depth=6, width=20, norm=norm, groups=4, weight_norm=weight_norm)
     model = StackedMLP(cfg, members=2)
     model.initialize(["normal"] * 2, [1.0, 3.0], [0, 0])
     recorder = ActivityRecorder()
@@ -103,31 +112,42 @@ def test_batch_norm_eval_uses_running_averages() -> None:
                               model(x, update_running=False)[:, :1], atol=1e-4)
 
 
-@pytest.mark.parametrize(("activation", "bias", "dropout", "norm", "position"), [
-    ("relu", True, 0.0, "none", "post"), ("relu", False, 0.0, "none", "post"),
-    ("tanh", True, 0.0, "none", "post"), ("identity", True, 0.0, "none", "post"),
-    ("relu", True, 0.3, "none", "post"), ("identity", False, 0.2, "none", "post"),
-    ("relu", True, 0.0, "layer", "post"), ("relu", True, 0.3, "layer", "post"),
-    ("tanh", False, 0.2, "layer", "post"),
-    ("relu", True, 0.0, "group", "post"), ("relu", True, 0.3, "group", "post"),
-    ("relu", True, 0.0, "batch", "post"), ("relu", True, 0.3, "batch", "post"),
-    ("tanh", False, 0.2, "batch", "post"), ("relu", True, 0.0, "syncbatch", "post"),
-    ("relu", True, 0.0, "rms", "post"), ("relu", True, 0.3, "rms", "post"),
-    ("tanh", False, 0.2, "rms", "post"),
-    ("relu", True, 0.3, "layer", "pre"), ("tanh", False, 0.0, "layer", "pre"),
-    ("relu", True, 0.3, "group", "pre"), ("relu", True, 0.3, "batch", "pre"),
-    ("tanh", True, 0.0, "batch", "pre"), ("relu", False, 0.3, "rms", "pre")])
+# (activation, bias, dropout, position) each norm of the registry is checked with: both
+# placements, with and without biases and dropout, an activation whose derivative does not
+# survive dropout's rescaling (tanh).
+NORM_VARIANTS = [("relu", True, 0.0, "post"), ("relu", True, 0.3, "post"),
+                 ("tanh", False, 0.2, "post"), ("relu", False, 0.3, "pre"),
+                 ("tanh", True, 0.0, "pre")]
+# Without a norm: each activation, with and without biases and dropout.
+PLAIN_VARIANTS = [("relu", True, 0.0), ("relu", False, 0.0), ("tanh", True, 0.0),
+                  ("identity", True, 0.0), ("relu", True, 0.3), ("identity", False, 0.2)]
+# Each weight norm: alone, and under an activation norm after and before the activation.
+WEIGHT_VARIANTS = [("relu", True, 0.0, "none", "post"), ("relu", True, 0.3, "group", "post"),
+                   ("relu", False, 0.0, "group", "pre"), ("tanh", True, 0.2, "batch", "post"),
+                   ("relu", True, 0.3, "layer", "pre")]
+BACKWARD_CASES = (
+    [(act, bias, p, "none", "post", "none") for act, bias, p in PLAIN_VARIANTS]
+    + [(act, bias, p, norm, pos, "none") for norm in NORMS if not NORMS[norm].identity
+       for act, bias, p, pos in NORM_VARIANTS]
+    + [(act, bias, p, norm, pos, w) for w in WEIGHT_NORMS if not WEIGHT_NORMS[w].identity
+       for act, bias, p, norm, pos in WEIGHT_VARIANTS])
+
+
+@pytest.mark.parametrize(("activation", "bias", "dropout", "norm", "position", "weight_norm"),
+                         BACKWARD_CASES)
 def test_hand_written_backward_matches_autograd(activation: str, bias: bool, dropout: float,
-                                                norm: str, position: str) -> None:
+                                                norm: str, position: str,
+                                                weight_norm: str) -> None:
     """Loss, logits, every gradient element, what the statistics read (layer inputs,
-    activation outputs, a unit's nonlinearity input) and batch norm's running averages agree
-    with autograd for K = 3 members that differ in init, dropout rate and weights (norm gains
-    and shifts too), with the norm after the activation (the lecture's) or before it."""
+    activation outputs, a unit's nonlinearity input) and the norm's buffers (batch norm's
+    running averages) agree with autograd for K = 3 members that differ in init, dropout rate
+    and weights (norm gains and shifts too), with the norm after the activation (the
+    lecture's) or before it, and with each weight norm."""
     # Group norm over a handful of post-ReLU features is ill-conditioned (a group's variance
     # can be near 0, and rounding differences grow by 1/std): 12 features per group here.
-    width = 24 if norm == "group" else 12
+    width = 24 if NORM_CHOICES[norm].grouped else 12
     cfg = ModelConfig(depth=5, width=width, activation=activation, bias=bias, norm=norm,
-                      groups=2, norm_position=position)
+                      groups=2, norm_position=position, weight_norm=weight_norm)
 
     def build() -> StackedMLP:
         model = StackedMLP(cfg, members=3)
@@ -150,11 +170,15 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool, dro
     m_logits, m_loss, activity = manual.manual_loss_and_grad(x, y, capture=True)
     # The norm's affine step is one addcmul here, a multiply then an add (two roundings) in
     # autograd; after a few normalized layers that is a few ulps.
-    torch.testing.assert_close(m_logits, logits.detach(), rtol=1e-5, atol=1e-5)
+    # Standardized weights without a norm grow the logits by ~sqrt(width) per layer: the
+    # absolute tolerance follows their scale.
+    logit_scale = max(1.0, float(logits.abs().max()))
+    torch.testing.assert_close(m_logits, logits.detach(), rtol=1e-5, atol=1e-5 * logit_scale)
     torch.testing.assert_close(m_loss, loss.detach(), rtol=1e-5, atol=1e-6)
     # Absolute tolerance on the gradient's own scale: entries near 0 carry rounding of the
-    # large ones they were computed from.
-    scale = float(auto.flat_grad.abs().max())
+    # large ones they were computed from. A weight norm's backward subtracts two means per
+    # column, whose cancellation leaves a few 1e-6 of the largest gradient.
+    scale = float(auto.flat_grad.abs().max()) * (1 if weight_norm == "none" else 10)
     torch.testing.assert_close(manual.flat_grad, auto.flat_grad, rtol=1e-4, atol=1e-6 * scale)
     expected = recorder.activity()
     torch.testing.assert_close(activation_norms(activity.inputs),
@@ -165,9 +189,9 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool, dro
     manual_buffers = dict(manual.named_buffers())
     for name, buffer in auto.named_buffers():
         torch.testing.assert_close(manual_buffers[name], buffer, msg=name)
-    if norm in ("batch", "syncbatch"):  # and they moved
-        running_var = manual.norm.running_var
-        assert not torch.equal(running_var, torch.ones_like(running_var))
+    initial = dict(build().norm.named_buffers())
+    for name, buffer in manual.norm.named_buffers():  # and they moved
+        assert not torch.equal(buffer, initial[name]), name
 
 
 def test_tanh_with_dropout_and_no_norm_keeps_autograd() -> None:
@@ -198,3 +222,33 @@ def test_pre_norm_normalizes_the_nonlinearity_input() -> None:
     model(torch.rand(2, 64, 784), recorder)
     units = recorder.activity().unit_inputs  # [L - 1, K, B]
     torch.testing.assert_close(units.mean(dim=-1), torch.zeros(3, 2), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("weight_norm", [w for w in WEIGHT_NORMS if not WEIGHT_NORMS[w].identity])
+def test_weight_norm_backward_matches_autograd_in_double(weight_norm: str) -> None:
+    """The hand-written forward and backward of a weight norm alone, in float64 (no rounding
+    to hide behind): the same f(W) as its autograd forward, and the same gradient at W."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 20, 7, dtype=torch.float64, generator=gen) * 0.3 + 0.1
+    g = torch.randn(3, 20, 7, dtype=torch.float64, generator=gen)
+    norm = WEIGHT_NORMS[weight_norm]()
+    leaf = w.clone().requires_grad_()
+    (norm.forward(leaf) * g).sum().backward()
+    out = torch.empty_like(w)
+    saved = norm.forward_into(w, out)
+    torch.testing.assert_close(out, norm.forward(w), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(norm.backward(g.clone(), saved), leaf.grad, rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_weight_standardization_standardizes_each_unit_over_its_fan_in() -> None:
+    """Qiao et al.'s definition: each output unit's weights (a column of W [n_in, n_out]) to
+    mean 0 and variance 1 over the fan-in, whatever their scale and shift."""
+    w = torch.randn(2, 50, 4, generator=torch.Generator().manual_seed(1)) * 3.0 + 5.0
+    out = WEIGHT_NORMS["standardize"]().forward(w)
+    torch.testing.assert_close(out.mean(dim=1), torch.zeros(2, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(dim=1, correction=0), torch.ones(2, 4), atol=1e-4,
+                               rtol=0)
+    # Only eps tells them apart: 1e-5 against the variance 0.09 of 0.1 w, 6e-5 relative.
+    torch.testing.assert_close(WEIGHT_NORMS["standardize"]().forward(0.1 * w - 2.0), out,
+                               atol=1e-6, rtol=2e-4)
