@@ -16,17 +16,19 @@ from initlab import checkpoint
 from initlab.config import ModelConfig, RunConfig, set_dotted
 from initlab.data import MNISTTensors
 from initlab.model import StackedMLP
+from initlab.norms import NORMS, WEIGHT_NORMS
 from initlab.runs import CHECKPOINT_FILE, STATS_FILE, RunWriter
 from initlab.train import GroupTrainer, Interrupted, MemberState, StopFlag
 
-SETTINGS = {"model.depth": 4, "model.width": 16, "train.batch_size": 32, "train.epochs": 2,
+SETTINGS = {"model.depth": 4, "model.width": 16, "model.groups": 4, "train.batch_size": 32,
+            "train.epochs": 2,
             "log.every": 3, "log.probe_size": 64, "log.checkpoint_every": 5,
             "train.optimizer": "adam", "train.lr": 1e-3}
 
 
-def configs(norm: str) -> list[RunConfig]:
+def configs(norm: str, weight_norm: str = "none") -> list[RunConfig]:
     cfg = RunConfig(name="m")
-    for key, value in {**SETTINGS, "model.norm": norm}.items():
+    for key, value in {**SETTINGS, "model.norm": norm, "model.weight_norm": weight_norm}.items():
         cfg = set_dotted(cfg, key, value)
     return [set_dotted(set_dotted(cfg, "init.c", c), "model.dropout", p)
             for c, p in ((1.5, 0.0), (2.5, 0.2))]
@@ -46,19 +48,22 @@ def stop_at(step: int, stop: StopFlag, t: GroupTrainer) -> Any:
     return on_event
 
 
-@pytest.mark.parametrize("norm", ["none", "batch", "rms"])
+# Every normalization of the registries (a weight norm with group norm, its partner).
+@pytest.mark.parametrize(("norm", "weight_norm"),
+                         [(norm, "none") for norm in NORMS]
+                         + [("group", w) for w in WEIGHT_NORMS if w != "none"])
 def test_state_dicts_continue_a_run_exactly(tmp_path: Path, synthetic: MNISTTensors,
-                                            norm: str) -> None:
-    whole = trainer(configs(norm), synthetic, tmp_path / "whole")
+                                            norm: str, weight_norm: str) -> None:
+    whole = trainer(configs(norm, weight_norm), synthetic, tmp_path / "whole")
     with StopFlag() as stop:
         whole.run(stop, lambda event: None)
-    first = trainer(configs(norm), synthetic, tmp_path / "parts")
+    first = trainer(configs(norm, weight_norm), synthetic, tmp_path / "parts")
     with StopFlag() as stop, pytest.raises(Interrupted):
         first.run(stop, stop_at(7, stop, first))
     states = [checkpoint.read_checkpoint(tmp_path / "parts" / f"m{k}" / CHECKPOINT_FILE)
               for k in range(2)]
     assert [s["group"]["step"] for s in states] == [7, 7]
-    second = trainer(configs(norm), synthetic, tmp_path / "parts")
+    second = trainer(configs(norm, weight_norm), synthetic, tmp_path / "parts")
     second.load_member_states(states)
     with StopFlag() as stop:
         second.run(stop, lambda event: None)

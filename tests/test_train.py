@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 import initlab
+from initlab.choices import NORM_CHOICES, WEIGHT_NORM_CHOICES
 from initlab.cli import app
 from initlab.config import load_experiment
 from initlab.experiment import run_experiment, train_members
@@ -61,16 +62,27 @@ def with_sweep(base: dict, name: str, sweep: dict) -> dict:
     return {**base, "name": name, "sweep": sweep}
 
 
-@pytest.mark.parametrize(("norm", "optimizer", "lr"), [("none", "sgd", 0.02),
-                                                      ("batch", "adam", 1e-4),
-                                                      ("rms", "sgd", 0.02)])
-def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str, optimizer: str,
-                                            lr: float) -> None:
-    """K = 3 members trained as one stacked model match the same three trained alone.
-    Batch norm runs with a small Adam step: its layer-1 gradient of ~1e4 makes larger steps
-    chaotic, turning last-bit differences between batched and single matmuls (measured:
-    ~1e-6 relative after one forward pass) into different trajectories within 20 steps."""
-    base = {**SMALL, "model": {**SMALL["model"], "norm": norm},
+def learning_rule(norm: str) -> tuple[str, float]:
+    """(optimizer, lr) a test trains a norm with. A norm over the batch takes a small Adam
+    step: its layer-1 gradient of ~1e4 makes larger steps chaotic, turning last-bit
+    differences between batched and single matmuls (measured: ~1e-6 relative after one
+    forward pass) into different trajectories within 20 steps."""
+    return ("adam", 1e-4) if NORM_CHOICES[norm].min_batch > 1 else ("sgd", 0.02)
+
+
+# Every normalization of the registries (a weight norm with group norm, its partner): a new
+# one is tested without editing this file.
+NORMALIZATIONS = ([(norm, "none") for norm in NORM_CHOICES]
+                  + [("group", w) for w in WEIGHT_NORM_CHOICES if w != "none"])
+
+
+@pytest.mark.parametrize(("norm", "weight_norm"), NORMALIZATIONS)
+def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str,
+                                            weight_norm: str) -> None:
+    """K = 3 members trained as one stacked model match the same three trained alone."""
+    optimizer, lr = learning_rule(norm)
+    base = {**SMALL, "model": {**SMALL["model"], "norm": norm, "groups": 4,
+                               "weight_norm": weight_norm},
             "train": {**SMALL["train"], "optimizer": optimizer}}
     # Three members that differ in init scale, learning rate, weight decay and seed.
     variants = [(1.7, lr, 0.0, 0), (2.0, lr / 2, 1e-3, 1), (2.3, lr, 0.0, 2)]
@@ -98,21 +110,23 @@ def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str, optimizer
             assert_layers_close(b.layers[key], s.layers[key], f"member {i} {key}")
 
 
-@pytest.mark.parametrize(("norm", "depth", "optimizer", "lr"), [("none", 12, "sgd", 0.02),
-                                                               ("layer", 4, "adam", 1e-4),
-                                                               ("batch", 6, "adam", 1e-4),
-                                                               ("rms", 6, "sgd", 0.02)])
-def test_hand_written_backward_trains_like_autograd(tmp_path: Path, norm: str, depth: int,
-                                                   optimizer: str, lr: float) -> None:
+@pytest.mark.parametrize(("norm", "weight_norm"), NORMALIZATIONS)
+def test_hand_written_backward_trains_like_autograd(tmp_path: Path, norm: str,
+                                                   weight_norm: str) -> None:
     """The same run with ``train.backward: autograd``: the same records to float tolerance
-    (dropout on, so the masks must line up too). The layer-norm net is shallower and takes
-    small Adam steps: deep ones amplify last-bit differences into different trajectories
-    within a few dozen steps (as batch norm does in the batched test above). Batch norm's
-    running averages enter every test error."""
+    (dropout on, so the masks must line up too). A normalized net is shallower: deep ones
+    amplify last-bit differences into different trajectories within a few dozen steps (as
+    batch norm does in the batched test above). Batch norm's running averages enter every
+    test error."""
+    depth = 12 if norm == "none" and weight_norm == "none" else 4
+    # groups: 2, 16 features each: group norm over 8 is ill-conditioned enough that SGD
+    # turns autograd's rounding into another trajectory.
+    optimizer, lr = learning_rule(norm)
     runs = []
     for backward in ("auto", "autograd"):
         cfg = {**SMALL, "name": backward,
-               "model": {**SMALL["model"], "dropout": 0.1, "norm": norm, "depth": depth},
+               "model": {**SMALL["model"], "dropout": 0.1, "norm": norm, "depth": depth,
+                         "groups": 2, "weight_norm": weight_norm},
                "train": {**SMALL["train"], "backward": backward, "optimizer": optimizer,
                          "lr": lr}}
         exp = load_experiment(write_config(tmp_path / f"{backward}.yaml", cfg))
