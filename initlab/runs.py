@@ -166,7 +166,7 @@ def run_metadata(started_at: float) -> dict[str, Any]:
     """Where and with what a run was made: initlab's version, the git commit of the checkout
     it ran from (None when installed from a wheel), torch's and Python's versions, the host,
     and the start time (UTC, ISO 8601)."""
-    start = datetime.datetime.fromtimestamp(started_at, datetime.timezone.utc)
+    start = datetime.datetime.fromtimestamp(started_at, datetime.UTC)
     return {"started_at": start.isoformat(timespec="seconds"), **_environment()}
 
 

@@ -1,20 +1,25 @@
-"""The package's shape: modules import downwards only, every config field says whether the
-members of a group share it, and every third-party import is a declared dependency."""
+"""The package's shape: modules import downwards only, in the order the README lists them;
+the config and the command line's cheap commands load no torch; every config field says whether
+the members of a group share it; every third-party import is a declared dependency."""
 
 from __future__ import annotations
 
 import ast
+import os
+import re
+import subprocess
 import sys
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from initlab import config
 
 PACKAGE = Path(__file__).resolve().parent.parent / "initlab"
 PYPROJECT = PACKAGE.parent / "pyproject.toml"
+README = PACKAGE.parent / "README.md"
 
 
 def module_name(path: Path) -> str:
@@ -92,12 +97,67 @@ def test_the_cycle_finder_finds_a_lazy_or_type_checking_import() -> None:
     assert find_cycle(graph) is not None
 
 
+def readme_layers() -> dict[str, int]:
+    """Each module's row in the README's module table ("How the code is organized"): a
+    folder's row holds every module in it; ``__init__.py`` is the package ``initlab``."""
+    section = README.read_text().split("### How the code is organized", 1)[1]
+    rows = [line for line in section.split("\n### ", 1)[0].splitlines()
+            if line.startswith("| `")]
+    mods = modules()
+    layers: dict[str, int] = {}
+    for row, line in enumerate(rows):
+        for name in re.findall(r"`([^`]+)`", line.split("|")[1]):
+            stem = name.removesuffix(".py").removesuffix("/").replace("/", ".")
+            base = "initlab" if stem == "__init__" else f"initlab.{stem}"
+            folder = name.endswith("/")
+            for module in mods:
+                if module == base or (folder and module.startswith(base + ".")):
+                    layers[module] = row
+    return layers
+
+
+def test_modules_import_only_their_row_of_the_readme_or_above() -> None:
+    layers = readme_layers()
+    missing = sorted(set(modules()) - set(layers))
+    assert not missing, f"modules the README's module table does not list: {missing}"
+    # ``from initlab import x`` also names the package, which Python has imported before any
+    # of its modules anyway: only modules count as targets.
+    upward = [f"{a} -> {b}" for a, targets in sorted(import_graph().items())
+              for b in sorted(targets) if b != "initlab" and layers[b] > layers[a]]
+    assert not upward, f"imports of a module listed below the importer: {upward}"
+
+
+# The commands that read no data: a user waits for none of torch's import (seconds).
+WITHOUT_TORCH = (["--help"], ["run", "--help"], ["validate", "configs/kaiming.yaml"])
+
+
+@pytest.mark.parametrize("args", WITHOUT_TORCH, ids=" ".join)
+def test_cheap_commands_never_import_torch(args: list[str]) -> None:
+    code = ("import sys\nfrom initlab.cli import main\nsys.argv = ['initlab', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code or 0\n"
+            "else:\n    code = 0\n"
+            "assert code == 0, code\nassert 'torch' not in sys.modules, 'torch was imported'\n")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=PACKAGE.parent, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_config_and_its_choices_import_no_torch() -> None:
+    code = ("import sys, initlab.config, initlab.choices\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_every_config_field_declares_whether_members_share_it() -> None:
-    undeclared = [f"{section}.{f.name}" for section, cls in config._SECTIONS.items()
+    undeclared = [f"{section}.{f.name}" for section, cls in config.SECTIONS.items()
                   for f in fields(cls) if f.metadata.get("scope") not in ("group", "member")]
     assert not undeclared, f"declare these with shared(...) or member(...): {undeclared}"
     assert set(config.GROUP_KEYS).isdisjoint(config.MEMBER_KEYS)
-    every = {key for key in config._FIELDS if key != "name"}
+    every = {key for key in config.FIELDS if key != "name"}
     assert set(config.GROUP_KEYS) | set(config.MEMBER_KEYS) == every
 
 
@@ -126,7 +186,6 @@ def declared_dependencies() -> set[str]:
 DISTRIBUTIONS = {"yaml": "pyyaml", "tensorboard": "tensorboard"}
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib")
 def test_every_third_party_import_is_declared() -> None:
     stdlib = set(sys.stdlib_module_names)
     third_party: dict[str, set[str]] = {}

@@ -75,7 +75,7 @@ def test_run_then_plot_without_arguments_draws_the_newest(in_tmp: Path) -> None:
     assert summary["torch_version"] == torch.__version__
     assert summary["initlab_version"] and summary["python_version"] and summary["host"]
     started = datetime.datetime.fromisoformat(summary["started_at"])
-    assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 600
+    assert abs((datetime.datetime.now(datetime.UTC) - started).total_seconds()) < 600
     if (Path(cli.__file__).resolve().parent.parent / ".git").exists():
         assert re.fullmatch(r"[0-9a-f]{40}", summary["git_commit"])
     # ls: each run with its status, epochs, test error and what differs from the defaults.
