@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from initlab.choices import NORM_CHOICES
 from initlab.config import (
     EXAMPLES_DIR,
     Experiment,
@@ -212,8 +213,7 @@ def test_unknown_key_without_close_match_lists_choices(tmp_path):
         ("model", "depth", True, "model.depth: expected an integer, got True (bool)"),
         ("model", "depth", None, "model.depth: expected an integer, got null"),
         ("model", "bias", 1, "model.bias: expected true or false, got 1 (int)"),
-        ("model", "norm", 3,
-         "model.norm: expected one of none, layer, batch, group, syncbatch, rms"),
+        ("model", "norm", 3, f"model.norm: expected one of {', '.join(NORM_CHOICES)}"),
         ("data", "root", 5, "data.root: expected a string or null, got 5 (int)"),
         ("train", "max_steps", [1], "train.max_steps: expected an integer or null, got [1] (list)"),
         ("init", "c", float("inf"), "init.c: must be a finite number, got inf"),
