@@ -18,6 +18,7 @@ import torch
 from initlab.config import RunConfig
 from initlab.data import TRAIN_IMAGES
 from initlab.model import IN_FEATURES, NUM_CLASSES, parameter_count
+from initlab.norms import WEIGHT_NORMS
 
 FLOAT = 4  # bytes of a float32
 TEST_IMAGES = 10_000
@@ -38,6 +39,8 @@ def member_bytes(cfg: RunConfig) -> int:
     params = parameter_count(m)
     optimizer = {"sgd": 1, "adam": 4}[cfg.train.optimizer]  # momentum; moments + scratch
     flat = params * (FLOAT * (5 + 3 + optimizer) + 8)  # + per-element hyperparameters, ids
+    # A weight norm's f(W) in each hand-written step's buffers (the training and the probe batch)
+    flat += 0 if WEIGHT_NORMS[m.weight_norm].identity else 2 * params * FLOAT
     hidden = max(m.depth - 1, 0)
 
     def per_batch(b: int) -> int:

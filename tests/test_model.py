@@ -172,7 +172,7 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool, dro
     # autograd; after a few normalized layers that is a few ulps.
     # Standardized weights without a norm grow the logits by ~sqrt(width) per layer: the
     # absolute tolerance follows their scale.
-    logit_scale = max(1.0, float(logits.abs().max()))
+    logit_scale = max(1.0, float(logits.detach().abs().max()))
     torch.testing.assert_close(m_logits, logits.detach(), rtol=1e-5, atol=1e-5 * logit_scale)
     torch.testing.assert_close(m_loss, loss.detach(), rtol=1e-5, atol=1e-6)
     # Absolute tolerance on the gradient's own scale: entries near 0 carry rounding of the
