@@ -1,4 +1,4 @@
-"""The config reference of README.md, generated from config.py -- every key, its default, its
+"""The config reference of README.md, generated from initlab.config -- every key, its default, its
 choices (the registries') and what it does (the field's own ``doc``) -- so it cannot drift:
 tests/test_readme.py checks that the README holds exactly this table.
 
@@ -29,7 +29,7 @@ def show_default(value: Any) -> str:
 
 
 def reference_table() -> str:
-    """The Markdown table: one row per key, in the order of config.py."""
+    """The Markdown table: one row per key, in the order of the config schema."""
     docs = config.field_docs()
     rows = ["| key | default | values | what it does |", "|---|---|---|---|"]
     for key, (default, kind, optional, choices) in config.field_specs().items():

@@ -24,7 +24,7 @@ from initlab.cli import app
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
-KEYS = sorted(config._FIELDS) + ["sweep", "model", "train", "nope", "init.cc"]
+KEYS = sorted(config.FIELDS) + ["sweep", "model", "train", "nope", "init.cc"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True, allow_infinity=True),
                     st.text(max_size=20), st.sampled_from(["on", "off", "010", "1:30", "1e-3",
@@ -168,7 +168,7 @@ def test_a_sweep_of_100000_members_validates_in_seconds(tmp_path: Path) -> None:
     assert len(experiment.members) == 100_000
     # members built the fast way equal members built one by one
     for member in experiment.members[::9_973]:
-        assert member.config == config._build({"name": "big", **member.overrides})
+        assert member.config == config.build({"name": "big", **member.overrides})
 
 
 def test_model_memory_is_refused_before_any_directory(tmp_path: Path, mnist_env) -> None:

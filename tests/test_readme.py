@@ -1,6 +1,6 @@
 """The README works as written (issue 14): every shell command in its ```sh blocks runs, in
 order, in a fresh directory, and does what the text around it says; its Python block runs; its
-config reference is exactly what config.py defines; every starter config is listed and runs.
+config reference is exactly what initlab.config defines; every starter config is listed and runs.
 
 To keep this cheap, training commands get small overrides added *before* the README's own
 (`--set data.train_subset=640 --set data.test_subset=500 --set log.probe_size=64 --set
@@ -51,7 +51,7 @@ def shell_commands() -> list[list[str]]:
 def test_the_config_reference_is_generated_from_config_py() -> None:
     assert readme_block(README) == reference_table(), \
         "README's config reference is stale: run python -m initlab.reference --write"
-    for key in config._FIELDS:
+    for key in config.FIELDS:
         assert f"| `{key}` |" in README, key
     rows = [line for line in reference_table().splitlines()[2:]]
     assert all(line.rstrip(" |").split("|")[-1].strip() for line in rows), \

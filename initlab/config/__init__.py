@@ -54,9 +54,6 @@ from initlab.config.schema import (
 from initlab.config.sweep import MAX_MEMBERS, short_keys
 from initlab.config.yaml12 import MAX_YAML_VALUES, load_yaml
 
-# The names tests read from before the split (one module, private names).
-_FIELDS, _SECTIONS, _build = FIELDS, SECTIONS, build
-
 __all__ = [
     "EXAMPLES_DIR", "FIELDS", "GROUP_KEYS", "MAX_CONFIG_BYTES", "MAX_MEMBERS", "MAX_NAME",
     "MAX_YAML_VALUES", "MEMBER_KEYS", "NAME_DOC", "SECTIONS", "DataConfig", "Experiment",
