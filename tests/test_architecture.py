@@ -198,3 +198,17 @@ def test_every_third_party_import_is_declared() -> None:
     missing = {dist: sorted(where) for dist, where in third_party.items()
                if dist not in declared_dependencies()}
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_a_choice_whose_class_is_missing_fails_at_import() -> None:
+    """A registry module builds its name -> class map from the lines of initlab.choices: a
+    line naming a class the module lacks stops the import, naming both."""
+    from initlab.choices import Choice, classes
+
+    class Present:
+        pass
+
+    namespace = {"__name__": "initlab.norms", "Present": Present}
+    assert classes({"p": Choice("p", "Present")}, namespace) == {"p": Present}
+    with pytest.raises(ImportError, match="initlab.norms lacks: Missing"):
+        classes({"p": Choice("p", "Present"), "m": Choice("m", "Missing")}, namespace)
