@@ -616,3 +616,15 @@ def test_mutated_configs_load_or_raise_config_error(prop_dir, data):
         assert config_from_dict(config_to_dict(cfg)) == cfg
         assert config_from_dict(yaml.safe_load(dump_yaml(cfg))) == cfg
         assert cfg.name == exp.name
+
+
+def test_a_run_directory_config_reads_back_as_written(tmp_path):
+    """A resumed run reads its config.yaml in the dialect it was written in: `off` stays the
+    string (YAML 1.1 read it as false, and the resume was refused)."""
+    from initlab.resume import read_config
+    from initlab.runs import CONFIG_FILE
+
+    cfg = set_dotted(set_dotted(RunConfig(name="r"), "train.cuda_graph", "off"),
+                     "model.weight_norm", "standardize")
+    (tmp_path / CONFIG_FILE).write_text(dump_yaml(cfg))
+    assert read_config(tmp_path) == cfg
