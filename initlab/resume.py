@@ -190,8 +190,8 @@ def sweep_member_of(path: Path, top: Path) -> bool:
     """A sweep member's config carries the sweep's name (its directory is named after its
     values); a run's, its own directory's (``name`` or ``name-2``...)."""
     try:
-        name = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))["name"]
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        name = load_yaml((path / CONFIG_FILE).read_text(encoding="utf-8"))["name"]
+    except (OSError, ValueError, yaml.YAMLError, RecursionError, TypeError, KeyError):
         return False
     return isinstance(name, str) and name != path.name and \
         (top.name == name or top.name.rpartition("-")[0] == name)
