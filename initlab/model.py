@@ -395,11 +395,11 @@ class StackedMLP(nn.Module):
             if i == last:
                 torch.bmm(inputs[i], s.params[i], out=out)
                 break
-            if s.standardized:  # [f(W_i); b_i] into the layer's own buffer
+            if s.normed_weights:  # [f(W_i); b_i] into the layer's own buffer
                 n_in = self.widths[i][0]
                 saved_weights.append(self.weight_norm.forward_into(
-                    s.params[i][:, :n_in], s.standardized[i][:, :n_in]))
-                s.standardized[i][:, n_in:].copy_(s.params[i][:, n_in:])
+                    s.params[i][:, :n_in], s.normed_weights[i][:, :n_in]))
+                s.normed_weights[i][:, n_in:].copy_(s.params[i][:, n_in:])
             # With a norm, its input goes into a buffer of its own (kept for its backward):
             # act(z W + b) normalized into out, or z W + b normalized into out, then act.
             torch.bmm(inputs[i], s.matrices[i], out=s.activated[i] if normed else out)
@@ -422,7 +422,7 @@ class StackedMLP(nn.Module):
         g = logp.exp_().scatter_add_(-1, y.unsqueeze(-1), s.minus_one).div_(b)
         for i in range(last, -1, -1):
             torch.bmm(inputs[i].transpose(1, 2), g, out=s.grads[i])
-            if s.standardized and i < last:  # from the gradient at f(W_i) to the one at W_i
+            if s.normed_weights and i < last:  # from the gradient at f(W_i) to the one at W_i
                 self.weight_norm.backward(s.grads[i][:, : self.widths[i][0]], saved_weights[i])
             if i > 0:
                 g = torch.bmm(g, s.weights_t[i])
@@ -474,7 +474,7 @@ class Scratch:
     hidden_outputs: Tensor  # the hidden outputs as one group [L - 1, K, B, width]
     params: list[Tensor]  # [W_i; b_i] [K, n_in (+ 1), n_out] in ``flat``
     # With a weight norm: [f(W_i); b_i] of each hidden layer, written each step (else empty)
-    standardized: list[Tensor]
+    normed_weights: list[Tensor]
     matrices: list[Tensor]  # what layer i multiplies by: [f(W_i); b_i] or [W_i; b_i]
     weights_t: list[Tensor]  # that matrix's W part transposed [K, n_out, n_in]
     grads: list[Tensor]  # gradient of [W_i; b_i] in ``flat_grad``
@@ -507,15 +507,15 @@ class Scratch:
         # else in the layer's output (normalized there first when the norm comes before).
         before_act = activated if layers and not model.pre_norm else hidden
         params = [model.view(model.flat, blk) for blk in linear]
-        standardized = ([] if model.weight_norm.identity else
+        normed_weights = ([] if model.weight_norm.identity else
                         [torch.empty_like(p) for p in params[:-1]])
-        matrices = [*standardized, *params[len(standardized):]]
+        matrices = [*normed_weights, *params[len(normed_weights):]]
         return cls(
             inputs=inputs,
             outputs=outputs,
             hidden_outputs=hidden[..., : model.config.width],
             params=params,
-            standardized=standardized,
+            normed_weights=normed_weights,
             matrices=matrices,
             weights_t=[m[:, :n_in].transpose(1, 2)
                        for m, (n_in, _) in zip(matrices, model.widths, strict=True)],
