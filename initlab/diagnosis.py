@@ -576,7 +576,7 @@ def learning_rate_high(f: Facts) -> Finding | None:
                            for k in f.run.layers)]
         before = [r for r in finite_rows if f.run.phase[r] != "init"]
         if not before:
-            return None  # it diverged from its initialization: the init's doing, not the lr's
+            return first_steps_diverged(f, lr_text, advice, source)
         r = before[-1]
         growth = f.run.layers["grad_norm"][r] / f.run.layers["grad_norm"][f.first]
         growth = np.where(np.isfinite(growth), growth, -np.inf)
@@ -643,6 +643,29 @@ def learning_rate_high(f: Facts) -> Finding | None:
                 advice, source, statistic="loss", phase="train", step=int(f.run.step[r]),
                 value=float(f.run.loss[r]))
     return None
+
+
+def first_steps_diverged(f: Facts, lr_text: str, advice: str, source: str) -> Finding:
+    """Diverged before any record after init: the first step's size, from the gradient at
+    initialization (plain SGD's first update is exactly lr·∇W)."""
+    grads, norms = f.row("grad_norm", f.first), f.row("weight_norm", f.first)
+    lr = f.train.get("lr")
+    sgd = f.kind == "mlp" and f.train.get("optimizer", "sgd") == "sgd" and lr is not None
+    evidence = f"the loss became NaN/Inf at step {f.run.summary.get('diverged_step')}{lr_text}"
+    statistic, layer, value = None, None, None
+    if sgd and len(grads) and np.isfinite(grads).all() and (norms > 0).all():
+        ratios = float(lr) * grads / norms
+        i = int(np.argmax(ratios))
+        evidence += (f"; the first step alone changes the weights by Σ_i lr·‖∇W_i‖/‖W_i‖ = "
+                     f"{_fmt(float(ratios.sum()))} (layer {f.names[i]}: {_fmt(float(ratios[i]))}, "
+                     f"from ‖∇W_{f.names[i]}‖ = {_fmt(float(grads[i]))} at init)")
+        statistic, layer, value = "grad_norm", f.names[i], float(grads[i])
+    return Finding(
+        "lr-too-high", "error", "the learning rate is too high: the run diverged",
+        evidence + ".",
+        f"Σ_i ‖ΔW_i‖/‖W_i‖ well below {FUNCTION_CHANGE_LIMIT:g} per step",
+        advice, source, statistic=statistic, phase=str(f.run.phase[f.first]),
+        step=int(f.run.step[f.first]), layer=layer, value=value)
 
 
 def _finite_or_empty(values: np.ndarray) -> np.ndarray:
@@ -852,6 +875,22 @@ def top_problem(run: Run) -> Finding | None:
     a watch block print), else None."""
     top = diagnose_run(run)[0]
     return top if top.rank >= SEVERITIES.index("warning") else None
+
+
+def print_top_finding(path: str | Path) -> None:
+    """The end of an ``initlab.watch`` block: the top finding in one line on stderr when the
+    run diverged, stalled or trained badly. Diagnosis never breaks the user's program: a
+    failure to read the run is one warning."""
+    import sys
+    import warnings
+
+    try:
+        top = top_problem(load_runs(path)[0])
+    except Exception as err:  # noqa: BLE001 -- the training is done; say why, never raise
+        warnings.warn(f"initlab diagnose {path}: {err}", stacklevel=3)
+        return
+    if top is not None:
+        print(f"initlab diagnose: {top.line()}", file=sys.stderr)
 
 
 def top_lines(paths: Iterable[str | Path]) -> list[str]:
