@@ -58,11 +58,12 @@ GRADIENT_SPAN_BAND = 100.0
 # relative change: when sum_i ‖ΔW_i‖/‖W_i‖ reaches 1 the network's function has changed by as
 # much as itself, and the linear picture that justified the gradient step no longer holds.
 FUNCTION_CHANGE_LIMIT = 1.0
-# The lecture's trained nets moved their weights by a median 2.6-10% of their norm over 10
-# epochs (figure weights-move-little). A run whose steps, all summed, can move a layer by less
-# than a tenth of the smallest of those cannot reach a trained network in its budget.
+# The lecture's trained nets moved their weights by a median 2.6-10% of their norm in 10
+# epochs, 4680 steps (figure weights-move-little). A run whose weights move slower than that
+# average pace would need more than those 10 epochs to get as far: its steps are too small.
 LECTURE_MOVEMENT = 0.026
-MOVEMENT_FLOOR = LECTURE_MOVEMENT / 10
+LECTURE_STEPS = 4680
+LECTURE_PACE = LECTURE_MOVEMENT / LECTURE_STEPS
 # Cross-entropy that fell by less than 10% (on 10 classes: from 2.30 to above 2.07, i.e. the
 # true class still gets under 13% probability, against 10% by chance) has not learned.
 LEARNED_FRACTION = 0.9
@@ -493,12 +494,18 @@ def normalized_gradients(f: Facts) -> Finding | None:
         layer=f.names[first], value=float(grad[first]), layers=[f.names[i] for i in used])
 
 
+def dropout_ratio(p: float, layers: int) -> float:
+    """First-order noise-to-signal power after ``layers`` dropout layers of rate p: each
+    multiplies the second moment by 1/(1 − p), the excess being noise."""
+    return (1.0 - p) ** (-layers) - 1.0
+
+
 def dropout_noise(f: Facts) -> Finding | None:
     """Dropout after every one of many layers: the noise it adds outgrows the signal."""
     if f.dropout <= 0 or f.depth < 3:
         return None
     layers = f.depth - 1  # one dropout after each hidden layer
-    noise_to_signal = (1.0 - f.dropout) ** (-layers) - 1.0
+    noise_to_signal = dropout_ratio(f.dropout, layers)
     if noise_to_signal <= 1.0:  # the noise's power stays below the signal's
         return None
     evidence = (f"dropout p = {f.dropout} after each of {layers} hidden layers; "
@@ -720,8 +727,8 @@ def learning_rate_low(f: Facts) -> Finding | None:
     if not len(moved):
         return None
     median = float(np.median(moved))
-    if median >= MOVEMENT_FLOOR:
-        return None
+    if median / max(f.steps, 1) >= LECTURE_PACE:
+        return None  # the steps are of a trainable size: too few of them is stalled's
     i = f.weight_layers[int(np.nanargmin(np.abs(f.run.layers["weight_rel_change"][last,
                                                                                   f.weight_layers]
                                                    - median)))]
@@ -731,8 +738,10 @@ def learning_rate_low(f: Facts) -> Finding | None:
                                "gradients too small)",
         f"after {f.steps} steps{f' at lr {lr}' if lr is not None else ''} the weights moved a "
         f"median ‖W − W(0)‖/‖W(0)‖ = {_fmt(median)} of their norm; {f.outcome_text()}.",
-        f"the lecture's trained nets moved {100 * LECTURE_MOVEMENT:.1f}-10% of their norm; a "
-        f"run that moves less than {100 * MOVEMENT_FLOOR:.2f}% has not started to learn",
+        f"the lecture's trained nets moved {100 * LECTURE_MOVEMENT:.1f}-10% of their norm in "
+        f"{LECTURE_STEPS} steps, {_fmt(LECTURE_PACE)} a step on average; this run moved "
+        f"{_fmt(median / max(f.steps, 1))} a step, so it would need "
+        f"{_fmt(LECTURE_MOVEMENT * max(f.steps, 1) / max(median, 1e-30))} steps to get as far",
         "a larger learning rate (10x steps), or more steps; if the gradients themselves are "
         "tiny, see the activations (init.c) first",
         "the lecture, part \"Optimization\" (figure weights-move-little)",
