@@ -293,7 +293,7 @@ class Facts:
     def outcome_text(self) -> str:
         if self.diverged:
             return f"the run diverged at step {self.run.summary.get('diverged_step')}"
-        return (f"the loss went from {_fmt(self.loss_start)} to {_fmt(self.loss_end)} in "
+        return (f"the loss went from {self.loss_start:.3f} to {self.loss_end:.3f} in "
                 f"{self.steps} steps")
 
     def layer_range(self, layers: Sequence[int]) -> str:
@@ -427,7 +427,7 @@ def activation_scale(f: Facts) -> Finding | None:
     if kept is not None:
         c_eff = per_layer**2 / kept
         c_text = (f"; for {'ReLU' if kept == 0.5 else 'this activation'} with "
-                  f"W ~ N(0, c/n) that is c ≈ {c_eff:.2g}")
+                  f"W ~ N(0, c/n) that is c ≈ {c_eff:.2f}")
         if f.kind == "mlp":
             c_text += f" (the config says c = {(f.run.config.get('init') or {}).get('c')})"
         else:
@@ -785,9 +785,9 @@ def stalled(f: Facts) -> Finding | None:
     last = len(f.run.records) - 1
     return Finding(
         "stalled", "warning", "the loss does not fall",
-        f"the loss went from {_fmt(f.loss_start)} to {_fmt(f.loss_end)} in {f.steps} steps"
+        f"the loss went from {f.loss_start:.3f} to {f.loss_end:.3f} in {f.steps} steps"
         + (f" (chance on {f.classes} classes is log {f.classes} = "
-           f"{_fmt(math.log(f.classes))})" if f.classes else "") + ".",
+           f"{math.log(f.classes):.3f})" if f.classes else "") + ".",
         f"a loss below {LEARNED_FRACTION:g}x its start (or chance) once the net learns",
         "more steps first; then a larger learning rate; look at `initlab plot` for which layer "
         "is off",
