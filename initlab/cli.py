@@ -264,7 +264,8 @@ def newest_run(parent: Path, doing: str = "plotting") -> Path:
     found = find_runs(parent) if parent.is_dir() else []
     if not found:
         raise UsageError(f"no runs in ./{parent}: train one first (initlab run "
-                         f"configs/kaiming.yaml), or name a run directory: initlab plot DIR")
+                         f"configs/kaiming.yaml), or name a run directory: initlab "
+                         f"{'diagnose' if doing == 'diagnosing' else 'plot'} DIR")
     newest = found[-1].path
     others = f" (the newest of {len(found)} in {parent}/; `initlab ls` lists them)" \
         if len(found) > 1 else ""
