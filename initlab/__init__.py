@@ -7,7 +7,7 @@ from typing import Any
 
 from initlab.runs import Run, load_run, load_runs
 
-__all__ = ["Run", "Watch", "load_run", "load_runs", "watch"]
+__all__ = ["Run", "Watch", "diagnose", "load_run", "load_runs", "watch"]
 __version__ = "0.1.0"
 
 
@@ -19,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from initlab import watching
 
         return getattr(watching, name)
+    if name == "diagnose":  # initlab.diagnosis, on first use (the module's name keeps this one)
+        from initlab import diagnosis
+
+        return diagnosis.diagnose
     raise AttributeError(f"module 'initlab' has no attribute {name!r}")

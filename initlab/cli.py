@@ -134,6 +134,7 @@ def run(
     outcomes = train(config, out, set_, data_root, resume, split, threads, writer)
     if not outcomes:  # a worker rank other than 0: rank 0 reports
         return
+    say_top_findings(outcomes)
     top = outcomes[0].path if len(outcomes) == 1 else outcomes[0].path.parent
     if plot_layers:
         from initlab.plot import plot_all
@@ -256,18 +257,19 @@ def plot(
     say(f"wrote {' and '.join(str(p) for p in written)}")
 
 
-def newest_run(parent: Path) -> Path:
+def newest_run(parent: Path, doing: str = "plotting") -> Path:
     """The run or sweep under ``parent`` set up last, said aloud."""
     from initlab.runs import find_runs
 
     found = find_runs(parent) if parent.is_dir() else []
     if not found:
         raise UsageError(f"no runs in ./{parent}: train one first (initlab run "
-                         f"configs/kaiming.yaml), or name a run directory: initlab plot DIR")
+                         f"configs/kaiming.yaml), or name a run directory: initlab "
+                         f"{'diagnose' if doing == 'diagnosing' else 'plot'} DIR")
     newest = found[-1].path
     others = f" (the newest of {len(found)} in {parent}/; `initlab ls` lists them)" \
         if len(found) > 1 else ""
-    say(f"plotting {newest}{others}")
+    say(f"{doing} {newest}{others}")
     return newest
 
 
@@ -321,6 +323,67 @@ def compare(
         stdout.print(table)
     plot_runs(runs, out, COMPARE_METRICS, log=say)
     say(f"wrote {out}")
+
+
+@app.command()
+@friendly_errors
+def diagnose(
+    run_dirs: Annotated[list[Path] | None, typer.Argument(
+        help="Run or sweep directories (default: the newest run under ./runs).",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON (one "
+                                          "object per run, its findings top first).")] = False,
+) -> None:
+    """Why doesn't it train? Each run's findings -- the problem, the evidence from its records
+    beside what theory expects, what to try and the source -- top finding first."""
+    import json
+
+    from initlab.diagnosis import describe, diagnose_run, grouped
+    from initlab.runs import is_sweep_dir, load_runs
+
+    dirs = [user_path(d, "RUN_DIR") for d in run_dirs or []] or [newest_run(Path("runs"),
+                                                                          "diagnosing")]
+    results = []
+    for d in dirs:
+        runs = load_runs(d)  # type: ignore[arg-type]
+        results.append((d, is_sweep_dir(d) or len(runs) > 1,  # type: ignore[arg-type]
+                        {str(r.path): diagnose_run(r) for r in runs}))
+    if as_json:
+        print(json.dumps([{"run": path, "findings": [f.as_dict() for f in findings]}
+                          for _, _, members in results for path, findings in members.items()],
+                         indent=1, allow_nan=False, default=str))
+        return
+    out = wide_console()
+    for d, several, members in results:
+        if several:  # a sweep: members grouped by their top finding
+            out.print(f"{d}: {len(members)} runs", highlight=False, markup=False)
+            for _, tops in grouped(members):
+                names = ", ".join(Path(t.run).name for t in tops)
+                lines = describe(tops[0], indent="    ")
+                out.print(f"  {names}: {lines[0]}", highlight=False, markup=False,
+                          soft_wrap=True)
+                for top in tops:
+                    out.print(f"    {Path(top.run).name}: {top.evidence}", highlight=False,
+                              markup=False, soft_wrap=True)
+                for line in lines[2:]:
+                    out.print(line, highlight=False, markup=False, soft_wrap=True)
+            continue
+        for path, findings in members.items():
+            out.print(f"{path}: {describe(findings[0])[0]}", highlight=False, markup=False,
+                      soft_wrap=True)
+            for line in describe(findings[0])[1:]:
+                out.print(line, highlight=False, markup=False, soft_wrap=True)
+            for other in findings[1:]:
+                out.print(f"  also: {other.title} [{other.severity}]: {other.evidence}",
+                          highlight=False, markup=False, soft_wrap=True)
+
+
+def say_top_findings(outcomes: list[Any]) -> None:
+    """After `initlab run`: one line per member that diverged, stalled or trained badly."""
+    from initlab.diagnosis import top_lines
+
+    for line in top_lines([o.path for o in outcomes]):
+        say(line)
 
 
 @app.command()

@@ -674,6 +674,10 @@ class Watch:
             self.diverged(self.steps)  # after the last capture (an earlier one comes first)
         self.status = status
         self.write()
+        if self.active and status == "completed":  # diverged, stalled or trained badly: say so
+            from initlab.diagnosis import print_top_finding
+
+            print_top_finding(self.path)  # type: ignore[arg-type]
 
     def __enter__(self) -> Watch:
         return self
