@@ -17,13 +17,35 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from initlab.errors import UsageError, bounded
 
 PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only draw by default
+# What an option's value is, in the help: words, not Python types ("<list[str]>").
+METAVARS = {"--set": "KEY=VALUE", "--resume": "RUN_DIR", "--data-root": "DIR", "--cache": "DIR",
+            "--out": "PATH", "--metric": "NAME", "--only": "NAME", "--to": "FORMAT",
+            "--sweep": "K"}
+
+
+class PlainHelpGroup(TyperGroup):
+    """The commands with help for people: each option's value named (``--out PATH``,
+    ``--threads THREADS``), never its Python type."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        for param in getattr(command, "params", []):
+            if getattr(param, "param_type_name", "") == "argument":
+                param.display_type_rich = lambda ctx: None  # the metavar says it
+            elif not getattr(param, "is_flag", False) and param.metavar is None:
+                name = max(param.opts, key=len)
+                param.metavar = METAVARS.get(name, name.lstrip("-").replace("-", "_").upper())
+        return command
+
+
 # The help is plain text: Rich markup would eat "[tensorboard]" in "pip install 'initlab[...]'".
-app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(cls=PlainHelpGroup, add_completion=True, no_args_is_help=True,
+                  rich_markup_mode=None,
                   help="Initialization and normalization experiments on deep MLPs, on MNIST.")
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,7 +134,7 @@ def friendly_errors(fn: F) -> F:
 @friendly_errors
 def run(
     arguments: Annotated[list[str] | None, typer.Argument(
-        metavar="[CONFIG [KEY=VALUE]...]", show_default=False,
+        metavar="CONFIG [KEY=VALUE]", show_default=False,
         help="A YAML config file or a starter config's name (kaiming, sweep-c, ...; initlab "
         "config NAME prints one), then config values as KEY=VALUE, e.g. init.c=3 "
         "train.epochs=1.")] = None,
@@ -247,7 +269,8 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
 
 @app.command()
 @friendly_errors
-def validate(config: Path, set_: SetOption = None) -> None:
+def validate(config: Annotated[Path, typer.Argument(metavar="CONFIG")],
+             set_: SetOption = None) -> None:
     """Check a config file and report every problem in it at once."""
     from initlab.config import analyse
 
@@ -265,7 +288,7 @@ def validate(config: Path, set_: SetOption = None) -> None:
 @friendly_errors
 def starter_config(
     name: Annotated[str | None, typer.Argument(
-        metavar="[NAME]", show_default=False,
+        metavar="NAME", show_default=False,
         help="A starter config (kaiming, sweep-c, ...) or a config file; none: every key at "
         "its default.")] = None,
 ) -> None:
@@ -299,7 +322,7 @@ def data(
 @friendly_errors
 def plot(
     run_dirs: Annotated[list[Path] | None, typer.Argument(
-        help="Run or sweep directories (default: the newest run under ./runs).",
+        metavar="RUN_DIR", help="Run or sweep directories (default: the newest run under ./runs).",
         show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output: an image name (.png/.svg/.pdf; the training figure goes beside "
@@ -343,7 +366,8 @@ def newest_run(parent: Path) -> Path:
 @app.command("ls")
 @friendly_errors
 def ls(
-    directory: Annotated[Path, typer.Argument(help="A directory of runs.")] = Path("runs"),
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A directory of runs.")]
+    = Path("runs"),
 ) -> None:
     """List the runs in a directory: name, status, epochs, test error, what differs from the
     defaults."""
@@ -365,8 +389,8 @@ def wide_console() -> Console:
 @app.command()
 @friendly_errors
 def compare(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories (two or "
-                                                   "more runs in all).")],
+    run_dirs: Annotated[list[Path], typer.Argument(
+        metavar="RUN_DIR", help="Run or sweep directories (two or more runs in all).")],
     out: Annotated[Path, typer.Option("--out", help="The overlaid figure (.png/.svg/.pdf).")]
     = Path("compare.png"),
 ) -> None:
@@ -395,7 +419,8 @@ def compare(
 @app.command()
 @friendly_errors
 def export(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories.")],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR",
+                                                   help="Run or sweep directories.")],
     to: Annotated[str, typer.Option("--to", help="csv (records.csv and layers.csv per run) "
                                     "or tensorboard (event files: tensorboard --logdir OUT).")]
     = "csv",
