@@ -374,7 +374,8 @@ def ls(
     from initlab.browse import list_table
 
     directory = user_path(directory, "DIR")  # type: ignore[assignment]
-    wide_console().print(list_table(directory, say))
+    stdout = wide_console()
+    stdout.print(list_table(directory, say, stdout.width if sys.stdout.isatty() else None))
 
 
 app.command("list", hidden=True, help="The same as ls.")(ls)

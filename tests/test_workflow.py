@@ -81,7 +81,7 @@ def test_run_then_plot_without_arguments_draws_the_newest(in_tmp: Path) -> None:
     # ls: each run with its status, epochs, test error and what differs from the defaults.
     listed = runner.invoke(app, ["ls"])
     assert listed.exit_code == 0, listed.output
-    rows = [line for line in listed.output.splitlines() if "│ tiny" in line]
+    rows = [line for line in listed.output.splitlines() if line.lstrip().startswith("tiny")]
     assert len(rows) == 2
     assert "completed" in rows[0] and "depth=6" in rows[0] and re.search(r"\d+\.\d\d%", rows[0])
     assert "epochs=1" in rows[1]
