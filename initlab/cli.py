@@ -398,7 +398,7 @@ def compare(
     """Compare runs: their config differences and summaries side by side, and one overlaid
     figure."""
     from initlab.browse import compare_tables
-    from initlab.plot import COMPARE_METRICS, IMAGE_SUFFIXES, plot_runs
+    from initlab.plot import COMPARE_METRICS, IMAGE_SUFFIXES, for_runs, plot_runs
     from initlab.runs import check_output_parent, load_runs
 
     out = user_path(out, "--out")  # type: ignore[assignment]
@@ -413,7 +413,7 @@ def compare(
     stdout = wide_console()
     for table in compare_tables(runs):
         stdout.print(table)
-    plot_runs(runs, out, COMPARE_METRICS, log=say)
+    plot_runs(runs, out, for_runs(COMPARE_METRICS, runs), log=say)
     say(f"wrote {out}")
 
 
