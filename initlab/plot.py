@@ -274,19 +274,25 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
             log(f"{run.display_name}: {metric} not recorded; not drawn in its panel")
             continue
         values = run.plotted(metric)
+        if stat is not None and stat.per_fan_in:
+            values = np.where(weight_matrices(run)[: values.shape[1]], values, np.nan)
         x = x_of_layers(ax, run, values.shape[1])
         usable = ~np.all(np.isnan(values), axis=1)
-        init = np.flatnonzero((run.phase == "init") & usable)
+        init = initialization_rows(run, usable)
         end = run.last()
         while end >= 0 and not usable[end]:  # e.g. update_ratio: only in 'train' records
             end -= 1
         lines = []
+        # a watched model's few layers, some without a value (a norm's gain has no n·Var):
+        # markers, so that a layer between two gaps still shows
+        marker = "o" if run.kind == "watch" else ""
         if len(init):
-            ax.plot(x, values[init[-1]], "--", color=color, alpha=0.65, lw=1.2)
+            ax.plot(x, values[init[-1]], "--", color=color, alpha=0.65, lw=1.2, marker=marker,
+                    ms=3)
             lines.append(values[init[-1]])
             dashed = True
         if end >= 0 and (not len(init) or end != init[-1]):
-            ax.plot(x, values[end], "-", color=color, lw=1.6)
+            ax.plot(x, values[end], "-", color=color, lw=1.6, marker=marker, ms=3)
             lines.append(values[end])
             solid = True
         if run in scaled:
@@ -320,6 +326,24 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
             handles.append(Line2D([], [], color="gray", marker="^", ls=""))
             names.append(BEYOND)
         ax.legend(handles, names, fontsize=7, loc="best")
+
+
+def initialization_rows(run: Run, usable: np.ndarray) -> np.ndarray:
+    """The records that measured the initialization: the 'init' record of an initlab run;
+    for a watched run, its step 1 (the first forward pass and gradient, before any update)."""
+    init = np.flatnonzero((run.phase == "init") & usable)
+    if not len(init) and run.kind == "watch":
+        init = np.flatnonzero((run.step == 1) & usable)
+    return init
+
+
+def weight_matrices(run: Run) -> np.ndarray:
+    """Per layer, whether its weight is a matrix (n·Var(W) means something): not a norm
+    layer's gain, a vector whose n·Var would read 0 at initialization."""
+    if run.kind != "watch":
+        return np.ones(len(run.fan_ins), dtype=bool)
+    layers = (run.config.get("watch") or {}).get("layers") or []
+    return np.array([len(layer.get("shape") or []) >= 2 for layer in layers], dtype=bool)
 
 
 def _end_label(runs: Sequence[Run]) -> str:

@@ -108,3 +108,51 @@ def test_saturated_fractions_counts_outputs_beyond_the_level() -> None:
     outputs = torch.tensor([[0.0, 0.995, -0.999, 0.5], [1.0, -1.0, 0.98, 0.0]])  # [B=2, n=4]
     groups = stats.input_groups([outputs.unsqueeze(0)])  # one layer, one member
     assert stats.saturated_fractions(groups).tolist() == [[0.5]]
+
+
+def watched_runs(folder: Path) -> list:
+    """Three watched runs of a small CNN with batch norm at c = 1, 2, 3 (random data)."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 1, 8, 8, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+    paths = []
+    for c in (1.0, 2.0, 3.0):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+        for m in (model[0], model[4]):
+            nn.init.normal_(m.weight, 0.0, (c / m.weight[0].numel()) ** 0.5)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with initlab.watch(model, folder / f"c={c:g}", every=2) as watch:
+            for _ in range(6):
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                watch.step(loss)
+        paths.append(watch.path)
+    return [initlab.load_run(p) for p in paths]
+
+
+def test_watched_runs_look_like_initlab_runs(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = watched_runs(tmp_path / "watch")
+    run = runs[0]
+    assert list(plot.initialization_rows(run, np.ones(len(run.records), bool))) == [0]
+    assert plot.weight_matrices(run).tolist() == [True, False, True]  # not BatchNorm's gain
+    figures = captured_figure(monkeypatch)
+    plot.plot_all(runs, tmp_path / "layers.png", tmp_path / "training.png")
+    layers, training = figures
+    title = layers._suptitle.get_text()
+    assert "varying nothing" not in title and "3 watched runs" in title, title
+    for ax in layers.axes:
+        if ax.get_legend():
+            assert "initialization" in [t.get_text() for t in ax.get_legend().get_texts()]
+        if ax.get_ylabel() == "n·Var(W_i)":
+            for line in ax.lines:
+                assert np.isnan(line.get_ydata()[1]), "a BatchNorm gain has no n·Var"
+    # No test error was given to watch.step: no panel for it, rather than an empty one.
+    titles = [ax.get_title() for ax in training.axes]
+    assert not any(t.startswith("test error") for t in titles), titles
