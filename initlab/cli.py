@@ -392,8 +392,9 @@ def wide_console() -> Console:
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(
         metavar="RUN_DIR", help="Run or sweep directories (two or more runs in all).")],
-    out: Annotated[Path, typer.Option("--out", help="The overlaid figure (.png/.svg/.pdf).")]
-    = Path("compare.png"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="The overlaid figure (.png/.svg/.pdf; default: compare.png beside the "
+        "first run's directory, never the current folder).", show_default=False)] = None,
 ) -> None:
     """Compare runs: their config differences and summaries side by side, and one overlaid
     figure."""
@@ -402,6 +403,8 @@ def compare(
     from initlab.runs import check_output_parent, load_runs
 
     out = user_path(out, "--out")  # type: ignore[assignment]
+    if out is None:  # beside the runs, as `initlab plot` draws into a run's directory
+        out = user_path(run_dirs[0], "RUN_DIR").parent / "compare.png"  # type: ignore
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {bounded(str(out))}: expected a file name ending in "
                          f"{', '.join(IMAGE_SUFFIXES)}")

@@ -111,7 +111,7 @@ class LineProgress:
             elapsed = now - state["began"]
             parts.append(f"{_clock(elapsed)} so far")
             rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0
-            if 0 < done < total and rate > 0:
+            if 0 < done < total and rate > 0 and note != "done":  # no time left once done
                 parts.append(f"about {_clock((total - done) / rate)} left")
             self.console.print(", ".join(parts), highlight=False, markup=False,
                                soft_wrap=True)
@@ -133,9 +133,8 @@ class LineProgress:
             elif kind == "epoch":
                 state["measured"] = f"epoch {event['epoch']}, {measured(event)}"
                 line()
-            elif kind == "done":
-                state["done"] = total  # no time left once done (a target or divergence
-                line("done")           # can end a run before its last step)
+            elif kind == "done":  # a target or a divergence can end it before its last step
+                line("done")
 
         return on_event
 
