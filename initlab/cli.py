@@ -25,7 +25,9 @@ PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only d
 # What an option's value is, in the help: words, not Python types ("<list[str]>").
 METAVARS = {"--set": "KEY=VALUE", "--resume": "RUN_DIR", "--data-root": "DIR", "--cache": "DIR",
             "--out": "PATH", "--metric": "NAME", "--only": "NAME", "--to": "FORMAT",
-            "--sweep": "K"}
+            "--sweep": "K", "--split": "MODE", **dict.fromkeys(
+                ("--nproc", "--threads", "--jobs", "--max-group", "--steps", "--warmup",
+                 "--blocks"), "N")}
 
 
 class PlainHelpGroup(TyperGroup):
@@ -40,6 +42,8 @@ class PlainHelpGroup(TyperGroup):
             elif not getattr(param, "is_flag", False) and param.metavar is None:
                 name = max(param.opts, key=len)
                 param.metavar = METAVARS.get(name, name.lstrip("-").replace("-", "_").upper())
+            if hasattr(param, "_get_number_range_help_str"):  # "x>=1": the help says it
+                param._get_number_range_help_str = lambda: None
         return command
 
 
