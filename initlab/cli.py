@@ -448,6 +448,10 @@ def export(
     written = export_runs(runs, to, out)
     for path in written:
         say(f"wrote {path}")
+    for run in runs:  # the same words as ls, compare and the figures
+        if run.status == "diverged":
+            say(f"{run.display_name}: diverged at step {run.summary.get('diverged_step')}; "
+                f"its records end there")
     if to == "tensorboard":
         say(f"open with: tensorboard --logdir {shlex.quote(str(out))}")
 

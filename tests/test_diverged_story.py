@@ -55,6 +55,10 @@ def test_ls_compare_load_run_and_titles_tell_the_same_story(runs: Path) -> None:
     error_row = next(line for line in compared.output.splitlines() if "final test error" in line)
     assert len(re.findall(r"\d+\.\d\d%", error_row)) == 1 and "—" in error_row, error_row
     assert re.search(r"init\.c\s*│\s*2\s*│\s*3", compared.output), compared.output
+    exported = runner.invoke(app, ["export", str(runs / "kaiming-2"), "--out",
+                                   str(runs.parent / "exports")])
+    assert exported.exit_code == 0, exported.output
+    assert "kaiming-2: diverged at step 2; its records end there" in exported.output
 
 
 def test_ls_fits_80_columns_one_line_per_run_and_its_differences(runs: Path) -> None:
