@@ -82,7 +82,9 @@ class RichProgress:
                 self.progress.update(task, status=f"epoch {event['epoch']}, "
                                                   f"{measured(event)}")
             elif kind == "done":
-                self.progress.update(task, completed=self.progress.tasks[task].total)
+                ended = diverged_text(event)
+                self.progress.update(task, completed=self.progress.tasks[task].total,
+                                     **({"status": ended} if ended else {}))
 
         return on_event
 
@@ -111,7 +113,7 @@ class LineProgress:
             elapsed = now - state["began"]
             parts.append(f"{_clock(elapsed)} so far")
             rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0
-            if 0 < done < total and rate > 0 and note != "done":  # no time left once done
+            if 0 < done < total and rate > 0 and not note.startswith("done"):  # none once done
                 parts.append(f"about {_clock((total - done) / rate)} left")
             self.console.print(", ".join(parts), highlight=False, markup=False,
                                soft_wrap=True)
@@ -134,7 +136,8 @@ class LineProgress:
                 state["measured"] = f"epoch {event['epoch']}, {measured(event)}"
                 line()
             elif kind == "done":  # a target or a divergence can end it before its last step
-                line("done")
+                ended = diverged_text(event)
+                line("done" + (f", {ended}" if ended else ""))
 
         return on_event
 
@@ -161,13 +164,19 @@ def measured(event: dict[str, Any]) -> str:
         parts.append(f"loss {_span([event['loss'][i] for i in live], pct=False)}")
     if live:
         parts.append(f"test err {_span([errors[i] for i in live])}")
+    ended = diverged_text(event)
+    return ", ".join([*parts, *([ended] if ended else [])])
+
+
+def diverged_text(event: dict[str, Any]) -> str:
+    """``diverged at step 2`` (one member), ``1 of 3 diverged at step 2``, or ""."""
+    diverged = event.get("diverged") or []
     steps = sorted({step for step in diverged if step is not None})
-    if steps:
-        where = ", ".join(str(s) for s in steps)
-        count = len(diverged) - len(live)
-        who = "" if len(diverged) == 1 else f"{count} of {len(diverged)} "
-        parts.append(f"{who}diverged at step{'s' if len(steps) > 1 else ''} {where}")
-    return ", ".join(parts)
+    if not steps:
+        return ""
+    count = sum(step is not None for step in diverged)
+    who = "" if len(diverged) == 1 else f"{count} of {len(diverged)} "
+    return f"{who}diverged at step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"
 
 
 def _clock(seconds: float) -> str:

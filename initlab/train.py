@@ -402,7 +402,7 @@ class GroupTrainer:
                 break  # max_steps reached mid-epoch
             self.end_epoch(progress)
         self.finish()
-        progress({"kind": "done"})
+        progress({"kind": "done", "diverged": self.diverged_steps()})
 
     def close_epoch_means(self) -> None:
         self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors)  # over ranks

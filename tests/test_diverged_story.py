@@ -80,9 +80,9 @@ def test_the_progress_line_leaves_out_diverged_members_and_time_once_done() -> N
     on_event({"kind": "start", "test_error": [0.9], "diverged": [None]})
     for _ in range(10):
         on_event({"kind": "step"})
-    on_event({"kind": "done"})
+    on_event({"kind": "done", "diverged": [3]})
     last = shown.getvalue().splitlines()[-1]
-    assert "done" in last and "left" not in last, last
+    assert "done, diverged at step 3" in last and "left" not in last, last
 
 
 def test_the_progress_bar_keeps_its_times_at_80_columns() -> None:
