@@ -7,7 +7,8 @@ no normalization -- with every weight W ~ N(0, c / fan_in) (fan_in = in_channels
 a convolution) and zero biases, is trained briefly at c = 1, 2 and 3 under ``initlab.watch``.
 The figure is drawn from the three run directories alone: per layer, the activation norm
 (mean over the batch of each example's ||output_i||) and the gradient norm ||grad W_i|| at
-initialization (step 1, solid) and at the last capture (dashed).
+initialization (step 1, dashed) and at the last capture (solid), as ``initlab plot`` draws
+them.
 
     python examples/watch_cnn.py                      # under a minute on 2 CPU cores
     python examples/watch_cnn.py --steps 2000 --every 100
@@ -115,9 +116,10 @@ def draw(paths: list[Path], target: Path) -> None:
         for n, run in enumerate(runs):
             values = run.layers[key]
             layers = np.arange(1, values.shape[1] + 1)
-            ax.plot(layers, values[0], "-o", color=colors[n], markersize=3,
+            # As initlab plot draws it: initialization dashed, the end solid.
+            ax.plot(layers, values[0], "--o", color=colors[n], markersize=3, alpha=0.65,
                     label=f"{run.name}, init")
-            ax.plot(layers, last_measured(values), "--", color=colors[n], alpha=0.6,
+            ax.plot(layers, last_measured(values), "-", color=colors[n],
                     label=f"{run.name}, step {int(run.step[-1])}")
         ax.set_yscale("log")
         ax.set_xlabel("layer i (1-9: 3x3 convolution + ReLU, 16x14x14 units; 10: logits)")

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import datetime
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rich import box
+from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from initlab.describe import (
     differences_from_defaults,
@@ -26,8 +30,10 @@ Log = Callable[[str], None]
 
 
 def error_text(run: Run) -> str:
+    """The final test error, or what stands in for it ("—" for a diverged run, whose status
+    says where it diverged)."""
     err = run.final_test_error
-    return "" if math.isnan(err) else f"{100 * err:.2f}%"
+    return "—" if math.isnan(err) else f"{100 * err:.2f}%"
 
 
 def status_text(run: Run) -> str:
@@ -37,19 +43,48 @@ def status_text(run: Run) -> str:
 
 
 def started_text(started: float) -> str:
-    return datetime.datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") if started else ""
+    """``12-02 01:08``: the day and time (the year is in summary.json), short for 80 columns."""
+    return datetime.datetime.fromtimestamp(started).strftime("%m-%d %H:%M") if started else ""
 
 
-def list_table(directory: Path, log: Log) -> Table:
-    """One row per run (a sweep: one per member), oldest first."""
+LIST_COLUMNS = (("run", "left"), ("status", "left"), ("epochs", "right"), ("test err", "right"),
+                ("started", "left"), ("differs from the defaults", "left"))
+
+
+def list_table(directory: Path, log: Log, width: int | None = None) -> RenderableType:
+    """One row per run (a sweep: one per member), oldest first. Narrower than the table
+    (``width``, e.g. an 80-column terminal), each run is a line of its status, epochs, test
+    error and start, and an indented line of what differs from the defaults."""
+    table = _list_table(directory, log)
+    if width is None or Console(width=10_000).measure(table).maximum <= width:
+        return table
+    rows = [[str(cell) for cell in cells] for cells in zip(
+        *(column.cells for column in table.columns), strict=True)]
+    heads = [name for name, _ in LIST_COLUMNS[:-1]]
+    sizes = [max(len(x) for x in [head, *(row[i] for row in rows)])
+             for i, head in enumerate(heads)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.rjust(size) if LIST_COLUMNS[i][1] == "right" else cell.ljust(size)
+                         for i, (cell, size) in enumerate(zip(cells, sizes, strict=False)))
+
+    lines = [f"runs in {directory}", line(heads).rstrip(), "    (differs from the defaults)"]
+    for row in rows:
+        lines.append(line(row[:-1]).rstrip())
+        lines += textwrap.wrap(row[-1], width=max(width, 20), initial_indent="    ",
+                               subsequent_indent="    ") if row[-1] else []
+    return Text("\n".join(lines))
+
+
+def _list_table(directory: Path, log: Log) -> Table:
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory of runs" if not directory.exists()
                          else f"{directory}: is a file, expected a directory of runs")
     entries = find_runs(directory)
-    table = Table(title=f"runs in {directory}", title_justify="left", show_lines=False)
-    for column, justify in (("run", "left"), ("status", "left"), ("epochs", "right"),
-                            ("test error", "right"), ("differs from the defaults", "left"),
-                            ("started", "left")):
+    # No box and the long column last: a run is one line wherever it fits, at 80 columns too.
+    table = Table(title=f"runs in {directory}", title_justify="left", show_lines=False,
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column, justify in LIST_COLUMNS:
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for entry in entries:
         for member in entry.members:
@@ -57,12 +92,12 @@ def list_table(directory: Path, log: Log) -> Table:
             try:
                 run = load_run(member, records=False)
             except UsageError as err:
-                table.add_row(name, "unreadable", "", "", bounded(str(err), 100), "")
+                table.add_row(name, "unreadable", "", "", "", bounded(str(err), 100))
                 continue
             differs = (settings_text(differences_from_defaults(run)) if run.kind == "mlp"
                        else f"watched: {training_text(run)}")
             table.add_row(name, status_text(run), str(run.summary.get("epochs", "")),
-                          error_text(run), differs, started_text(entry.started))
+                          error_text(run), started_text(entry.started), differs)
     if not entries:
         log(f"no runs in {directory} (train one: initlab run configs/kaiming.yaml)")
     for path, count in nested_run_dirs(directory):

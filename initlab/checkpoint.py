@@ -13,6 +13,7 @@ could run code) is refused, never executed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -68,6 +69,15 @@ def save_group(run_dirs: Sequence[Path | None], states: Sequence[State],
         for run_dir in run_dirs:
             if run_dir is not None:
                 (run_dir / PREVIOUS_CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def drop_previous(run_dirs: Sequence[Path]) -> None:
+    """Delete ``checkpoint.prev.pt`` of a group whose members all finished: it was kept for a
+    kill between two members' writes, and nothing resumes a finished group. The last
+    checkpoint stays: the figures load a trained model from it (figures/inference.py)."""
+    for run_dir in run_dirs:
+        with contextlib.suppress(OSError):  # a read-only or vanished directory: left as is
+            (run_dir / PREVIOUS_CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
 def records_problem(run_dir: Path, state: State) -> str | None:

@@ -17,11 +17,39 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from initlab.errors import UsageError, bounded
 
 PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only draw by default
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# What an option's value is, in the help: words, not Python types ("<list[str]>").
+METAVARS = {"--set": "KEY=VALUE", "--resume": "RUN_DIR", "--data-root": "DIR", "--cache": "DIR",
+            "--out": "PATH", "--metric": "NAME", "--only": "NAME", "--to": "FORMAT",
+            "--sweep": "K", "--split": "MODE", **dict.fromkeys(
+                ("--nproc", "--threads", "--jobs", "--max-group", "--steps", "--warmup",
+                 "--blocks"), "N")}
+
+
+class PlainHelpGroup(TyperGroup):
+    """The commands with help for people: each option's value named (``--out PATH``,
+    ``--threads THREADS``), never its Python type."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        for param in getattr(command, "params", []):
+            if getattr(param, "param_type_name", "") == "argument":
+                param.display_type_rich = lambda ctx: None  # the metavar says it
+            elif not getattr(param, "is_flag", False) and param.metavar is None:
+                name = max(param.opts, key=len)
+                param.metavar = METAVARS.get(name, name.lstrip("-").replace("-", "_").upper())
+            if hasattr(param, "_get_number_range_help_str"):  # "x>=1": the help says it
+                param._get_number_range_help_str = lambda: None
+        return command
+
+
+# The help is plain text: Rich markup would eat "[tensorboard]" in "pip install 'initlab[...]'".
+app = typer.Typer(cls=PlainHelpGroup, add_completion=True, no_args_is_help=True,
+                  rich_markup_mode=None,
                   help="Initialization and normalization experiments on deep MLPs, on MNIST.")
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +82,42 @@ def say(message: str) -> None:
     console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
+def default_threads() -> int | None:
+    """`initlab run`'s CPU threads without --threads: the one place to change it. None leaves
+    torch's choice ($OMP_NUM_THREADS, else one per core)."""
+    return None
+
+
+class RunCommand(TyperCommand):
+    """`initlab run`, which answers an option that is really a config key (``--init.c 3``) or
+    the config itself (``--config FILE``) with the right form, in one line, exit 2."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from initlab.overrides import mistyped_option
+
+        hint = mistyped_option(args)
+        if hint is not None:
+            say(f"error: {hint}")
+            raise typer.Exit(2)
+        return super().parse_args(ctx, args)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from initlab import __version__
+
+        print(f"initlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                          help="Print initlab's version and exit.")] = False,
+) -> None:
+    """Initialization and normalization experiments on deep MLPs, on MNIST."""
+
+
 def friendly_errors(fn: F) -> F:
     """UsageError -> its message on stderr and exit 2, never a traceback."""
 
@@ -70,11 +134,14 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@app.command()
+@app.command(cls=RunCommand)
 @friendly_errors
 def run(
-    config: Annotated[Path | None, typer.Argument(
-        help="YAML config file, or a starter config's name (kaiming, sweep-c, ...).")] = None,
+    arguments: Annotated[list[str] | None, typer.Argument(
+        metavar="CONFIG [KEY=VALUE]", show_default=False,
+        help="A YAML config file or a starter config's name (kaiming, sweep-c, ...; initlab "
+        "config NAME prints one), then config values as KEY=VALUE, e.g. init.c=3 "
+        "train.epochs=1.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Parent directory for run directories.")]
     = Path("runs"),
     set_: SetOption = None,
@@ -97,10 +164,21 @@ def run(
         "--tensorboard", help="Also write TensorBoard event files into each run directory as "
         "it trains (tensorboard --logdir runs); needs pip install 'initlab[tensorboard]'.")]
     = False,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep", "-m", help="Sweep the values given as KEY=A,B,C: one member per "
+        "combination, e.g. initlab run kaiming init.c=1,2,3 --sweep.")] = False,
 ) -> None:
-    """Train a config (or every member of its sweep) and write its run directory."""
-    from initlab.distributed import SPLITS
+    """Train a config (or every member of its sweep) and write its run directory.
 
+    initlab run kaiming init.c=3 train.epochs=1 (or --set init.c=3) changes values;
+    initlab run kaiming init.c=1,2,3 -m trains one member per value."""
+    from initlab.distributed import SPLITS
+    from initlab.overrides import command_line_sweep, split_arguments
+
+    config_arg, assignments = split_arguments(arguments or [])
+    set_, swept = command_line_sweep([*(set_ or []), *assignments], sweep)
+    config = Path(config_arg) if config_arg is not None else None
+    threads = threads if threads is not None else default_threads()
     out = user_path(out, "--out")  # type: ignore[assignment]
     config, resume = user_path(config, "CONFIG"), user_path(resume, "--resume")
     data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
@@ -108,7 +186,7 @@ def run(
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {bounded(split)!r}")
     if (config is None) == (resume is None):
         raise UsageError("give either a CONFIG file or --resume RUN_DIR")
-    if resume is not None and set_:  # a resumed run keeps the config it started with
+    if resume is not None and (set_ or swept):  # a resumed run keeps its config
         raise UsageError("--set cannot change a run being resumed; it continues with the "
                          "config.yaml in its directory")
     writer = None
@@ -118,20 +196,21 @@ def run(
         require_tensorboard("--tensorboard")
         writer = tensorboard_writer
     if nproc > 1:  # N workers run this command without --nproc: torchrun's code path
-        from initlab.config import load_experiment
         from initlab.distributed import check_launch, launch
+        from initlab.overrides import load
 
         if resume is not None:
             raise UsageError("--resume continues a run in one process (its checkpoint holds "
                              "the global batch order); drop --nproc")
-        check_launch(load_experiment(config, set_ or []), nproc, split)  # type: ignore[arg-type]
+        check_launch(load(config, set_, swept), nproc, split)  # type: ignore[arg-type]
         args = ["run", str(config), "--out", str(out), "--split", split]
         args += [f"--set={s}" for s in set_ or []] + (["--plot"] if plot_layers else [])
+        args += [f"{k}={','.join(v)}" for k, v in swept.items()] + (["-m"] if swept else [])
         args += ["--data-root", data_root] if data_root is not None else []
         args += ["--threads", str(threads)] if threads else []
         args += ["--tensorboard"] if tensorboard else []
         raise typer.Exit(launch(nproc, args))
-    outcomes = train(config, out, set_, data_root, resume, split, threads, writer)
+    outcomes = train(config, out, set_, data_root, resume, split, threads, writer, swept)
     if not outcomes:  # a worker rank other than 0: rank 0 reports
         return
     say_top_findings(outcomes)
@@ -151,14 +230,15 @@ def run(
 
 def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str | None,
           resume: Path | None, split: str, threads: int | None,
-          writer: Callable[[Path], Any] | None) -> list[Any]:
+          writer: Callable[[Path], Any] | None,
+          swept: dict[str, list[str]] | None = None) -> list[Any]:
     """``initlab run`` in this process (one of torchrun's ranks, or the only one): the
     outcomes on rank 0, [] elsewhere."""
-    from initlab.config import load_experiment
     from initlab.distributed import process_group
     from initlab.errors import RunInterrupted
     from initlab.experiment import resume_experiment, run_experiment, run_experiment_across
     from initlab.jobs import torch_threads
+    from initlab.overrides import load
     from initlab.progress import RichProgress, print_outcomes
     from initlab.runs import RunWriter
 
@@ -175,7 +255,7 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
                     outcomes = resume_experiment(resume, data_root, progress.factory,
                                                  writer=writer)
                 else:
-                    experiment = load_experiment(config, set_ or [])  # type: ignore[arg-type]
+                    experiment = load(config, set_ or [], swept or {})  # type: ignore[arg-type]
                     outcomes = (run_experiment(experiment, out, data_root, progress.factory,
                                                writer=writer)
                                 if comm.world == 1 else
@@ -194,7 +274,8 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
 
 @app.command()
 @friendly_errors
-def validate(config: Path, set_: SetOption = None) -> None:
+def validate(config: Annotated[Path, typer.Argument(metavar="CONFIG")],
+             set_: SetOption = None) -> None:
     """Check a config file and report every problem in it at once."""
     from initlab.config import analyse
 
@@ -206,6 +287,21 @@ def validate(config: Path, set_: SetOption = None) -> None:
     n = len(experiment.members)
     console.print(f"{config}: valid ({n} member{'s' if n != 1 else ''})", highlight=False,
                   markup=False, soft_wrap=True)
+
+
+@app.command("config")
+@friendly_errors
+def starter_config(
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", show_default=False,
+        help="A starter config (kaiming, sweep-c, ...) or a config file; none: every key at "
+        "its default.")] = None,
+) -> None:
+    """Print a config to start from, with every key and what it does: initlab config kaiming >
+    my.yaml, edit, initlab run my.yaml."""
+    from initlab.overrides import starter_text
+
+    print(starter_text(name), end="")
 
 
 @app.command()
@@ -231,7 +327,7 @@ def data(
 @friendly_errors
 def plot(
     run_dirs: Annotated[list[Path] | None, typer.Argument(
-        help="Run or sweep directories (default: the newest run under ./runs).",
+        metavar="RUN_DIR", help="Run or sweep directories (default: the newest run under ./runs).",
         show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output: an image name (.png/.svg/.pdf; the training figure goes beside "
@@ -276,14 +372,16 @@ def newest_run(parent: Path, doing: str = "plotting") -> Path:
 @app.command("ls")
 @friendly_errors
 def ls(
-    directory: Annotated[Path, typer.Argument(help="A directory of runs.")] = Path("runs"),
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A directory of runs.")]
+    = Path("runs"),
 ) -> None:
     """List the runs in a directory: name, status, epochs, test error, what differs from the
     defaults."""
     from initlab.browse import list_table
 
     directory = user_path(directory, "DIR")  # type: ignore[assignment]
-    wide_console().print(list_table(directory, say))
+    stdout = wide_console()
+    stdout.print(list_table(directory, say, stdout.width if sys.stdout.isatty() else None))
 
 
 app.command("list", hidden=True, help="The same as ls.")(ls)
@@ -298,18 +396,21 @@ def wide_console() -> Console:
 @app.command()
 @friendly_errors
 def compare(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories (two or "
-                                                   "more runs in all).")],
-    out: Annotated[Path, typer.Option("--out", help="The overlaid figure (.png/.svg/.pdf).")]
-    = Path("compare.png"),
+    run_dirs: Annotated[list[Path], typer.Argument(
+        metavar="RUN_DIR", help="Run or sweep directories (two or more runs in all).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="The overlaid figure (.png/.svg/.pdf; default: compare.png beside the "
+        "first run's directory, never the current folder).", show_default=False)] = None,
 ) -> None:
     """Compare runs: their config differences and summaries side by side, and one overlaid
     figure."""
     from initlab.browse import compare_tables
-    from initlab.plot import COMPARE_METRICS, IMAGE_SUFFIXES, plot_runs
+    from initlab.plot import COMPARE_METRICS, IMAGE_SUFFIXES, for_runs, plot_runs
     from initlab.runs import check_output_parent, load_runs
 
     out = user_path(out, "--out")  # type: ignore[assignment]
+    if out is None:  # beside the runs, as `initlab plot` draws into a run's directory
+        out = user_path(run_dirs[0], "RUN_DIR").parent / "compare.png"  # type: ignore
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {bounded(str(out))}: expected a file name ending in "
                          f"{', '.join(IMAGE_SUFFIXES)}")
@@ -321,7 +422,7 @@ def compare(
     stdout = wide_console()
     for table in compare_tables(runs):
         stdout.print(table)
-    plot_runs(runs, out, COMPARE_METRICS, log=say)
+    plot_runs(runs, out, for_runs(COMPARE_METRICS, runs), log=say)
     say(f"wrote {out}")
 
 
@@ -389,7 +490,8 @@ def say_top_findings(outcomes: list[Any]) -> None:
 @app.command()
 @friendly_errors
 def export(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories.")],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR",
+                                                   help="Run or sweep directories.")],
     to: Annotated[str, typer.Option("--to", help="csv (records.csv and layers.csv per run) "
                                     "or tensorboard (event files: tensorboard --logdir OUT).")]
     = "csv",
@@ -409,6 +511,10 @@ def export(
     written = export_runs(runs, to, out)
     for path in written:
         say(f"wrote {path}")
+    for run in runs:  # the same words as ls, compare and the figures
+        if run.status == "diverged":
+            say(f"{run.display_name}: diverged at step {run.summary.get('diverged_step')}; "
+                f"its records end there")
     if to == "tensorboard":
         say(f"open with: tensorboard --logdir {shlex.quote(str(out))}")
 

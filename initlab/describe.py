@@ -135,8 +135,13 @@ def title_lines(runs: Sequence[Run]) -> list[str]:
     shared = {k: v for k, v in differences_from_defaults(first).items() if k not in vary}
     lines = [bounded(names, 90) + (f": {settings_text(shared)}" if shared else "")]
     trainings = {training_text(r).split(", ")[0] for r in runs}  # optimizer and lr
-    lines.append((trainings.pop() + "; " if len(trainings) == 1 else "")
-                 + f"{len(runs)} runs, varying {settings_keys(vary, runs) or 'nothing'}")
+    if vary:
+        what = f"{len(runs)} runs, varying {settings_keys(vary, runs)}"
+    elif all(r.kind != "mlp" for r in runs):  # their configs name no difference: their names
+        what = f"{len(runs)} watched runs, differing in what their names say"
+    else:
+        what = f"{len(runs)} runs of the same config"
+    lines.append((trainings.pop() + "; " if len(trainings) == 1 else "") + what)
     return lines
 
 

@@ -218,6 +218,9 @@ def train_members(members: list[MemberState], data_root: str | None,
                 mark_stopped(group)
                 raise RunWriteError(f"{err}\n{resume_hint(group, resume_path(members))}") \
                     from None
+            else:  # every member finished: what it needs is its last checkpoint, no more
+                checkpoint.drop_previous([m.writer.path for m in group
+                                          if not isinstance(m.writer, NullWriter)])
     if not comm.is_writer:
         return []
     return [Outcome(m.writer.path.name, m.writer.path, read_summary(m.writer.path))

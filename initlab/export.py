@@ -9,11 +9,16 @@ What a run becomes in TensorBoard (step = the training step):
 - ``loss/batch``, ``error/batch``: each captured training batch ('train' records);
 - ``loss/epoch``, ``error/train_epoch``: each epoch's means; ``error/test``: the test set;
 - ``<stat>/<layer>``: each per-layer statistic of the captured training batches, one scalar per
-  layer (``n_weight_var`` is n·Var(W_i), as the plots show it); ``probe/<stat>/<layer>``: the
-  same measured on the fixed probe batch at initialization and epoch ends;
-- histograms ``<stat>`` and ``probe/<stat>``: the distribution of a statistic over the layers at
-  each capture (initlab records per-layer summaries, not every unit's value, so these are
-  histograms over layers, not over units).
+  layer for a net of at most ``ALL_LAYERS_UP_TO`` layers, else for five of them (the first, the
+  quartiles, the last), so that the scalar list stays short (``n_weight_var`` is n·Var(W_i), as
+  the plots show it); ``probe/<stat>/<layer>``: the same measured on the fixed probe batch at
+  initialization and epoch ends;
+- histograms ``<stat>`` and ``probe/<stat>``: the distribution of a statistic over all the
+  layers at each capture (initlab records per-layer summaries, not every unit's value, so these
+  are histograms over layers, not over units); every layer's value is in the CSV export;
+- an HParams summary: the run's config (every key) and how it ended (``status``: completed,
+  or "diverged at step N"), so TensorBoard's HParams tab compares sweep members by their
+  settings, against ``error/test`` and ``loss/epoch``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,41 @@ from initlab.stats import LAYER_STATS
 FORMATS = ("csv", "tensorboard")
 EVENTS_PREFIX = "events.out.tfevents."
 PROBE_PHASES = ("init", "epoch", "final")
+ALL_LAYERS_UP_TO = 8  # a deeper net gets per-layer scalars for five layers (its histograms: all)
+HPARAM_METRICS = ("error/test", "loss/epoch")
+
+
+def scalar_layers(count: int) -> set[int]:
+    """Which layers (1-based) get per-layer scalars in TensorBoard."""
+    if count <= ALL_LAYERS_UP_TO:
+        return set(range(1, count + 1))
+    return {1, round(count / 4), round(count / 2), round(3 * count / 4), count}
+
+
+def outcome_text(summary: dict[str, Any]) -> str:
+    """``completed``, ``diverged at step N``, ``interrupted`` ... as everywhere else."""
+    if summary.get("status") == "diverged":
+        return f"diverged at step {summary.get('diverged_step')}"
+    return str(summary.get("status") or "unknown")
+
+
+def add_hparams(writer: Any, config: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The run's settings and outcome as an HParams session in the run's own event file (no
+    extra folder: TensorBoard reads its metrics from the run's scalars)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    values: dict[str, Any] = {}
+    for section, entries in config.items():
+        items = entries.items() if isinstance(entries, dict) else [("", entries)]
+        for key, value in items:
+            name = f"{section}.{key}" if key else section
+            if isinstance(value, bool | int | float | str):
+                values[name] = value
+            elif value is None:
+                values[name] = "none"
+    values["status"] = outcome_text(summary)
+    for part in hparams(values, dict.fromkeys(HPARAM_METRICS, math.nan)):
+        writer.file_writer.add_summary(part)
 
 
 def require_tensorboard(what: str) -> None:
@@ -110,6 +150,7 @@ def write_tensorboard(run: Run, folder: Path) -> Path:
     for record in run.records:
         walltime = None if start is None else start + seconds * record["step"] / max(steps, 1)
         add_record(writer, record, run.layer_names, run.fan_ins, walltime)
+    add_hparams(writer, run.config, run.summary)
     writer.close()
     return folder
 
@@ -151,8 +192,10 @@ def add_record(writer: Any, record: dict[str, Any], layer_names: Sequence[str],
         tag = f"n_{key}" if stat.per_fan_in else key
         if stat.per_fan_in:
             shown = shown * fan_ins[: len(shown)]
-        for name, value in zip(layer_names, shown, strict=False):
-            scalar(f"{prefix}{tag}/{name}", float(value))
+        chosen = scalar_layers(len(layer_names))
+        for i, (name, value) in enumerate(zip(layer_names, shown, strict=False)):
+            if i + 1 in chosen:
+                scalar(f"{prefix}{tag}/{name}", float(value))
         finite = shown[np.isfinite(shown)]
         if len(finite):
             writer.add_histogram(f"{prefix}{tag}", finite, step, walltime=walltime)
@@ -197,6 +240,8 @@ class TensorBoardRunWriter(RunWriter):
     def write_summary(self, summary: dict[str, Any]) -> None:
         super().write_summary(summary)
         if summary.get("status") in (*FINISHED, "interrupted") and self._events is not None:
+            add_hparams(self._events, read_mapping(self.path / CONFIG_FILE,
+                                                   "the run's resolved config"), summary)
             self._events.close()
             self._events = None
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from initlab.describe import run_labels, title_lines
+from initlab.describe import flat_config, run_labels, title_lines, varying
 from initlab.errors import UsageError, bounded
 from initlab.runs import Run, check_output_parent
 from initlab.stats import LAYER_STATS
@@ -39,6 +39,8 @@ DEFAULT_METRICS = ("act_norm", "grad_norm", "weight_var", "dead_fraction")
 COMPARE_METRICS = ("act_norm", "grad_norm", "weight_var", "dead_fraction", "loss", "test_error")
 MAP_METRICS = ("act_norm", "grad_norm", "update_ratio", "dead_fraction")
 MAX_MAP_RUNS = 4  # layer x step maps for at most this many runs (rows) in training.png
+FRACTIONS = ("dead_fraction", "saturated_fraction")  # shown in %, from 0 to 100
+BEYOND = "beyond the axis (a diverged run)"  # how a diverged run's values off the scale are marked
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -64,13 +66,35 @@ def run_label(run: Run) -> str:
     return run_labels([run])[0]
 
 
-def check_metrics(metrics: Sequence[str] | None) -> list[str]:
-    metrics = list(metrics or DEFAULT_METRICS)
+def check_metrics(metrics: Sequence[str] | None) -> list[str] | None:
+    """The metrics asked for, checked; None when none were (each figure picks its defaults
+    for its runs: ``for_runs``)."""
+    if not metrics:
+        return None
+    metrics = list(metrics)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"--metric: unknown {', '.join(bounded(m, 40) for m in unknown)}; "
                          f"choose from {', '.join(METRICS)}")
     return metrics
+
+
+def for_runs(metrics: Sequence[str], runs: Sequence[Run]) -> list[str]:
+    """Default panels for these runs: a tanh net's failure mode is saturation, not dead
+    units (a tanh output is never exactly 0), so ``dead_fraction`` becomes
+    ``saturated_fraction`` for tanh runs (both when ReLU and tanh runs are drawn together)."""
+    activations = {(r.config.get("model") or {}).get("activation") for r in runs
+                   if r.kind == "mlp"}
+    saturation = "tanh" in activations and any("saturated_fraction" in r.layers for r in runs)
+    chosen: list[str] = []
+    for metric in metrics:
+        if metric == "dead_fraction" and saturation:
+            choices = ["saturated_fraction"] if activations == {"tanh"} else [metric,
+                                                                              "saturated_fraction"]
+        else:
+            choices = [metric]
+        chosen += [m for m in choices if m not in chosen]
+    return chosen
 
 
 def output_paths(out: Path | None, default_dir: Path) -> tuple[Path, Path]:
@@ -119,8 +143,8 @@ def plot_runs(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = No
     use_headless_backend()
     import matplotlib.pyplot as plt
 
-    metrics = check_metrics(metrics)
     runs = drawable(runs, log)
+    metrics = check_metrics(metrics) or for_runs(DEFAULT_METRICS, runs)
     shown = [m for m in metrics if m in CURVES or any(m in r.layers for r in runs)]
     for m in metrics:
         if m not in shown:
@@ -131,7 +155,7 @@ def plot_runs(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = No
     rows = math.ceil(len(shown) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows + 1.2),
                              squeeze=False)
-    colors = run_colors(len(runs))
+    colors = run_colors(runs)
     for ax, metric in zip(axes.flat, shown, strict=False):
         if metric in CURVES:
             draw_curve(ax, runs, metric, colors)
@@ -144,20 +168,72 @@ def plot_runs(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = No
     return out
 
 
-def run_colors(n: int) -> list:
+def run_colors(runs: Sequence[Run]) -> list:
+    """One colour per run, by the values of what varies between them, in increasing order
+    (the lecture's: c = 1, 2, 3 blue, orange, green), so that a value has the same colour in
+    layers.png, training.png and compare.png whatever the runs' order. Runs that differ in
+    nothing get one colour each, in order."""
     import matplotlib.pyplot as plt
 
+    keys = varying(runs)
+    values = [tuple(flat_config(r.config).get(k) for k in keys) if keys else (i,)
+              for i, r in enumerate(runs)]
+    order = {v: i for i, v in enumerate(sorted(set(values), key=_value_order))}
+    n = len(order)
     if n <= 10:
-        return list(plt.rcParams["axes.prop_cycle"].by_key()["color"])[:n]
-    cmap = plt.get_cmap("viridis")
-    return [cmap(i / max(n - 1, 1)) for i in range(n)]
+        palette = list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    else:
+        cmap = plt.get_cmap("viridis")
+        palette = [cmap(i / max(n - 1, 1)) for i in range(n)]
+    return [palette[order[v] % len(palette)] for v in values]
 
 
-def finish(fig, runs: Sequence[Run], colors: list, out: Path) -> None:
-    """Title, one legend for the runs below the panels, and the file."""
+def _value_order(values: tuple) -> tuple:
+    """Numbers before text before null, numbers by size."""
+    return tuple((0, float(v), "") if isinstance(v, int | float) and not isinstance(v, bool)
+                 else (2, 0.0, "") if v is None else (1, 0.0, str(v)) for v in values)
+
+
+def is_diverged(run: Run) -> bool:
+    return run.status == "diverged"
+
+
+def set_scale(ax: Axes, values: np.ndarray, log: bool) -> None:
+    """Fix the y axis to ``values`` (the runs that did not diverge), with a margin, so that
+    what is drawn beyond them later does not rescale it."""
+    finite = values[np.isfinite(values)]
+    if log:
+        finite = finite[finite > 0]
+    if not len(finite):
+        return
+    low, high = float(finite.min()), float(finite.max())
+    if log:
+        ax.set_ylim(low / 1.6, high * 1.6)
+    else:
+        pad = 0.06 * (high - low) if high > low else max(abs(high) * 0.1, 1e-12)
+        ax.set_ylim(low - pad, high + pad)
+
+
+def mark_beyond(ax: Axes, x: np.ndarray, y: np.ndarray, color: object) -> bool:
+    """Values of a diverged run beyond the axis, marked at its edge (▲ above, ▼ below) rather
+    than stretching it; True if any was."""
+    low, high = ax.get_ylim()
+    marked = False
+    for beyond, edge, marker in ((y > high, high, "^"), (y < low, low, "v")):
+        beyond = beyond & np.isfinite(y)
+        if beyond.any():
+            ax.plot(x[beyond], np.full(int(beyond.sum()), edge), marker, color=color, ms=6,
+                    clip_on=False, zorder=5)
+            marked = True
+    return marked
+
+
+def finish(fig, runs: Sequence[Run], colors: list, out: Path, note: str = "") -> None:
+    """Title (and a ``note`` below it, e.g. which runs a panel leaves out), one legend for the
+    runs below the panels, and the file."""
     from matplotlib.lines import Line2D
 
-    fig.suptitle("\n".join(title_lines(runs)), fontsize=11)
+    fig.suptitle("\n".join([*title_lines(runs), *([note] if note else [])]), fontsize=11)
     handles = [Line2D([], [], color=c, lw=2) for c in colors]
     ncol = 1 if len(runs) <= 3 else min(3, math.ceil(len(runs) / 3))
     fig.legend(handles, run_labels(runs), loc="lower center", ncol=ncol, fontsize=8,
@@ -191,26 +267,46 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
     stat = LAYER_STATS.get(metric)
     dashed = solid = False
     drawn: list[np.ndarray] = []
+    off_scale: list[tuple[np.ndarray, np.ndarray, object]] = []  # diverged runs' lines
+    scaled = [r for r in runs if not is_diverged(r)] or list(runs)
     for run, color in zip(runs, colors, strict=True):
         if metric not in run.layers:
             log(f"{run.display_name}: {metric} not recorded; not drawn in its panel")
             continue
         values = run.plotted(metric)
+        if stat is not None and stat.per_fan_in:
+            values = np.where(weight_matrices(run)[: values.shape[1]], values, np.nan)
         x = x_of_layers(ax, run, values.shape[1])
         usable = ~np.all(np.isnan(values), axis=1)
-        init = np.flatnonzero((run.phase == "init") & usable)
+        init = initialization_rows(run, usable)
         end = run.last()
         while end >= 0 and not usable[end]:  # e.g. update_ratio: only in 'train' records
             end -= 1
+        lines = []
+        # a watched model's few layers, some without a value (a norm's gain has no n·Var):
+        # markers, so that a layer between two gaps still shows
+        marker = "o" if run.kind == "watch" else ""
         if len(init):
-            ax.plot(x, values[init[-1]], "--", color=color, alpha=0.65, lw=1.2)
-            drawn.append(values[init[-1]])
+            ax.plot(x, values[init[-1]], "--", color=color, alpha=0.65, lw=1.2, marker=marker,
+                    ms=3)
+            lines.append(values[init[-1]])
             dashed = True
         if end >= 0 and (not len(init) or end != init[-1]):
-            ax.plot(x, values[end], "-", color=color, lw=1.6)
-            drawn.append(values[end])
+            ax.plot(x, values[end], "-", color=color, lw=1.6, marker=marker, ms=3)
+            lines.append(values[end])
             solid = True
+        if run in scaled:
+            drawn += lines
+        else:
+            off_scale += [(x, y, color) for y in lines]
     scale_axis(ax, metric, drawn)
+    beyond = False
+    if off_scale:  # the axis is the other runs'; a diverged run's values beyond it are marked
+        if not (stat is not None and (stat.per_fan_in or metric in FRACTIONS)):
+            set_scale(ax, np.concatenate(drawn) if drawn else np.array([]),
+                      ax.get_yscale() == "log")
+        for x, y, color in off_scale:
+            beyond = mark_beyond(ax, x, y, color) or beyond
     if any(run.kind == "watch" for run in runs):
         ax.set_xlabel("layer")
     else:
@@ -226,7 +322,28 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
             names.append(_end_label(runs))
         else:  # e.g. diverged before the first capture after initialization
             names[0] += " (no later record)"
+        if beyond:
+            handles.append(Line2D([], [], color="gray", marker="^", ls=""))
+            names.append(BEYOND)
         ax.legend(handles, names, fontsize=7, loc="best")
+
+
+def initialization_rows(run: Run, usable: np.ndarray) -> np.ndarray:
+    """The records that measured the initialization: the 'init' record of an initlab run;
+    for a watched run, its step 1 (the first forward pass and gradient, before any update)."""
+    init = np.flatnonzero((run.phase == "init") & usable)
+    if not len(init) and run.kind == "watch":
+        init = np.flatnonzero((run.step == 1) & usable)
+    return init
+
+
+def weight_matrices(run: Run) -> np.ndarray:
+    """Per layer, whether its weight is a matrix (n·Var(W) means something): not a norm
+    layer's gain, a vector whose n·Var would read 0 at initialization."""
+    if run.kind != "watch":
+        return np.ones(len(run.fan_ins), dtype=bool)
+    layers = (run.config.get("watch") or {}).get("layers") or []
+    return np.array([len(layer.get("shape") or []) >= 2 for layer in layers], dtype=bool)
 
 
 def _end_label(runs: Sequence[Run]) -> str:
@@ -248,7 +365,7 @@ def scale_axis(ax: Axes, metric: str, drawn: Sequence[np.ndarray]) -> None:
     elif stat is not None and stat.per_fan_in:
         top = float(values.max()) if len(values) else 1.0
         ax.set_ylim(0, 1.5 * top if top > 0 else 1.0)
-    elif metric == "dead_fraction":
+    elif metric in FRACTIONS:
         ax.set_ylim(-0.03, 1.03)
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
 
@@ -280,6 +397,9 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
     from matplotlib.ticker import PercentFormatter
 
     xlabel = "epoch"
+    scaled = [r for r in runs if not is_diverged(r)] or list(runs)
+    kept: list[np.ndarray] = []  # what sets the axis: the runs that did not diverge
+    off_scale: list[tuple[np.ndarray, np.ndarray, object]] = []
     for run, color in zip(runs, colors, strict=True):
         x, xlabel = epochs_axis(run)
         values = getattr(run, metric)
@@ -288,13 +408,20 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
             ax.plot(x[train], values[train], "-", color=color, lw=0.8, alpha=0.6)
             means = np.isin(run.phase, ("init", "epoch", "final")) & np.isfinite(values)
             ax.plot(x[means], values[means], "o:", color=color, ms=3)
+            drawn = [(x[train], values[train]), (x[means], values[means])]
         else:
             keep = np.isfinite(values)
             ax.plot(x[keep], values[keep], "o-", color=color, ms=3)
+            drawn = [(x[keep], values[keep])]
             if metric == "test_error":  # beside it, each epoch's mean training error
                 train = run.train_error
                 means = np.isin(run.phase, ("epoch", "final")) & np.isfinite(train)
                 ax.plot(x[means], train[means], ":", color=color, lw=1.2)
+                drawn.append((x[means], train[means]))
+        if run in scaled:
+            kept += [y for _, y in drawn]
+        else:
+            off_scale += [(dx, y, color) for dx, y in drawn]
     if not any(np.isfinite(getattr(r, metric)).any() for r in runs):
         ax.text(0.5, 0.5, f"no {METRICS[metric]} recorded", ha="center", va="center",
                 transform=ax.transAxes)
@@ -309,6 +436,17 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
         if metric == "test_error":
             ax.set_title("test error (solid), training error, epoch means (dotted)",
                          fontsize=8)
+    if off_scale and kept:  # a diverged run's loss of thousands would flatten the others
+        values = np.concatenate(kept)
+        if metric == "loss":
+            set_scale(ax, values, ax.get_yscale() == "log")
+        elif np.isfinite(values).any():
+            ax.set_ylim(0, max(float(np.nanmax(values)) * 1.1, 0.01))
+        if any([mark_beyond(ax, x, y, color) for x, y, color in off_scale]):
+            from matplotlib.lines import Line2D
+
+            ax.legend([Line2D([], [], color="gray", marker="^", ls="")], [BEYOND], fontsize=7,
+                      loc="best")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(METRICS[metric], fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
@@ -345,40 +483,67 @@ def plot_training(runs: Sequence[Run], out: Path, log: Log = lambda message: Non
     import matplotlib.pyplot as plt
 
     runs = drawable(runs, log)
-    mapped = runs[:MAX_MAP_RUNS]
-    if len(runs) > MAX_MAP_RUNS:
-        log(f"{out.name}: layer maps for the first {MAX_MAP_RUNS} of {len(runs)} runs; "
-            f"plot one run's directory to see its maps")
-    keys = [m for m in metrics if any(m in r.layers for r in mapped)]
+    names = {id(r): label.split(": ")[0] for r, label in zip(runs, run_labels(runs),
+                                                            strict=True)}
+    # A map needs two captures or more (one has no extent in time: e.g. diverged at step 2).
+    single = [r for r in runs if len(_map_rows(r)) < 2]
+    mappable = [r for r in runs if len(_map_rows(r)) >= 2]
+    mapped, omitted = mappable[:MAX_MAP_RUNS], mappable[MAX_MAP_RUNS:]
+    notes = []
+    if omitted:
+        notes.append(f"layer maps for {MAX_MAP_RUNS} of {len(mappable)} runs; not drawn: "
+                     f"{bounded(', '.join(names[id(r)] for r in omitted), 120)}")
+    if single:
+        notes.append("no layer maps for " + bounded(", ".join(
+            f"{names[id(r)]} ({outcome_or_status(r)}: one record)" for r in single), 120))
+    note = "; ".join(notes)
+    if note:
+        log(f"{out.name}: {note}" + ("; plot one run's directory to see its maps"
+                                     if omitted else ""))
+    keys = [m for m in for_runs(metrics, mapped) if any(m in r.layers for r in mapped)]
     columns = max(len(keys), 3)
     fig = plt.figure(figsize=(4.4 * columns, 3.3 * (1 + len(mapped)) + 1.4))
     grid = fig.add_gridspec(1 + len(mapped), columns)
-    colors = run_colors(len(runs))
-    draw_curve(fig.add_subplot(grid[0, 0]), runs, "loss", colors)
-    draw_curve(fig.add_subplot(grid[0, 1]), runs, "test_error", colors)
-    if any("update_ratio" in r.layers for r in runs):
-        draw_update_ratio(fig.add_subplot(grid[0, 2]), runs, colors)
-    for i, (run, color) in enumerate(zip(mapped, colors, strict=False)):
+    colors = run_colors(runs)
+    # The curves share the top row's width, whatever the number of map columns: no empty slot.
+    curves = ["loss"] + (["test_error"] if any(np.isfinite(r.test_error).any() for r in runs)
+                         else [])
+    ratio = any("update_ratio" in r.layers for r in runs)
+    top = grid[0, :].subgridspec(1, len(curves) + ratio)
+    for j, metric in enumerate(curves):
+        draw_curve(fig.add_subplot(top[0, j]), runs, metric, colors)
+    if ratio:
+        draw_update_ratio(fig.add_subplot(top[0, len(curves)]), runs, colors)
+    color_of = {id(r): c for r, c in zip(runs, colors, strict=True)}
+    for i, run in enumerate(mapped):
         source = _map_records(run, log)
         for j, metric in enumerate(keys):
             ax = fig.add_subplot(grid[1 + i, j])
             draw_map(fig, ax, run, metric, source, [r for r in mapped if metric in r.layers])
             if j == 0:
-                ax.set_ylabel(f"{run_labels(runs)[i].split(':')[0]}\n\n"
+                ax.set_ylabel(f"{names[id(run)]}\n\n"
                               f"{'layer' if run.kind == 'watch' else 'layer i'}",
-                              fontsize=8, color=color)
-    finish(fig, runs, colors, out)
+                              fontsize=8, color=color_of[id(run)])
+    finish(fig, runs, colors, out, note)
     plt.close(fig)
     return out
 
 
-def _map_records(run: Run, log: Log) -> np.ndarray:
+def _map_rows(run: Run) -> np.ndarray:
+    """The records a run's maps show: its captured training steps, else its probe records."""
     train = run.phase == "train"
-    if train.any():
-        return np.flatnonzero(train)
-    log(f"{run.display_name}: no captured training steps; its maps show the probe records "
-        f"(initialization and epoch ends)")
-    return np.arange(len(run.records))
+    return np.flatnonzero(train) if train.any() else np.arange(len(run.records))
+
+
+def _map_records(run: Run, log: Log) -> np.ndarray:
+    if not (run.phase == "train").any():
+        log(f"{run.display_name}: no captured training steps; its maps show the probe "
+            f"records (initialization and epoch ends)")
+    return _map_rows(run)
+
+
+def outcome_or_status(run: Run) -> str:
+    return _why_empty(run) if is_diverged(run) else run.status
 
 
 def draw_map(fig, ax: Axes, run: Run, metric: str, rows: np.ndarray,
@@ -392,7 +557,15 @@ def draw_map(fig, ax: Axes, run: Run, metric: str, rows: np.ndarray,
     if metric not in run.layers or not len(rows):
         why = " (no training step captured)" if stat.after_update else ""
         ax.text(0.5, 0.5, f"not recorded{why}", ha="center", va="center",
-                transform=ax.transAxes)
+                transform=ax.transAxes, fontsize=8)
+        ax.set_axis_off()
+        return
+    if len(rows) < 2:  # one capture has no extent in time: say so, never a made-up axis
+        what = (f"diverged at step {run.summary.get('diverged_step')}: "
+                if is_diverged(run) else "")
+        ax.text(0.5, 0.5, f"{what}one record, no map over training", ha="center",
+                va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_axis_off()
         return
     values = run.plotted(metric)[rows]
     finite = np.isfinite(values)
@@ -405,29 +578,36 @@ def draw_map(fig, ax: Axes, run: Run, metric: str, rows: np.ndarray,
     edges = np.concatenate([[x[0] - _half_gap(run, x, 0)], (x[1:] + x[:-1]) / 2,
                             [x[-1] + _half_gap(run, x, -1)]])
     layer_edges = np.arange(values.shape[1] + 1) + 0.5
+    scaled = [r for r in column_runs if not is_diverged(r)] or list(column_runs)
     every = np.concatenate([r.plotted(metric)[np.isfinite(r.plotted(metric))]
-                            for r in column_runs])
+                            for r in scaled])  # a diverged run's values do not set the scale
+    own = values[np.isfinite(values)]
+    if not len(every):
+        every = own
     import matplotlib.pyplot as plt
 
     # exactly 0 on a log scale (e.g. an update that underflowed): black, below the scale
-    cmap = plt.get_cmap("viridis").with_extremes(under="black")
+    # beyond the scale (a diverged run's values): red
+    cmap = plt.get_cmap("viridis").with_extremes(under="black", over="red")
     extend = "neither"
     if stat.log_scale and (every > 0).any():
         positive = every[every > 0]
-        low = float(positive.min())
-        norm = LogNorm(vmin=low, vmax=float(max(positive.max(), low * 1.0001)))
-        if (every[np.isfinite(every)] <= 0).any():
+        low, high = float(positive.min()), float(max(positive.max(), positive.min() * 1.0001))
+        norm = LogNorm(vmin=low, vmax=high)
+        if (every[np.isfinite(every)] <= 0).any() or (own <= 0).any():
             extend = "min"
         values = np.where(np.isfinite(values) & (values <= 0), low / 2, values)
     else:
-        low, high = (0.0, 1.0) if metric == "dead_fraction" else (float(every.min()),
-                                                                     float(every.max()))
+        low, high = (0.0, 1.0) if metric in FRACTIONS else (float(every.min()),
+                                                              float(every.max()))
         norm = Normalize(vmin=low, vmax=high if high > low else low + 1)
+    if (own > norm.vmax).any():
+        extend = "both" if extend == "min" else "max"
     mesh = ax.pcolormesh(edges, layer_edges, np.ma.masked_invalid(values.T), norm=norm,
                          cmap=cmap, shading="flat")
     bar = fig.colorbar(mesh, ax=ax, pad=0.02, extend=extend)
-    if extend == "min":
-        bar.set_label("black: 0", fontsize=7)
+    bar.set_label({"min": "black: 0", "max": "red: beyond the scale",
+                   "both": "black: 0, red: beyond"}.get(extend, ""), fontsize=7)
     ax.set_xlabel(xlabel)
     if run.kind == "watch" and values.shape[1] <= 30:
         ax.set_yticks(np.arange(1, values.shape[1] + 1), run.layer_names[: values.shape[1]],

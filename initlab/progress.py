@@ -14,14 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.table import Column
+from rich.text import Text
 
 from initlab.describe import plural
 from initlab.runs import Outcome
@@ -42,10 +37,13 @@ class RichProgress:
     def __init__(self, console: Console):
         self.console = console
         self.lines = None if console.is_terminal else LineProgress(console)
+        # The times before what was measured: at 80 columns only the last column folds.
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-            TextColumn("left"), TimeRemainingColumn(),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=16, table_column=Column(no_wrap=True)),
+            TextColumn("{task.percentage:>3.0f}%", table_column=Column(no_wrap=True)),
+            TimesColumn(table_column=Column(no_wrap=True)),
+            TextColumn("{task.fields[status]}", table_column=Column(overflow="fold")),
             console=console, transient=False,
         )
         self.started = False
@@ -79,14 +77,14 @@ class RichProgress:
                 self.progress.reset(task, total=max(total, 1), completed=event["step"],
                                     status="resumed")
             elif kind == "start":
-                status = f"init  test err {_span(event['test_error'])}"
-                self.progress.update(task, status=status)
+                self.progress.update(task, status=f"init, {measured(event)}")
             elif kind == "epoch":
-                status = (f"epoch {event['epoch']}  loss {_span(event['loss'], pct=False)}  "
-                          f"test err {_span(event['test_error'])}")
-                self.progress.update(task, status=status)
+                self.progress.update(task, status=f"epoch {event['epoch']}, "
+                                                  f"{measured(event)}")
             elif kind == "done":
-                self.progress.update(task, completed=self.progress.tasks[task].total)
+                ended = diverged_text(event)
+                self.progress.update(task, completed=self.progress.tasks[task].total,
+                                     **({"status": ended} if ended else {}))
 
         return on_event
 
@@ -115,7 +113,7 @@ class LineProgress:
             elapsed = now - state["began"]
             parts.append(f"{_clock(elapsed)} so far")
             rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0
-            if 0 < done < total and rate > 0:
+            if 0 < done < total and rate > 0 and not note.startswith("done"):  # none once done
                 parts.append(f"about {_clock((total - done) / rate)} left")
             self.console.print(", ".join(parts), highlight=False, markup=False,
                                soft_wrap=True)
@@ -132,17 +130,53 @@ class LineProgress:
                 line("resumed")
             elif kind == "start":
                 state["began"] = time.monotonic()  # the rate counts training steps only
-                state["measured"] = f"test err {_span(event['test_error'])} at init"
+                state["measured"] = f"at init: {measured(event)}"
                 line()
             elif kind == "epoch":
-                state["measured"] = (f"epoch {event['epoch']}, loss "
-                                     f"{_span(event['loss'], pct=False)}, test err "
-                                     f"{_span(event['test_error'])}")
+                state["measured"] = f"epoch {event['epoch']}, {measured(event)}"
                 line()
-            elif kind == "done":
-                line("done")
+            elif kind == "done":  # a target or a divergence can end it before its last step
+                ended = diverged_text(event)
+                line("done" + (f", {ended}" if ended else ""))
 
         return on_event
+
+
+class TimesColumn(ProgressColumn):
+    """``0:40, 1:20 left`` while running; ``0:40`` once finished."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        text = _clock(elapsed or 0)
+        if not task.finished and task.time_remaining is not None:
+            text += f", {_clock(task.time_remaining)} left"
+        return Text(text, style="progress.elapsed")
+
+
+def measured(event: dict[str, Any]) -> str:
+    """``loss 0.1234, test err 4.99%`` over the members still training, and how many
+    diverged where: a diverged member's test error is not a result (its weights stopped)."""
+    errors = event["test_error"]
+    diverged = event.get("diverged") or [None] * len(errors)
+    live = [i for i, step in enumerate(diverged) if step is None]
+    parts = []
+    if live and "loss" in event:
+        parts.append(f"loss {_span([event['loss'][i] for i in live], pct=False)}")
+    if live:
+        parts.append(f"test err {_span([errors[i] for i in live])}")
+    ended = diverged_text(event)
+    return ", ".join([*parts, *([ended] if ended else [])])
+
+
+def diverged_text(event: dict[str, Any]) -> str:
+    """``diverged at step 2`` (one member), ``1 of 3 diverged at step 2``, or ""."""
+    diverged = event.get("diverged") or []
+    steps = sorted({step for step in diverged if step is not None})
+    if not steps:
+        return ""
+    count = sum(step is not None for step in diverged)
+    who = "" if len(diverged) == 1 else f"{count} of {len(diverged)} "
+    return f"{who}diverged at step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"
 
 
 def _clock(seconds: float) -> str:
@@ -162,13 +196,12 @@ def _span(values: Sequence[float], pct: bool = True) -> str:
 def outcome_line(outcome: Outcome) -> str:
     s = outcome.summary
     err = s.get("final_test_error")
-    parts = [s["status"]]
-    if err is not None:
+    diverged = s["status"] == "diverged"
+    parts = [f"diverged at step {s.get('diverged_step')}" if diverged else s["status"]]
+    if err is not None and not diverged:
         parts.append(f"test error {100 * err:.2f}%")
     if s.get("reached_target_epoch") is not None:
         parts.append(f"target reached at epoch {s['reached_target_epoch']}")
-    if s.get("diverged_step") is not None:
-        parts.append(f"diverged at step {s['diverged_step']}")
     parts.append(f"{plural(s['epochs'], 'epoch')}, {plural(s['steps'], 'step')}, "
                  f"{s['wall_seconds']:.1f} s")
     return f"{outcome.path}: " + ", ".join(parts)

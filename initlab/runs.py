@@ -596,8 +596,11 @@ class Run:
 
     @property
     def final_test_error(self) -> float:
-        """The summary's final test error, else the last one measured; NaN if none (e.g. a
-        member that diverged before its first evaluation)."""
+        """The summary's final test error, else the last one measured; NaN if none. A
+        diverged run has none: its outcome is "diverged at step N" (``diverged_step``), told
+        the same way by the progress line, ``ls``, ``compare``, the figures and exports."""
+        if self.status == "diverged":
+            return float("nan")
         err = self.summary.get("final_test_error")
         if err is None and len(self.records):
             measured = self.test_error[~np.isnan(self.test_error)]

@@ -106,6 +106,17 @@ def dead_fractions(output_groups: Sequence[Tensor]) -> Tensor:
     return _per_layer(output_groups, lambda g: (g.sum(dim=-2) == 0).float().mean(dim=-1))
 
 
+SATURATED = 0.99  # |tanh(z)| beyond this: tanh'(z) = 1 - tanh(z)^2 < 2%, the unit barely learns
+
+
+def saturated_fractions(output_groups: Sequence[Tensor], level: float = SATURATED) -> Tensor:
+    """Fraction of a layer's unit outputs on this batch with |σ(z)| > ``level``, per member
+    and hidden layer: [K, L - 1] from groups of activation outputs [G, K, B, n]. tanh's
+    failure mode, as dead units are ReLU's: a saturated tanh passes almost no gradient
+    (meaningful for a bounded activation; plots show it for tanh runs)."""
+    return _per_layer(output_groups, lambda g: (g.abs() > level).float().mean(dim=(-2, -1)))
+
+
 def percentiles(values: Tensor, q: float) -> Tensor:
     """The q-quantile over the last dimension (linear interpolation, as ``torch.quantile``):
     [L, K, B] -> [K, L]."""
@@ -242,5 +253,8 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
     LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖",
               lambda t: update_ratios(t.updates or [], t.weight_norms, t.update_scale),
               after_update=True),
+    LayerStat("saturated_fraction", f"saturated outputs |σ(z)| > {SATURATED} (tanh)",
+              lambda t: saturated_fractions(t.activations), log_scale=False, hidden_only=True,
+              per_rank="mean"),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)

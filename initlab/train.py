@@ -294,6 +294,11 @@ class GroupTrainer:
             return self.train_step
 
     # -- records ------------------------------------------------------------------------------
+    def diverged_steps(self) -> list[int | None]:
+        """Each member's step of divergence, None while it has not (the progress line tells
+        a diverged member by it, not by the test error its stopped weights would get)."""
+        return [m.diverged_step for m in self.members]
+
     def active(self) -> list[int]:
         return [k for k, m in enumerate(self.members) if m.status == "running"]
 
@@ -370,7 +375,7 @@ class GroupTrainer:
         if self.step == 0 and self.epoch == 0 and self.step_in_epoch == 0:
             test = self.capture_full("init")
             self.flush(checkpoint=False)
-            progress({"kind": "start", "test_error": test})
+            progress({"kind": "start", "test_error": test, "diverged": self.diverged_steps()})
         max_steps = cfg.max_steps or math.inf
         n = self.data.train_x.shape[0]
         while self.epoch < cfg.epochs and self.active() and self.step < max_steps:
@@ -397,7 +402,7 @@ class GroupTrainer:
                 break  # max_steps reached mid-epoch
             self.end_epoch(progress)
         self.finish()
-        progress({"kind": "done"})
+        progress({"kind": "done", "diverged": self.diverged_steps()})
 
     def close_epoch_means(self) -> None:
         self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors)  # over ranks
@@ -421,7 +426,7 @@ class GroupTrainer:
                 self.stop_completed(k, test[k])
         self.flush(checkpoint=True)
         progress({"kind": "epoch", "epoch": self.epoch, "test_error": test,
-                  "loss": self.last_epoch_loss.tolist()})
+                  "loss": self.last_epoch_loss.tolist(), "diverged": self.diverged_steps()})
 
     def finish(self) -> None:
         """Final capture for members still running (all epochs done, or max_steps)."""

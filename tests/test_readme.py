@@ -5,9 +5,10 @@ config reference is exactly what initlab.config defines; every starter config is
 To keep this cheap, training commands get small overrides added *before* the README's own
 (`--set data.train_subset=640 --set data.test_subset=500 --set log.probe_size=64 --set
 train.epochs=2 --threads 1`, so a README `--set` still wins), `initlab figures` gets `--quick`,
-`make` targets are checked with `make -n` (`make test` is what CI runs; `make run` runs
-`initlab run configs/kaiming.yaml`, as the walkthrough does), and `tensorboard --logdir DIR`
-(a server) is checked by reading DIR's event files with TensorBoard's own reader.
+`make` targets are checked with `make -n` (`make test` is what CI runs); the walkthrough runs
+after the run `make run` leaves (its Makefile command, run first), as a newcomer's does; and
+`tensorboard --logdir DIR` (a server) is checked by reading DIR's event files with
+TensorBoard's own reader.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import initlab
@@ -69,18 +71,52 @@ def test_the_linked_documents_exist() -> None:
 
 
 def run_initlab(args: list[str]) -> str:
+    """One initlab command as the README gives it (``> FILE`` writes its output there)."""
+    target = None
+    if ">" in args:
+        target, args = args[args.index(">") + 1], args[: args.index(">")]
     if args[0] == "run" and not any(a.startswith("--resume") for a in args):
         args = [args[0], args[1], *CHEAP, *args[2:]]
     elif args[0] == "figures":
         args = [*args, "--quick", "--out", "figures-out", "--cache", "figures-cache"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, f"initlab {shlex.join(args)}:\n{result.output}"
+    if target is not None:
+        Path(target).write_text(result.stdout)
     return result.output
 
 
+def make_run_command() -> list[str]:
+    """The initlab command of the Makefile's ``run`` target, as a newcomer's ``make run``
+    runs it (``$(BIN)/initlab ... --out $(RUNS)``)."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "the Makefile has a run target"
+    line = next(x for x in recipe.group(1).splitlines() if "initlab run" in x)
+    args = shlex.split(line.replace("$(BIN)/", "").replace("$(RUNS)", "runs"))
+    assert args[0] == "initlab"
+    return args[1:]
+
+
+def walkthrough() -> str:
+    start = README.index("## Your first experiment")
+    return README[start: README.index("### Starter configs", start)]
+
+
+def test_training_numbers_in_the_walkthrough_are_examples() -> None:
+    """Digits one machine gave are not promised to the next: each is an "e.g."."""
+    text = walkthrough()
+    for match in re.finditer(r"\d+(?:\.\d+)?% test error|\d+\.\d+%", text):
+        before = text[max(0, match.start() - 160): match.start()]
+        assert "e.g." in before, f"{match.group(0)} is not given as an example: ...{before}"
+
+
 def test_every_readme_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's commands in order, as a newcomer runs them: after ``make run``."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(ROOT / "configs")
+    first = run_initlab(make_run_command())  # what `make run` left behind
+    assert first.strip().splitlines()[-1] == "plot it: initlab plot runs/kaiming"
     commands = shell_commands()
     assert ["initlab", "plot"] in commands and ["make", "run"] in commands
     outputs: dict[str, str] = {}
@@ -97,16 +133,24 @@ def test_every_readme_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert args[0] == "initlab", f"a README command this test cannot run: {line}"
         outputs[line] = run_initlab(args[1:])
     # What the text around the commands says.
-    first = outputs["initlab run configs/kaiming.yaml"]
-    assert first.strip().splitlines()[-1] == "plot it: initlab plot runs/kaiming"
     assert outputs["initlab plot"].startswith("plotting runs/kaiming")
     assert (tmp_path / "runs" / "kaiming" / "layers.png").exists()
     assert (tmp_path / "runs" / "kaiming" / "training.png").exists()
-    c3 = outputs["initlab run configs/kaiming.yaml --set init.c=3 --set train.epochs=1"]
-    assert "runs/kaiming-2: diverged" in c3 and "diverged at step 2" in c3, c3
-    assert "kaiming-2" in outputs["initlab ls"]
-    assert (tmp_path / "compare.png").exists() and (tmp_path / "both.png").exists()
-    assert "diverged: c=3.0" in outputs["initlab run configs/sweep-c.yaml"]
+    c3_command = next(c for c in outputs if "init.c=3" in c and c.startswith("initlab run"))
+    c3 = outputs[c3_command]
+    c3_dir = c3.strip().splitlines()[-1].removeprefix("plot it: initlab plot ")
+    assert f"This run, `{c3_dir}`, **diverges at step 2" in README, c3_dir
+    assert f"{c3_dir}: diverged at step 2" in c3, c3
+    listed = outputs["initlab ls"]
+    row = next(x for x in listed.splitlines() if x.startswith(Path(c3_dir).name + " "))
+    assert "diverged at step 2" in row, listed
+    compared = outputs[f"initlab compare runs/kaiming {c3_dir}"]
+    assert re.search(r"init\.c\s*│\s*2\s*│\s*3", compared), compared  # the c difference
+    assert (tmp_path / "runs" / "compare.png").exists()
+    assert (tmp_path / "runs" / "both.png").exists()
+    assert not list(tmp_path.glob("*.png")), "nothing written into the current folder"
+    assert "diverged: c=3.0" in outputs["initlab run sweep-c"]
+    assert yaml.safe_load((tmp_path / "my.yaml").read_text())["init"]["c"] == 2.0
     assert (tmp_path / "exports" / "kaiming" / "layers.csv").exists()
     python = blocks("python")
     assert len(python) == 2
