@@ -370,7 +370,13 @@ def no_gradient(f: Facts) -> Finding | None:
     unmoved: list[int] = []
     if f.has("weight_rel_change"):
         change = f.run.layers["weight_rel_change"][-1]
-        unmoved = [i for i in moving if change[i] == 0 and f.steps > 1]
+        # A step the optimizer did take (update_ratio > 0) that left W unchanged was below
+        # float32's resolution of W (a relative 2^-24): too small, not skipped. At c = 1 the
+        # deep layers' activations, and so their updates, vanish like that; the activations
+        # detector names that cause.
+        stepped = f.run.layers.get("update_ratio")
+        unmoved = [i for i in moving if change[i] == 0 and f.steps > 1
+                   and (stepped is None or not (np.nan_to_num(stepped[:, i]) > 0).any())]
     stuck = none + [i for i in unmoved if i not in none]
     if not stuck:
         return None

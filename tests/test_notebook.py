@@ -41,5 +41,6 @@ def test_the_lecture_notebook_runs_cell_by_cell(tmp_path: Path,
         "normalized-training.png"}
 
 
-def test_the_notebook_says_where_diagnose_goes() -> None:
-    assert "TODO(diagnose)" in NOTEBOOK.read_text()
+    diagnosis = namespace["diagnosis"]
+    assert diagnosis[1.0].problem == "activations-vanish"
+    assert diagnosis[3.0].problem == "activations-explode"
