@@ -34,7 +34,8 @@ from initlab.errors import UsageError
 from initlab.graphs import GraphedStep
 from initlab.model import Activity, ActivityRecorder, StackedMLP, member_seed
 from initlab.optim import FlatOptimizer
-from initlab.runs import FINISHED, RunWriter, clean_number, run_summary
+from initlab.records import SCALAR_KEYS, RunLog
+from initlab.runs import FINISHED, RunWriter, run_summary
 
 EVAL_CHUNK = 2000
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
@@ -42,8 +43,6 @@ PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
 PER_WORKER_KEYS = ("loss", "errors", *(key for key, stat in stats.LAYER_STATS.items()
                                        if stat.per_rank is not None))
 # What a checkpoint saves: member states (``GroupTrainer.member_state``), one per member.
-# A record with any of these undefined means its member diverged.
-DIVERGING_KEYS = tuple(key for key, stat in stats.LAYER_STATS.items() if stat.diverges)
 SaveCheckpoint = Callable[[list[dict[str, Any]]], None]
 
 
@@ -65,8 +64,11 @@ class MemberState:
     reached_target_epoch: int | None = None
     diverged_step: int | None = None
     final_test_error: float | None = None
-    pending: list[dict[str, Any]] = field(default_factory=list)  # records not yet on disk
     summary_written: bool = False  # a stopped member's summary is final
+    log: RunLog = field(init=False)  # its records not yet on disk
+
+    def __post_init__(self) -> None:
+        self.log = RunLog(self.writer)
 
 
 class Interrupted(Exception):
@@ -167,6 +169,7 @@ class GroupTrainer:
         taken over the whole contiguous buffer into one kept for the purpose: faster than
         over the strided weight views, and no multi-megabyte temporary per step."""
         self.weight_views = self.model.weight_groups(self.model.flat)
+        self.weight_shapes = self.model.weight_group_shapes()
         self.grad_views = self.model.weight_groups(self.model.flat_grad)
         self.change = torch.empty_like(self.model.flat)
         self.change_views = self.model.weight_groups(self.change)
@@ -186,7 +189,7 @@ class GroupTrainer:
         torch.sub(self.model.flat, self.flat_init, out=self.change)
         return stats.PassTensors(activity.inputs, activity.activations, activity.unit_inputs,
                                  self.weight_views, self.grad_views, self.change_views,
-                                 self.initial_norms)
+                                 self.initial_norms, weight_shapes=self.weight_shapes)
 
     def update_views(self) -> tuple[list[Tensor], Tensor | None]:
         """The step just taken as weight groups (``FlatOptimizer.last_update``): views of the
@@ -199,11 +202,11 @@ class GroupTrainer:
 
     @staticmethod
     def layer_stats(tensors: stats.PassTensors, after_update: bool = False,
-                    ) -> dict[str, Tensor]:
+                    probe: bool = False) -> dict[str, Tensor]:
         """The statistics of ``stats.LAYER_STATS`` that read a pass (or, ``after_update``,
-        the step that followed it), [K, L] each."""
-        return {key: stat.compute(tensors) for key, stat in stats.LAYER_STATS.items()
-                if stat.after_update == after_update}
+        the step that followed it), [K, L] each; the ``costly`` ones only for a ``probe``."""
+        return stats.compute(tensors, lambda stat: stat.after_update == after_update
+                             and (probe or not stat.costly))
 
     def loss_and_grad(self, x: Tensor, y: Tensor, capture: bool, training: bool = True,
                       ) -> tuple[Tensor, Tensor, Activity | None]:
@@ -231,7 +234,7 @@ class GroupTrainer:
                                                     training=False)
         with torch.no_grad():
             errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
-            layer = self.layer_stats(self.pass_tensors(activity))
+            layer = self.layer_stats(self.pass_tensors(activity), probe=True)
         self.model.flat_grad.zero_()
         return loss, errors.float(), layer
 
@@ -302,13 +305,10 @@ class GroupTrainer:
         ``train_error``, optional ``test_error`` [K] and the per-layer statistics [K, L]."""
         host = {key: v.tolist() for key, v in values.items()}
         for k in self.active():
-            rec: dict[str, Any] = {"step": step, "epoch": epoch, "phase": phase}
-            for key in ("loss", "train_error", "test_error"):
-                rec[key] = clean_number(host[key][k]) if key in host else None
-            for key in stats.LAYER_KEYS:
-                if key in host:  # a probe takes no step: no update statistics
-                    rec[key] = [clean_number(v) for v in host[key][k]]
-            self.members[k].pending.append(rec)
+            # (A probe takes no step: its values hold no update statistics.)
+            self.members[k].log.add(
+                step, epoch, phase, {key: host[key][k] for key in SCALAR_KEYS if key in host},
+                {key: host[key][k] for key in stats.LAYER_KEYS if key in host})
 
     def capture_full(self, phase: str) -> list[float]:
         """Probe + test-set capture for every running member; returns the test errors."""
@@ -333,17 +333,15 @@ class GroupTrainer:
         self.mark_nonfinite()
 
     def mark_nonfinite(self) -> None:
-        """A member whose loss or any statistic became NaN or Inf stops at the first step where
-        it did, keeping what it captured before. (The relative change of a zero init is
-        undefined, not diverged, so it is not checked.)"""
+        """A member whose loss became NaN or Inf at any step, or whose record diverged
+        (``records.diverged``), stops at the first step where it did, keeping what it captured
+        before."""
         bad_steps = self.comm.earliest(self.first_bad_step).tolist()
         for k in self.active():
             at = bad_steps[k] if bad_steps[k] >= 0 else None
-            for rec in self.members[k].pending:
-                if rec["loss"] is None or any(v is None for key in DIVERGING_KEYS
-                                              for v in rec[key]):
-                    at = rec["step"] if at is None else min(at, rec["step"])
-                    break
+            recorded = self.members[k].log.diverged_at
+            if recorded is not None:
+                at = recorded if at is None else min(at, recorded)
             if at is not None:
                 self.stop_diverged(k, at)
 
@@ -351,13 +349,13 @@ class GroupTrainer:
         member = self.members[k]
         member.status = "diverged"
         member.diverged_step = at_step
-        member.pending = [r for r in member.pending if r["step"] < at_step]
+        member.log.keep_before(at_step)
         self.optimizer.freeze(k, reset=True)
         self.model.stop_member(k, zero=True)
 
     def stop_completed(self, k: int, test_error: float) -> None:
         member = self.members[k]
-        member.pending.append(dict(member.pending[-1], phase="final"))
+        member.log.pending.append(dict(member.log.pending[-1], phase="final"))
         member.status = "completed"
         member.final_test_error = test_error
         self.optimizer.freeze(k)
@@ -449,8 +447,7 @@ class GroupTrainer:
         long each stats.jsonl was, so a resume after kill -9 drops records written later."""
         self.flush_train_captures()
         for member in self.members:
-            member.writer.append_stats(member.pending)
-            member.pending = []
+            member.log.flush()
         if checkpoint:
             # Rank 0's checkpoint is the run's: it gets the epoch's counts so far.
             self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors, keep_on_writer=True)
