@@ -1,15 +1,26 @@
-"""Per-layer statistics against a hand computation on a tiny network."""
+"""Per-layer statistics against a hand computation on a tiny network, and every registered
+statistic through every path that records or reads it."""
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import math
+from typing import Any
 
+import numpy as np
+import pytest
 import torch
+import yaml
 from torch import nn
+from typer.testing import CliRunner
 
 from initlab import stats
+from initlab.cli import app
 from initlab.config import ModelConfig
 from initlab.model import ActivityRecorder, StackedMLP
+
+runner = CliRunner()
 
 
 def plain_copy(model: StackedMLP, k: int) -> list[nn.Linear]:
@@ -159,3 +170,116 @@ def test_layer_norm_gives_every_example_the_same_norm() -> None:
     norms = torch.linalg.vector_norm(x[0], dim=-1)
     assert math.isclose(spreads["none"][0].item(), (norms.std(correction=0) / norms.mean()).item(),
                         rel_tol=1e-5)
+
+
+# --------------------------------------------------------------------------- every reader
+# Each registered statistic, end to end: recorded by `initlab run` and by initlab.watch,
+# read by load_run, exported, drawn by `initlab plot --metric` -- with no list to edit.
+
+TINY_RUN = {
+    "name": "tiny",
+    "model": {"depth": 3, "width": 8},
+    "data": {"train_subset": 256, "test_subset": 100},
+    "train": {"epochs": 1, "batch_size": 64, "device": "cpu"},
+    "log": {"every": 2, "probe_size": 32},
+}
+
+
+class WatchedNet(nn.Module):
+    """A conv layer, a ReLU and a linear layer: every kind of tensor initlab.watch reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory, mnist_env: None,
+             ) -> dict[str, Any]:
+    """A tiny `initlab run` on MNIST, its CSV export and TensorBoard tags, and a watched run."""
+    import initlab
+    from initlab.runs import STATS_FILE, read_stats
+
+    tmp = tmp_path_factory.mktemp("readers")
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(TINY_RUN))
+    result = runner.invoke(app, ["run", str(tmp / "tiny.yaml"), "--out", str(tmp / "runs")])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp / "runs" / "tiny"
+    result = runner.invoke(app, ["export", str(run_dir), "--to", "csv", "--out",
+                                 str(tmp / "csv")])
+    assert result.exit_code == 0, result.output
+    with open(tmp / "csv" / "tiny" / "layers.csv", newline="") as f:
+        csv_columns = next(csv.reader(f))
+    tags: set[str] | None = None
+    if importlib.util.find_spec("tensorboard") is not None:
+        from tensorboard.backend.event_processing import event_accumulator
+
+        result = runner.invoke(app, ["export", str(run_dir), "--to", "tensorboard", "--out",
+                                     str(tmp / "tb")])
+        assert result.exit_code == 0, result.output
+        events = event_accumulator.EventAccumulator(str(tmp / "tb" / "tiny"))
+        events.Reload()
+        tags = set(events.Tags()["scalars"])
+    # `initlab plot --metric` with every statistic: one figure (a plot per statistic would
+    # cost seconds each), one panel per metric
+    out = tmp / "every-metric.png"
+    metrics = [arg for key in stats.LAYER_KEYS for arg in ("--metric", key)]
+    result = runner.invoke(app, ["plot", str(run_dir), *metrics, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+    plot_output = result.output
+    torch.manual_seed(0)
+    model = WatchedNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    with initlab.watch(model, tmp / "watched", every=1) as watch:
+        for _ in range(3):
+            x = torch.randn(8, 1, 6, 6, generator=gen)
+            y = torch.randint(0, 3, (8,), generator=gen)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            watch.step(epoch=0)
+    assert watch.path is not None
+    return {"run": run_dir, "records": read_stats(run_dir / STATS_FILE), "csv": csv_columns,
+            "tags": tags, "watched": read_stats(watch.path / STATS_FILE),
+            "plot_output": plot_output}
+
+
+@pytest.mark.parametrize("key", stats.LAYER_KEYS)
+def test_every_statistic_reaches_every_reader(recorded: dict[str, Any], key: str) -> None:
+    from initlab.runs import load_run
+    from initlab.watching import SIDES
+
+    stat = stats.LAYER_STATS[key]
+    records = recorded["records"]
+    # initlab run: in the probe's records (init, final) unless it reads the step's update, in
+    # the captured steps' unless it is costly.
+    probes = [r for r in records if r["phase"] != "train"]
+    steps = [r for r in records if r["phase"] == "train"]
+    assert probes and steps
+    assert all((key in r) == (not stat.after_update) for r in probes)
+    assert all((key in r) == (not stat.costly) for r in steps)
+    width = TINY_RUN["model"]["depth"] - int(stat.hidden_only)
+    assert all(len(r[key]) == width for r in records if key in r)
+    # load_run, and through it the CSV export and the plots
+    run = load_run(recorded["run"])
+    assert run.layers[key].shape == (len(records), width)
+    assert np.isfinite(run.layers[key]).any()
+    assert key in recorded["csv"]
+    if recorded["tags"] is not None:
+        tag = f"probe/n_{key}/1" if stat.per_fan_in else f"probe/{key}/1"
+        assert tag in recorded["tags"] or stat.after_update
+    assert f"{key}: not recorded" not in recorded["plot_output"]  # drawn, not skipped
+    # initlab.watch: every statistic whose tensors it has (a nonlinearity's input it has not),
+    # the costly ones in its first capture only (the epoch never changes here)
+    watched = recorded["watched"]
+    assert (key in watched[0]) == (key in SIDES)
+    if key in SIDES:
+        assert any(v is not None for v in watched[0][key])
+        assert all((key in r) == (not stat.costly) for r in watched[1:])
