@@ -243,6 +243,11 @@ class LayerStat:
     # batch's; "approx", averaged over ranks, which only approximates the whole batch's.
     per_rank: str | None = None
 
+    def recorded_at(self, phase: str) -> bool:
+        """Whether a record of ``phase`` holds it: a captured step's (``train``) unless it is
+        costly, a probe's (``init``, ``epoch``, ``final``) unless it reads the step's update."""
+        return not self.costly if phase == "train" else not self.after_update
+
     @property
     def per_weight(self) -> bool:
         """One value per weight matrix, computed from weight-side tensors only."""
