@@ -66,6 +66,20 @@ def matrix_groups(groups: Sequence[Tensor], shapes: Sequence[Sequence[int]]) -> 
     return matrices
 
 
+def effective_ranks(matrices: Sequence[Tensor]) -> Tensor:
+    """The effective rank of each weight matrix (Roy & Vetterli 2007): exp of the entropy of
+    its singular values normalized to sum 1 -- min(rows, columns) for a matrix whose singular
+    values are all equal, 1 for a rank-one matrix: [K, L] from groups [G, K, rows, columns].
+    NaN for a zero matrix (no direction at all). One SVD per matrix: far more than a step of the
+    lecture's net costs, so its ``LayerStat`` is ``costly``."""
+    def per_group(m: Tensor) -> Tensor:
+        singular = torch.linalg.svdvals(m)
+        p = singular / singular.sum(dim=-1, keepdim=True)
+        return torch.exp(-torch.special.xlogy(p, p).sum(dim=-1))  # 0 log 0 = 0
+
+    return _per_layer(matrices, per_group)
+
+
 def _per_layer(groups: Sequence[Tensor], reduce: Callable[[Tensor], Tensor]) -> Tensor:
     """Apply a reduction [G, K, ...] -> [G, K] to each group; stack to [K, L]."""
     return torch.cat([reduce(g) for g in groups], dim=0).T
@@ -284,6 +298,9 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
     LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖", ("updates", "weights"),
               lambda t: update_ratios(t.updates or [], t.weight_norms, t.update_scale),
               after_update=True),
+    LayerStat("effective_rank", "effective rank of W_i (exp of its singular values' entropy)",
+              ("weights",), lambda t: effective_ranks(t.weight_matrices), log_scale=False,
+              costly=True),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)
 
