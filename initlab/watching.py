@@ -362,40 +362,19 @@ class WatchedWeights:
         return cached[1]
 
 
-class Watch:
-    """The instruments on one model and the run directory they write (``initlab.watch``):
-    hooks that measure a capture window, the captures' way to the host, the run's records."""
+class CaptureWindow:
+    """What the hooks measure between two ``watch.step`` calls, while ``armed``: each layer's
+    output-side statistics, the activation-side ones of a zero-floor activation after it, the
+    gradient-side ones of the gradient an optimizer steps with (or, without one, as backward
+    accumulated it); ``take`` adds the weight-side ones and packs the lot for the host."""
 
-    def __init__(self, model: nn.Module, out: str | Path, every: int = 10):
-        if not isinstance(model, nn.Module):
-            raise UsageError(f"initlab.watch: model must be a torch.nn.Module, got "
-                             f"{type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise UsageError(f"initlab.watch: every must be a positive integer, got {every!r}")
-        root = unwrap(model)
-        self.every = every
-        self.model_name = type(root).__name__
-        # Module order (hooks and weights index it); ``layers``: forward order once known.
-        self.found = find_layers(root)
-        self.layers = list(self.found)
-        if not self.found:
-            raise UsageError(f"initlab.watch: {self.model_name} has no layer to watch (Linear, "
-                             "Conv1d/2d/3d, Embedding, MultiheadAttention or a norm layer)")
-        self.steps = 0  # watch.step() calls so far
-        self.path: Path | None = None
-        self.active = writing_rank()
-        self.handles: list[RemovableHandle] = []
-        if not self.active:
-            return
-        out = Path(out)
-        check_output_parent(out.parent)  # before anything is copied or created
-        self.weights = WatchedWeights(self.found)
-        self.device = (self.weights.tensors[0].device if self.weights.tensors
-                       else next((p.device for p in root.parameters()), torch.device("cpu")))
-        has_relu = any(isinstance(m, ZERO_FLOOR_ACTIVATIONS) for m in root.modules())
-        self.keys = tuple(k for k, side in SIDES.items() if side != "activation" or has_relu)
-        # The current capture window (from the last watch.step to the next).
-        self.armed = self.captures(1)
+    def __init__(self, found: Sequence[WatchedLayer], weights: WatchedWeights,
+                 device: torch.device, keys: tuple[str, ...]):
+        self.found = found
+        self.weights = weights
+        self.device = device
+        self.keys = keys  # the statistics this model allows (``SIDES``)
+        self.armed = True  # step 1 is captured
         self.costly_due = True  # the next capture measures the costly statistics too
         # What the window measured: key -> values [n], per layer (or weight, or group).
         self.output_values: dict[int, dict[str, Tensor]] = {}
@@ -403,27 +382,13 @@ class Watch:
         self.grads_from_optimizer: list[tuple[list[int], dict[str, Tensor]]] = []
         self.grads_accumulated: dict[int, dict[str, Tensor]] = {}
         self.last_layer: int | None = None  # the layer whose output a ReLU now sees
-        self.forward_order: list[int] = []
-        self.order_settled = False
+        self.forward_order: list[int] = []  # the layers as the first forward pass ran them
+        self.order_settled = False  # the Watch has read ``forward_order``
         self.optimizer_seen = False
-        # Bookkeeping on the host.
-        self.pending: list[Pending] = []
-        self.loss_sum: Tensor | None = None  # on the device: not finite once a loss was not
-        self.diverged_step: int | None = None
-        self.epoch: int | None = None
-        self.test_error: float | None = None
-        self.status = "running"
-        self.started = time.perf_counter()
-        self.started_at = time.time()  # for run_summary's metadata (start time, versions)
-        self.last_write = self.started
-        self.config_written = False
-        self.path = create_unique_dir(out.parent, out.name)
-        self.log = RunLog(RunWriter(self.path))  # records read, not yet written
-        self.log.flush(self.summary())
-        self.register_hooks(root)
+        self.handles: list[RemovableHandle] = []
+        self.grad_handles: list[RemovableHandle] = []
 
-    # -- hooks --------------------------------------------------------------------------------
-    def register_hooks(self, root: nn.Module) -> None:
+    def register(self, root: nn.Module) -> None:
         self.handles.append(root.register_forward_pre_hook(self.forward_starts))
         for i, layer in enumerate(self.found):
             self.handles.append(layer.module.register_forward_hook(self.layer_hook(i)))
@@ -436,7 +401,7 @@ class Watch:
         self.handles += self.grad_handles
         self.handles.append(register_optimizer_step_pre_hook(self.optimizer_hook))
 
-    def remove_hooks(self) -> None:
+    def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
@@ -504,69 +469,10 @@ class Watch:
         self.grads_from_optimizer.append(
             (idx, self.measure("gradient", stats.PassTensors(grads=groups))))
 
-    # -- steps --------------------------------------------------------------------------------
-    def captures(self, step: int) -> bool:
-        """Step 1 (the initialization) and every ``every``-th step are captured."""
-        return step == 1 or step % self.every == 0
-
-    def step(self, loss: Tensor | float | None = None, *, epoch: int | None = None,
-             train_error: float | Tensor | None = None,
-             test_error: float | Tensor | None = None) -> None:
-        """Call once per training step, after the optimizer's step: ``loss`` of this step (a
-        tensor stays on the device), and optionally the epoch and error rates to record."""
-        self.steps += 1
-        if not self.active:
-            return
-        n = self.steps
-        if epoch is not None:
-            epoch = int(epoch)  # (a numpy integer is no JSON number)
-            self.costly_due = self.costly_due or epoch != self.epoch
-            self.epoch = epoch
-        scalars = {"train_error": host_number(train_error), "test_error": host_number(test_error)}
-        if scalars["test_error"] is not None:
-            self.test_error = clean_number(scalars["test_error"])
-        with torch.no_grad():
-            device_loss = self.track_loss(loss, n)
-            if not device_loss and loss is not None:
-                scalars["loss"] = float(loss)
-            if self.armed:
-                self.pending.append(self.capture(Pending(n, self.epoch, scalars),
-                                                 loss if device_loss else None))
-            elif train_error is not None or test_error is not None:
-                if device_loss:
-                    scalars["loss"] = float(loss)  # a sync the user asked for
-                self.pending.append(Pending(n, self.epoch, scalars))
-            self.armed = self.captures(n + 1)
-            if self.armed and self.weights.tensors:  # the next update is measured from here
-                self.weights.keep()
-        self.read_ready()
-        if self.log.pending and time.perf_counter() - self.last_write >= WRITE_INTERVAL_S:
-            self.write()
-
-    def track_loss(self, loss: Tensor | float | None, step: int) -> bool:
-        """Notice a loss that is not finite: on the host for a number; for a tensor, by adding
-        it to a sum on the device (one kernel, no sync), which stays NaN or infinite from then
-        on and is read with the next capture. Returns whether ``loss`` is a tensor."""
-        if not isinstance(loss, Tensor):
-            if loss is not None and not math.isfinite(float(loss)):
-                self.diverged(step)
-            return False
-        loss = loss.detach()
-        if self.loss_sum is None:
-            self.loss_sum = torch.zeros((), dtype=torch.float32, device=loss.device)
-        self.loss_sum.add_(loss if loss.dim() == 0 else loss.sum())
-        return True
-
-    def diverged(self, step: int) -> None:
-        if self.diverged_step is None or step < self.diverged_step:
-            self.diverged_step = step
-
-    def capture(self, pending: Pending, loss: Tensor | None) -> Pending:
+    def take(self, pending: Pending, loss: Tensor | None, loss_sum: Tensor | None) -> Pending:
         """This window's statistics, packed into one device tensor whose copy to the host is
         queued without waiting; the window's tensors are let go. The ``costly`` statistics
         only in the first capture and the first of each new epoch."""
-        if not self.order_settled:
-            self.settle_order()
         full = self.costly_due
         self.costly_due = False
         pending.keys = tuple(k for k in self.keys if full or not stats.LAYER_STATS[k].costly)
@@ -590,9 +496,9 @@ class Watch:
         if loss is not None:
             pending.names.append("loss")
             values.append(loss.detach().float().reshape(-1)[:1].to(self.device))
-        if self.loss_sum is not None:
+        if loss_sum is not None:
             pending.names.append("loss_sum")
-            values.append(self.loss_sum.reshape(1).to(self.device))
+            values.append(loss_sum.reshape(1).to(self.device))
         values += [t.reshape(-1) for _, _, t in parts]
         if values:
             pending.packed = torch.cat(values)
@@ -606,12 +512,122 @@ class Watch:
         self.grads_accumulated = {}
         return pending
 
+
+class Watch:
+    """The instruments on one model and the run directory they write (``initlab.watch``):
+    hooks that measure a capture window, the captures' way to the host, the run's records."""
+
+    def __init__(self, model: nn.Module, out: str | Path, every: int = 10):
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"initlab.watch: model must be a torch.nn.Module, got "
+                             f"{type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"initlab.watch: every must be a positive integer, got {every!r}")
+        root = unwrap(model)
+        self.every = every
+        self.model_name = type(root).__name__
+        # Module order (hooks and weights index it); ``layers``: forward order once known.
+        self.found = find_layers(root)
+        self.layers = list(self.found)
+        if not self.found:
+            raise UsageError(f"initlab.watch: {self.model_name} has no layer to watch (Linear, "
+                             "Conv1d/2d/3d, Embedding, MultiheadAttention or a norm layer)")
+        self.steps = 0  # watch.step() calls so far
+        self.path: Path | None = None
+        self.active = writing_rank()
+        if not self.active:
+            return
+        out = Path(out)
+        check_output_parent(out.parent)  # before anything is copied or created
+        self.weights = WatchedWeights(self.found)
+        self.device = (self.weights.tensors[0].device if self.weights.tensors
+                       else next((p.device for p in root.parameters()), torch.device("cpu")))
+        has_relu = any(isinstance(m, ZERO_FLOOR_ACTIVATIONS) for m in root.modules())
+        keys = tuple(k for k, side in SIDES.items() if side != "activation" or has_relu)
+        # The current capture window (from the last watch.step to the next).
+        self.window = CaptureWindow(self.found, self.weights, self.device, keys)
+        # Bookkeeping on the host.
+        self.pending: list[Pending] = []
+        self.loss_sum: Tensor | None = None  # on the device: not finite once a loss was not
+        self.diverged_step: int | None = None
+        self.epoch: int | None = None
+        self.test_error: float | None = None
+        self.status = "running"
+        self.started = time.perf_counter()
+        self.started_at = time.time()  # for run_summary's metadata (start time, versions)
+        self.last_write = self.started
+        self.config_written = False
+        self.path = create_unique_dir(out.parent, out.name)
+        self.log = RunLog(RunWriter(self.path))  # records read, not yet written
+        self.log.flush(self.summary())
+        self.window.register(root)
+
+    # -- steps --------------------------------------------------------------------------------
+    def captures(self, step: int) -> bool:
+        """Step 1 (the initialization) and every ``every``-th step are captured."""
+        return step == 1 or step % self.every == 0
+
+    def step(self, loss: Tensor | float | None = None, *, epoch: int | None = None,
+             train_error: float | Tensor | None = None,
+             test_error: float | Tensor | None = None) -> None:
+        """Call once per training step, after the optimizer's step: ``loss`` of this step (a
+        tensor stays on the device), and optionally the epoch and error rates to record."""
+        self.steps += 1
+        if not self.active:
+            return
+        n = self.steps
+        if epoch is not None:
+            epoch = int(epoch)  # (a numpy integer is no JSON number)
+            self.window.costly_due = self.window.costly_due or epoch != self.epoch
+            self.epoch = epoch
+        scalars = {"train_error": host_number(train_error), "test_error": host_number(test_error)}
+        if scalars["test_error"] is not None:
+            self.test_error = clean_number(scalars["test_error"])
+        with torch.no_grad():
+            device_loss = self.track_loss(loss, n)
+            if not device_loss and loss is not None:
+                scalars["loss"] = float(loss)
+            if self.window.armed:
+                if not self.window.order_settled:
+                    self.settle_order()
+                self.pending.append(self.window.take(Pending(n, self.epoch, scalars),
+                                                     loss if device_loss else None,
+                                                     self.loss_sum))
+            elif train_error is not None or test_error is not None:
+                if device_loss:
+                    scalars["loss"] = float(loss)  # a sync the user asked for
+                self.pending.append(Pending(n, self.epoch, scalars))
+            self.window.armed = self.captures(n + 1)
+            if self.window.armed and self.weights.tensors:  # the next update is measured from here
+                self.weights.keep()
+        self.read_ready()
+        if self.log.pending and time.perf_counter() - self.last_write >= WRITE_INTERVAL_S:
+            self.write()
+
+    def track_loss(self, loss: Tensor | float | None, step: int) -> bool:
+        """Notice a loss that is not finite: on the host for a number; for a tensor, by adding
+        it to a sum on the device (one kernel, no sync), which stays NaN or infinite from then
+        on and is read with the next capture. Returns whether ``loss`` is a tensor."""
+        if not isinstance(loss, Tensor):
+            if loss is not None and not math.isfinite(float(loss)):
+                self.diverged(step)
+            return False
+        loss = loss.detach()
+        if self.loss_sum is None:
+            self.loss_sum = torch.zeros((), dtype=torch.float32, device=loss.device)
+        self.loss_sum.add_(loss if loss.dim() == 0 else loss.sum())
+        return True
+
+    def diverged(self, step: int) -> None:
+        if self.diverged_step is None or step < self.diverged_step:
+            self.diverged_step = step
+
     def settle_order(self) -> None:
         """Order the layers as the first forward pass ran them; a layer that did not run
         (MultiheadAttention's out_proj, whose weight its parent uses directly) follows the
         module before it."""
-        ran = set(self.forward_order)
-        order = list(self.forward_order)
+        ran = set(self.window.forward_order)
+        order = list(self.window.forward_order)
         for i in range(len(self.found)):
             if i in ran:
                 continue
@@ -620,7 +636,7 @@ class Watch:
         self.position = {i: p for p, i in enumerate(order)}
         self.layer_targets = [[i] for i in range(len(self.found))]
         self.layers = [self.found[i] for i in order]
-        self.order_settled = True
+        self.window.order_settled = True
         self.write_config(self.layers)
 
     def write_config(self, layers: Sequence[WatchedLayer]) -> None:
@@ -677,6 +693,10 @@ class Watch:
             self.log.flush(self.summary())
         except RunWriteError as err:
             self.broken(err)
+
+    def remove_hooks(self) -> None:
+        if hasattr(self, "window"):  # (a non-writing rank never made one)
+            self.window.remove()
 
     def broken(self, err: RunWriteError) -> None:
         """The run directory cannot be written (disk full...): say so once and stop watching;
