@@ -277,7 +277,7 @@ def time_initlab(settings: BenchSettings, data: MNISTTensors, key: str, members:
         warmup, steps = settings.steps_for(members)
         per_step = time_steps(step, device, warmup, steps, settings.blocks)
         graphed = is_graphed(trainer)
-        manual = trainer.manual
+        manual = trainer.gauges.manual
     return BenchRow(key, initlab_name(members, capture, device, graphed, manual), members,
                     steps, per_step, extra={"cuda_graph": graphed, "stats_every_step": capture,
                                             "hand_written_backward": manual})

@@ -100,70 +100,26 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-class GroupTrainer:
-    """Trains K members of one shape together.
+class Gauges:
+    """What a group's statistics read, and the passes that give it: the weight statistics'
+    views of the flat buffers (made once), W(0) and its norms, one forward/backward pass with
+    its activity, the probe batch's statistics, the test error. Changes nothing a training
+    step depends on, but ``flat_grad``."""
 
-    Its state is what ``member_state`` gives per member (and ``load_member_states`` takes
-    back): a checkpoint is those dicts, written by whoever ``save_checkpoint`` is (the trainer
-    never touches a file but through its members' ``RunWriter``). ``device_state`` lists the
-    device tensors a training step changes."""
-
-    # On-device per-member accumulators [K]: named here, they are checkpointed and kept by a
-    # CUDA graph's warm-up like the weights.
-    ACCUMULATORS = ("epoch_loss", "epoch_errors", "first_bad_step")
-
-    def __init__(self, members: Sequence[MemberState], data: MNISTTensors,
-                 device: torch.device, comm: Comm = LOCAL,
-                 save_checkpoint: SaveCheckpoint | None = None):
-        self.members = list(members)
-        self.comm = comm  # several processes: see initlab.distributed
-        self.save_checkpoint = save_checkpoint
-        self.cfg = members[0].config
-        self.K = len(members)
-        self.device = device
-        self.data = data
-        cfgs = [m.config for m in members]
-        self.model = StackedMLP(self.cfg.model, self.K, device, comm.group)
-        self.model.initialize([c.init.scheme for c in cfgs], [c.init.c for c in cfgs],
-                              [c.train.seed for c in cfgs])
-        self.model.set_dropout([c.model.dropout for c in cfgs], self.cfg.train.seed)
-        if device.type == "cuda":
-            torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
-        self.net = comm.wrap(self.model, member_seed(self.cfg.train.seed, "dropout"))
-        # DDP all-reduces from autograd's hooks, so several processes keep autograd.
-        self.manual = (self.cfg.train.backward == "auto" and comm.world == 1
-                       and self.model.supports_manual_backward())
-        self.flat_init = self.model.flat.clone()
+    def __init__(self, model: StackedMLP, net: torch.nn.Module, comm: Comm, data: MNISTTensors,
+                 manual: bool, probe_size: int):
+        self.model, self.net, self.comm, self.data = model, net, comm, data
+        self.manual = manual  # the hand-written backward (else autograd)
+        self.K, self.device = model.members, model.flat.device
+        self.flat_init = model.flat.clone()
         self.make_stat_views()
         self.set_initial_weights()
-        self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
-                                       self.model.member_ids(), [c.train for c in cfgs])
-        self.batch = self.cfg.train.batch_size
         n = data.train_x.shape[0]
-        self.steps_per_epoch = n // self.batch  # drop the last partial batch: static shapes
-        self.data_generators = [torch.Generator().manual_seed(member_seed(c.train.seed, "data"))
-                                for c in cfgs]
         probe = torch.randperm(n, generator=torch.Generator().manual_seed(PROBE_SEED))
-        probe = probe[: min(self.cfg.log.probe_size, n)].to(device)
+        probe = probe[: min(probe_size, n)].to(self.device)
         self.probe_x = data.train_x[probe].expand(self.K, -1, -1)
         self.probe_y = data.train_y[probe].expand(self.K, -1)
-        # Position and on-device accumulators (all part of a checkpoint).
-        self.step = 0
-        self.epoch = 0
-        self.step_in_epoch = 0
-        self.order: Tensor | None = None  # [K, N] this epoch's data order
-        self.epoch_loss = torch.zeros(self.K, device=device)  # summed per-step mean losses
-        self.epoch_errors = torch.zeros(self.K, device=device)  # misclassified examples
-        self.first_bad_step = torch.full((self.K,), -1, dtype=torch.long, device=device)
-        self.step_count = torch.zeros((), dtype=torch.long, device=device)
-        self.last_epoch_loss: Tensor | None = None
-        self.last_epoch_error: Tensor | None = None
-        self.captures: list[tuple[int, int, dict[str, Tensor]]] = []  # step, epoch, stats
-        self.started = time.perf_counter()
-        self.wall_offset = 0.0  # seconds spent before a resume
-        self.step_fn = self.make_step_fn()
 
-    # -- measuring ----------------------------------------------------------------------------
     def make_stat_views(self) -> None:
         """The weight statistics' views, made once (the buffers never move). W - W(0) is
         taken over the whole contiguous buffer into one kept for the purpose: faster than
@@ -191,10 +147,10 @@ class GroupTrainer:
                                  self.weight_views, self.grad_views, self.change_views,
                                  self.initial_norms, weight_shapes=self.weight_shapes)
 
-    def update_views(self) -> tuple[list[Tensor], Tensor | None]:
+    def update_views(self, optimizer: FlatOptimizer) -> tuple[list[Tensor], Tensor | None]:
         """The step just taken as weight groups (``FlatOptimizer.last_update``): views of the
         optimizer's own buffer, made once per buffer."""
-        direction, scale = self.optimizer.last_update()
+        direction, scale = optimizer.last_update()
         key = direction.data_ptr()
         if key not in self.direction_views:
             self.direction_views[key] = self.model.weight_groups(direction)
@@ -252,6 +208,70 @@ class GroupTrainer:
         self.model.train()
         return errors / x.shape[0]
 
+
+class GroupTrainer:
+    """Trains K members of one shape together.
+
+    Why one class of ~370 lines: it is one loop's state -- its position, the on-device
+    accumulators, the members' bookkeeping and the checkpoint form of all three -- and each
+    part reads the others (a record needs the position and who still trains; a checkpoint is
+    position, accumulators and members). What it measures and how is ``Gauges``; what a
+    record holds and when it says diverged is ``initlab.records``.
+
+    Its state is what ``member_state`` gives per member (and ``load_member_states`` takes
+    back): a checkpoint is those dicts, written by whoever ``save_checkpoint`` is (the trainer
+    never touches a file but through its members' ``RunWriter``). ``device_state`` lists the
+    device tensors a training step changes."""
+
+    # On-device per-member accumulators [K]: named here, they are checkpointed and kept by a
+    # CUDA graph's warm-up like the weights.
+    ACCUMULATORS = ("epoch_loss", "epoch_errors", "first_bad_step")
+
+    def __init__(self, members: Sequence[MemberState], data: MNISTTensors,
+                 device: torch.device, comm: Comm = LOCAL,
+                 save_checkpoint: SaveCheckpoint | None = None):
+        self.members = list(members)
+        self.comm = comm  # several processes: see initlab.distributed
+        self.save_checkpoint = save_checkpoint
+        self.cfg = members[0].config
+        self.K = len(members)
+        self.device = device
+        self.data = data
+        cfgs = [m.config for m in members]
+        self.model = StackedMLP(self.cfg.model, self.K, device, comm.group)
+        self.model.initialize([c.init.scheme for c in cfgs], [c.init.c for c in cfgs],
+                              [c.train.seed for c in cfgs])
+        self.model.set_dropout([c.model.dropout for c in cfgs], self.cfg.train.seed)
+        if device.type == "cuda":
+            torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
+        self.net = comm.wrap(self.model, member_seed(self.cfg.train.seed, "dropout"))
+        # DDP all-reduces from autograd's hooks, so several processes keep autograd.
+        manual = (self.cfg.train.backward == "auto" and comm.world == 1
+                  and self.model.supports_manual_backward())
+        self.gauges = Gauges(self.model, self.net, comm, data, manual, self.cfg.log.probe_size)
+        self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
+                                       self.model.member_ids(), [c.train for c in cfgs])
+        self.batch = self.cfg.train.batch_size
+        n = data.train_x.shape[0]
+        self.steps_per_epoch = n // self.batch  # drop the last partial batch: static shapes
+        self.data_generators = [torch.Generator().manual_seed(member_seed(c.train.seed, "data"))
+                                for c in cfgs]
+        # Position and on-device accumulators (all part of a checkpoint).
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.order: Tensor | None = None  # [K, N] this epoch's data order
+        self.epoch_loss = torch.zeros(self.K, device=device)  # summed per-step mean losses
+        self.epoch_errors = torch.zeros(self.K, device=device)  # misclassified examples
+        self.first_bad_step = torch.full((self.K,), -1, dtype=torch.long, device=device)
+        self.step_count = torch.zeros((), dtype=torch.long, device=device)
+        self.last_epoch_loss: Tensor | None = None
+        self.last_epoch_error: Tensor | None = None
+        self.captures: list[tuple[int, int, dict[str, Tensor]]] = []  # step, epoch, stats
+        self.started = time.perf_counter()
+        self.wall_offset = 0.0  # seconds spent before a resume
+        self.step_fn = self.make_step_fn()
+
     # -- one update ---------------------------------------------------------------------------
     def train_step(self, idx: Tensor, capture: bool) -> dict[str, Tensor] | None:
         """One update of every member on its own batch ``idx`` [K, B]. Only device work: no
@@ -259,21 +279,22 @@ class GroupTrainer:
         # index_select: several times faster than x[idx] on the CPU
         x = self.data.train_x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
         y = self.data.train_y.index_select(0, idx.reshape(-1)).view(idx.shape)
-        logits, loss, activity = self.loss_and_grad(x, y, capture=capture)
+        gauges = self.gauges
+        logits, loss, activity = gauges.loss_and_grad(x, y, capture=capture)
         with torch.no_grad():
             errors = stats.error_counts(logits, y)
             captured = None
             if activity is not None:
-                tensors = self.pass_tensors(activity)
-                captured = self.layer_stats(tensors)
+                tensors = gauges.pass_tensors(activity)
+                captured = gauges.layer_stats(tensors)
                 captured["loss"] = loss  # fresh each step; a graph's outputs are cloned
                 captured["errors"] = errors.float() / y.shape[1]
             self.optimizer.step()
             if captured is not None:
                 # The same tensors: their weight norms, computed before the step, are the
                 # update ratio's denominator (the weights the step updated).
-                tensors.updates, tensors.update_scale = self.update_views()
-                captured.update(self.layer_stats(tensors, after_update=True))
+                tensors.updates, tensors.update_scale = gauges.update_views(self.optimizer)
+                captured.update(gauges.layer_stats(tensors, after_update=True))
             self.step_count += 1
             self.epoch_loss += loss
             self.epoch_errors += errors
@@ -312,8 +333,8 @@ class GroupTrainer:
 
     def capture_full(self, phase: str) -> list[float]:
         """Probe + test-set capture for every running member; returns the test errors."""
-        probe_loss, probe_err, layer = self.measure_probe()
-        test = self.test_error()
+        probe_loss, probe_err, layer = self.gauges.measure_probe()
+        test = self.gauges.test_error()
         values = dict(layer, test_error=test)
         if self.last_epoch_loss is None:  # nothing trained yet: the probe's own numbers
             values.update(loss=probe_loss, train_error=probe_err)
@@ -503,7 +524,7 @@ class GroupTrainer:
                        "diverged_step": member.diverged_step,
                        "final_test_error": member.final_test_error},
             "model": model.member_state(k),
-            "params_init": model.member_vector(self.flat_init, k),
+            "params_init": model.member_vector(self.gauges.flat_init, k),
             "optimizer": self.optimizer.member_state(k),
             "accumulators": {name: getattr(self, name)[k] for name in self.ACCUMULATORS},
             "last_epoch": last,
@@ -547,7 +568,7 @@ class GroupTrainer:
             for key, value in state["member"].items():
                 setattr(member, key, value)
             model.load_member_state(k, state["model"])
-            model.set_member_vector(self.flat_init, k, state["params_init"].to(dev))
+            model.set_member_vector(self.gauges.flat_init, k, state["params_init"].to(dev))
             self.optimizer.load_member_state(k, state["optimizer"])
             for name, value in state["accumulators"].items():
                 getattr(self, name)[k] = value
@@ -564,7 +585,7 @@ class GroupTrainer:
                 model.stop_member(k)
                 member.summary_written = True  # its summary.json is final
         self.order = torch.stack(orders).to(dev) if len(orders) == self.K else None
-        self.set_initial_weights()
+        self.gauges.set_initial_weights()
 
 
 def _to_cpu(value: Any) -> Any:
