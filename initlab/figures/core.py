@@ -127,6 +127,13 @@ class Figure:
     claims: Callable[[FigureInput], list[Claim]]
     measure: Callable[[FigureInput, str | None], None] | None = None  # (input, data root)
     recipe: Callable[[str, Mode], RunSet] = config_runs  # a stem's runs in a mode
+    # The README's figure table: whose statement the figure tests, in a sentence or two (the
+    # table's numbers come from the report's claims, never from here).
+    headline: str = ""
+    # Where it comes in ``FIGURES``, the report and the README: in the order a student reads
+    # them -- initialization (10-50), normalization (60-120), regularization (130-150),
+    # batch norm's dependence on the batch (160-); ties by name.
+    order: int = 1000
 
 
 # --- Reading runs -------------------------------------------------------------------------------

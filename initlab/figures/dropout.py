@@ -215,4 +215,9 @@ FIGURE = Figure(
     "multiplies the activations' second moment by 1/(1−p) and the excess is noise; compounded "
     "over 49 layers of p = 0.1 the noise power is ~170 times the signal's (dashed), which is "
     "what the measured signal-to-noise ratio of each layer's input shows.",
-    (STEM, DEEP_STEM), plot, claims, measure)
+    (STEM, DEEP_STEM), plot, claims, measure,
+    headline=(
+        "Dropout (with batch norm) is the effective regularizer for an over-parameterized net "
+        "that overfits (lecture's conclusion)."),
+    order=140,
+)

@@ -180,4 +180,9 @@ FIGURE = Figure(
     "gradients growing ~1e4× towards the input, which moving layer norm before the ReLU "
     "removes and moving batch norm does not. The claims compare each normalization at its own "
     "best learning rate.",
-    (STEM,), plot, claims, recipe=recipe)
+    (STEM,), plot, claims, recipe=recipe,
+    headline=(
+        "\"With standard fully connected networks it is often hard to train to low loss when "
+        "you add layer norm\"; batch norm keeps what layer norm erases (lecture)."),
+    order=100,
+)

@@ -151,4 +151,9 @@ FIGURE = Figure(
     "variance from the b examples of the batch: at b = 2 those estimates are mostly noise, "
     "and Wu & He found its error climbing steeply; group and layer norm normalize within "
     "each example and do not depend on b.",
-    (STEM,), plot, claims, recipe=recipe)
+    (STEM,), plot, claims, recipe=recipe,
+    headline=(
+        "Batch norm degrades when each worker sees few examples; group and layer norm do not "
+        "(Wu & He, 2018)."),
+    order=170,
+)

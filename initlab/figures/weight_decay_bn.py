@@ -160,4 +160,9 @@ FIGURE = Figure(
     "2017): under batch norm, weight decay acts as a larger learning rate, not as a capacity "
     "limit. A 10-layer net with batch norm before the ReLU (where the invariance is exact) "
     "trained with SGD at three weight decays; right: test error.",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "With batch norm, weight decay no longer limits capacity but raises the effective "
+        "step (the closing slide; van Laarhoven 2017)."),
+    order=150,
+)
