@@ -25,6 +25,7 @@ from rich.progress import (
 
 from initlab.describe import plural
 from initlab.runs import Outcome
+from initlab.wording import how_it_ended, percent
 
 ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
 LINE_EVERY_S = 30.0  # without a terminal: a line at least this often while steps advance
@@ -154,7 +155,7 @@ def _clock(seconds: float) -> str:
 
 def _span(values: Sequence[float], pct: bool = True) -> str:
     """One number, or the range over a group's members."""
-    fmt = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+    fmt = percent if pct else (lambda v: f"{v:.4f}")
     lo, hi = min(values), max(values)
     return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
 
@@ -162,13 +163,11 @@ def _span(values: Sequence[float], pct: bool = True) -> str:
 def outcome_line(outcome: Outcome) -> str:
     s = outcome.summary
     err = s.get("final_test_error")
-    parts = [s["status"]]
+    parts = [how_it_ended(s)]
     if err is not None:
-        parts.append(f"test error {100 * err:.2f}%")
+        parts.append(f"test error {percent(err)}")
     if s.get("reached_target_epoch") is not None:
         parts.append(f"target reached at epoch {s['reached_target_epoch']}")
-    if s.get("diverged_step") is not None:
-        parts.append(f"diverged at step {s['diverged_step']}")
     parts.append(f"{plural(s['epochs'], 'epoch')}, {plural(s['steps'], 'step')}, "
                  f"{s['wall_seconds']:.1f} s")
     return f"{outcome.path}: " + ", ".join(parts)

@@ -14,13 +14,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from initlab import stats
 from initlab.runs import RunWriter, clean_number
+from initlab.stats import LAYER_KEYS, LAYER_STATS
 
 SCALAR_KEYS = ("loss", "train_error", "test_error")
 # A record with any of these not finite means its run diverged (a statistic whose value may be
 # merely undefined, e.g. the relative change of a zero init, is not among them).
-DIVERGING_KEYS = tuple(key for key, stat in stats.LAYER_STATS.items() if stat.diverges)
+DIVERGING_KEYS = tuple(key for key, stat in LAYER_STATS.items() if stat.diverges)
 
 Scalars = Mapping[str, float | None]
 LayerValues = Mapping[str, Sequence[float | None]]
@@ -35,7 +35,7 @@ def build_record(step: int, epoch: int | None, phase: str, scalars: Scalars,
     for key in SCALAR_KEYS:
         value = scalars.get(key)
         record[key] = None if value is None else clean_number(value)
-    for key in stats.LAYER_KEYS:
+    for key in LAYER_KEYS:
         if key in layers:
             record[key] = [None if v is None else clean_number(v) for v in layers[key]]
     return record

@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.table import Table
 
 from initlab.runs import atomic_write_text
+from initlab.wording import percent
 
 OPS = ("<", "<=", ">", ">=", "==", "in")
 # Whose claim a row checks, and how the report names each kind.
@@ -112,7 +113,7 @@ def format_number(x: float | None, unit: str = "") -> str:
     if x is None or math.isnan(x):
         return "n/a"
     if unit == "%":
-        return f"{100 * x:.2f}%"
+        return percent(x)
     if unit == "pp":
         return f"{100 * x:.2f} pp"
     if x == 0:

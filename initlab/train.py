@@ -28,16 +28,15 @@ from torch import Tensor
 
 from initlab import stats
 from initlab.config import RunConfig, config_to_dict
-from initlab.data import MNISTTensors
+from initlab.data import EVAL_CHUNK, MNISTTensors, steps_per_epoch
 from initlab.distributed import LOCAL, Comm
-from initlab.errors import UsageError
+from initlab.errors import RunInterrupted, UsageError
 from initlab.graphs import GraphedStep
 from initlab.model import Activity, ActivityRecorder, StackedMLP, member_seed
 from initlab.optim import FlatOptimizer
 from initlab.records import SCALAR_KEYS, RunLog
 from initlab.runs import FINISHED, RunWriter, run_summary
 
-EVAL_CHUNK = 2000
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
 # Statistics of a rank's own batch, averaged over ranks (the others are the same on every rank).
 PER_WORKER_KEYS = ("loss", "errors", *(key for key, stat in stats.LAYER_STATS.items()
@@ -69,12 +68,6 @@ class MemberState:
 
     def __post_init__(self) -> None:
         self.log = RunLog(self.writer)
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 class StopFlag:
@@ -253,7 +246,7 @@ class GroupTrainer:
                                        self.model.member_ids(), [c.train for c in cfgs])
         self.batch = self.cfg.train.batch_size
         n = data.train_x.shape[0]
-        self.steps_per_epoch = n // self.batch  # drop the last partial batch: static shapes
+        self.steps_per_epoch = steps_per_epoch(n, self.batch)
         self.data_generators = [torch.Generator().manual_seed(member_seed(c.train.seed, "data"))
                                 for c in cfgs]
         # Position and on-device accumulators (all part of a checkpoint).
@@ -409,7 +402,7 @@ class GroupTrainer:
                 signum = self.comm.agreed_stop(stop.signum)  # ranks stop together
                 if signum is not None:
                     self.interrupt()
-                    raise Interrupted(signum)
+                    raise RunInterrupted(signum)
                 if log.checkpoint_every and self.step % log.checkpoint_every == 0:
                     self.flush(checkpoint=True)
             if self.step_in_epoch < self.steps_per_epoch:

@@ -22,8 +22,8 @@ from initlab.figures.core import (
     Mode,
     RunSet,
     mean,
+    nonempty_lines,
     setup_text,
-    title_lines,
 )
 from initlab.report import Claim, paper
 from initlab.runs import Run
@@ -114,7 +114,7 @@ def plot(inp: FigureInput) -> MplFigure:
     ax.set_xlabel("per-worker batch size b (one worker)")
     ax.set_ylabel("test error (%)")
     seeds = max(len(v) for errors in table.values() for v in errors.values())
-    ax.set_title(title_lines(inp.banner, f"Test error vs batch size, mean of {seeds} seeds "
+    ax.set_title(nonempty_lines(inp.banner, f"Test error vs batch size, mean of {seeds} seeds "
                              f"(dots: each seed)", setup_text(reference)), fontsize=8)
     t, d = reference.config["train"], reference.config["data"]
     fig.text(0.01, 0.01, f"Every b sees the same {t['epochs']} × {d['train_subset']} examples, "

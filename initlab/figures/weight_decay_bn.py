@@ -15,8 +15,8 @@ from initlab.figures.core import (
     Figure,
     FigureInput,
     cfg_value,
+    log_axis_plain_labels,
     new_figure,
-    plain_log_ticks,
     status_mark,
 )
 from initlab.report import Claim, paper
@@ -110,7 +110,7 @@ def plot(inp: FigureInput) -> MplFigure:
                           f"(thin: every 20 steps; thick: mean of {SMOOTH})")
     axes[0][1].set_yscale("log")
     axes[0][2].set_ylabel("test error (%)")
-    plain_log_ticks(axes[0][2])
+    log_axis_plain_labels(axes[0][2])
     axes[0][2].set_xlabel("epoch")
     for ax in axes[0][:2]:
         ax.set_xlabel("step")
