@@ -11,7 +11,7 @@ to its ``RunWriter``; the trainer keeps one per member, a watch one for its run.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from initlab.runs import RunWriter, clean_number
@@ -41,14 +41,16 @@ def build_record(step: int, epoch: int | None, phase: str, scalars: Scalars,
     return record
 
 
-def diverged(scalars: Scalars, layers: LayerValues) -> bool:
+def diverged(scalars: Scalars, layers: LayerValues, unjudged: Collection[str] = ()) -> bool:
     """Whether a record's host values say its run diverged: a loss that is not finite, or a
-    value of a ``DIVERGING_KEYS`` statistic that is not (None: no value, not a divergence)."""
+    value of a ``DIVERGING_KEYS`` statistic that is not (None: no value, not a divergence).
+    ``unjudged``: statistics whose values in this record may overflow harmlessly (initlab.watch's
+    gradient as backward left it, which GradScaler may have scaled)."""
     loss = scalars.get("loss")
     if loss is not None and not math.isfinite(loss):
         return True
     return any(v is not None and not math.isfinite(v)
-               for key in DIVERGING_KEYS for v in layers.get(key, ()))
+               for key in DIVERGING_KEYS if key not in unjudged for v in layers.get(key, ()))
 
 
 class RunLog:
@@ -62,10 +64,10 @@ class RunLog:
         self.diverged_at: int | None = None  # the first step a record said diverged
 
     def add(self, step: int, epoch: int | None, phase: str, scalars: Scalars,
-            layers: LayerValues) -> dict[str, Any]:
+            layers: LayerValues, unjudged: Collection[str] = ()) -> dict[str, Any]:
         record = build_record(step, epoch, phase, scalars, layers)
-        if diverged(scalars, layers) and (self.diverged_at is None or step < self.diverged_at):
-            self.diverged_at = step
+        if diverged(scalars, layers, unjudged):
+            self.diverged_at = step if self.diverged_at is None else min(step, self.diverged_at)
         self.pending.append(record)
         return record
 

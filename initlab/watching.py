@@ -232,6 +232,7 @@ class Pending:
     layout: list[tuple[str, list[int]]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # the scalars the packed tensor starts with
     keys: tuple[str, ...] = ()
+    unjudged: tuple[str, ...] = ()  # see records.diverged
 
     def ready(self) -> bool:
         return self.event is None or self.event.query()
@@ -480,6 +481,8 @@ class CaptureWindow:
         per_one = [self.output_values, self.activation_values]  # one value per layer
         if not self.grads_from_optimizer and not self.optimizer_seen:
             per_one.append(self.grads_accumulated)  # one per weight
+            # As backward left it: GradScaler may have scaled it (and then skip the step).
+            pending.unjudged = tuple(k for k in pending.keys if SIDES[k] == "gradient")
         for measured in per_one:
             for key in pending.keys:
                 have = [i for i, values in measured.items() if key in values]
@@ -680,7 +683,7 @@ class Watch:
             for j, value in zip(idx, chunk, strict=True):
                 for i in (self.weights.layers[j] if per_weight else self.layer_targets[j]):
                     lists[key][self.position[i]] = value
-        self.log.add(item.step, item.epoch, "train", scalars, lists)
+        self.log.add(item.step, item.epoch, "train", scalars, lists, item.unjudged)
         if self.log.diverged_at is not None:
             self.diverged(self.log.diverged_at)
 
