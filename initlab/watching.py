@@ -11,13 +11,14 @@ MultiheadAttention and the norm layers) is one entry of ``Watch.layers``, in the
 first forward pass. Step 1 and every ``every``-th step are captured: the activation statistics
 of that step's first forward pass, the gradient its optimizer stepped with, its weights before
 the step and the update between two ``watch.step`` calls (docs/watch.md says exactly what each
-number is). The statistics are the functions of ``initlab.stats``, called on layer groups
-(K = 1): each layer's output as a group of one, weights of one size stacked as one group
+number is). The statistics are every entry of ``initlab.stats.LAYER_STATS`` whose tensors
+watch has (``SIDES``), called on layer groups
+(K = 1): each layer's output as a group of one, weights of one shape stacked as one group
 (``WeightBucket``), so a model of repeated blocks costs a few kernels per shape, not per layer.
 They stay on the device; the host copies each capture without waiting for it (a CUDA event
 tells when it is there), and appends the records to the run directory every few seconds
-(``WRITE_INTERVAL_S``) and on exit. Steps between captures run no statistic: the hooks see a
-flag and return.
+(``WRITE_INTERVAL_S``) and on exit, as records built and judged by ``initlab.records``, the
+trainer's way. Steps between captures run no statistic: the hooks see a flag and return.
 
 The run directory is the one ``initlab run`` writes (runs.py), with a ``watch`` section in
 config.yaml in place of the MLP's model and training sections.
@@ -47,7 +48,6 @@ from initlab.runs import (
     RunWriteError,
     RunWriter,
     check_output_parent,
-    clean_number,
     create_unique_dir,
     run_summary,
 )
@@ -584,8 +584,9 @@ class Watch:
             self.window.costly_due = self.window.costly_due or epoch != self.epoch
             self.epoch = epoch
         scalars = {"train_error": host_number(train_error), "test_error": host_number(test_error)}
-        if scalars["test_error"] is not None:
-            self.test_error = clean_number(scalars["test_error"])
+        test = scalars["test_error"]
+        if test is not None and math.isfinite(test):
+            self.test_error = test
         with torch.no_grad():
             device_loss = self.track_loss(loss, n)
             if not device_loss and loss is not None:
