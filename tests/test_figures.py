@@ -43,6 +43,9 @@ def test_registry_lists_every_figure_with_its_configs() -> None:
     assert all(EXPECTED_ROWS[name] > 0 for name in FIGURES), \
         "a figure is missing from figures/REPORT.md: run `make figures`"
     assert {row.figure for row in COMMITTED} <= set(FIGURES)
+    # Every kind of claim is checked somewhere (the quick cases check each figure's own rows).
+    kinds = {"lecture", "paper", "initlab's hypothesis"}
+    assert {row[2].split("*")[0] for row in report_rows(REPORT.read_text())} == kinds
     for figure in FIGURES.values():
         for stem in figure.configs:
             assert (CONFIG_DIR / f"{stem}.yaml").is_file()
