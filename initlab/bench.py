@@ -62,6 +62,7 @@ from initlab.data import (
     ensure_mnist,
     load_mnist,
 )
+from initlab.data import steps_per_epoch as updates_per_epoch
 from initlab.errors import UsageError
 from initlab.model import layer_widths
 from initlab.runs import RunWriter
@@ -96,7 +97,7 @@ class BenchSettings:
     blocks: int = 12  # the timed steps are split in blocks; the fastest counts
     sweeps: tuple[int, ...] = (9, 81)
     data_root: str | None = None
-    steps_per_epoch: int = TRAIN_IMAGES // BATCH
+    steps_per_epoch: int = updates_per_epoch(TRAIN_IMAGES, BATCH)
     sections: tuple[str, ...] = SECTIONS
     watch_block: int = 100  # steps per timed block of the watch section; its sparse `every`
     watch_rounds: int = 5  # blocks per contender, taken in turns
@@ -262,7 +263,7 @@ def time_initlab(settings: BenchSettings, data: MNISTTensors, key: str, members:
         n = data.train_x.shape[0]
         order = torch.stack([torch.randperm(n, generator=g)
                              for g in trainer.data_generators]).to(device)
-        batches = order.shape[1] // trainer.batch
+        batches = trainer.steps_per_epoch
         position = 0
         kept: list[dict[str, Tensor]] = []
 
@@ -277,7 +278,7 @@ def time_initlab(settings: BenchSettings, data: MNISTTensors, key: str, members:
         warmup, steps = settings.steps_for(members)
         per_step = time_steps(step, device, warmup, steps, settings.blocks)
         graphed = is_graphed(trainer)
-        manual = trainer.manual
+        manual = trainer.gauges.manual
     return BenchRow(key, initlab_name(members, capture, device, graphed, manual), members,
                     steps, per_step, extra={"cuda_graph": graphed, "stats_every_step": capture,
                                             "hand_written_backward": manual})

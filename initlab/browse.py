@@ -25,6 +25,7 @@ from initlab.describe import (
 )
 from initlab.errors import UsageError, bounded
 from initlab.runs import Run, find_runs, load_run, nested_run_dirs
+from initlab.wording import how_it_ended, percent
 
 Log = Callable[[str], None]
 
@@ -33,13 +34,11 @@ def error_text(run: Run) -> str:
     """The final test error, or what stands in for it ("—" for a diverged run, whose status
     says where it diverged)."""
     err = run.final_test_error
-    return "—" if math.isnan(err) else f"{100 * err:.2f}%"
+    return "—" if math.isnan(err) else percent(err)
 
 
 def status_text(run: Run) -> str:
-    if run.status == "diverged":
-        return f"diverged at step {run.summary.get('diverged_step')}"
-    return run.status
+    return how_it_ended(run.summary)
 
 
 def started_text(started: float) -> str:

@@ -47,7 +47,7 @@ def save_group(run_dirs: Sequence[Path | None], states: Sequence[State],
     """Each member's checkpoint (None: a member whose files are not written), one after the
     other. The one it replaces is kept as ``checkpoint.prev.pt``: a kill between two members'
     writes leaves every member with a checkpoint of the earlier step, which
-    ``choose_group_states`` then picks. Without ``keep_previous`` those are deleted once
+    ``resume.plan_resume`` then picks. Without ``keep_previous`` those are deleted once
     every member has its new one."""
     for run_dir, state in zip(run_dirs, states, strict=True):
         if run_dir is None:
@@ -174,20 +174,6 @@ def readable_states(run_dir: Path) -> tuple[list[tuple[Path, State]], list[str]]
 def position(state: State) -> tuple[int, int, int]:
     group = state["group"]
     return group["step"], group["epoch"], group["step_in_epoch"]
-
-
-def choose_group_states(
-    candidates: Sequence[Sequence[tuple[Path, State]]],
-) -> list[tuple[Path, State]] | None:
-    """For the members of one group, the newest checkpoint position that every member has
-    (each member's file and state), or None when they share none."""
-    if not candidates or any(not c for c in candidates):
-        return None
-    shared = set.intersection(*({position(s) for _, s in c} for c in candidates))
-    if not shared:
-        return None
-    newest = max(shared)
-    return [next((p, s) for p, s in c if position(s) == newest) for c in candidates]
 
 
 def rewind_member(run_dir: Path, chosen: tuple[Path, State] | None) -> None:

@@ -53,6 +53,7 @@ MNIST_FILES: dict[str, ExpectedFile] = {
 
 # Per-pixel mean and std of the MNIST training images in [0, 1], for scaling="standard".
 TRAIN_IMAGES = 60000  # in the training set (its IDX header says so too)
+EVAL_CHUNK = 2000  # test images per forward pass in evaluation (and in the memory estimate)
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 SCALINGS = ("unit", "standard")
@@ -408,13 +409,10 @@ class MNISTTensors:
     test_x: torch.Tensor  # [M, 784] float32
     test_y: torch.Tensor  # [M] int64
 
-    def to(self, device: str | torch.device) -> MNISTTensors:
-        return MNISTTensors(
-            self.train_x.to(device),
-            self.train_y.to(device),
-            self.test_x.to(device),
-            self.test_y.to(device),
-        )
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Updates per epoch over ``images``: the last partial batch is dropped (static shapes)."""
+    return images // batch_size
 
 
 # root -> (file signature, (train images u8, train labels, test images u8, test labels)).

@@ -13,6 +13,7 @@ import numpy as np
 from initlab.config import short_keys
 from initlab.errors import bounded
 from initlab.runs import Run
+from initlab.wording import how_it_ended, percent
 
 # Where a run was trained and how it was logged: not what it is, so never "a difference".
 NOT_DIFFERENCES = frozenset({
@@ -85,10 +86,10 @@ def outcome(run: Run) -> str:
     """``test error 4.96%``, ``diverged at step 2``, ``interrupted at step 300`` ..."""
     status = run.status
     if status == "diverged":
-        return f"diverged at step {run.summary.get('diverged_step')}"
+        return how_it_ended(run.summary)
     err = run.final_test_error
     if not math.isnan(err):
-        text = f"test error {100 * err:.2f}%"
+        text = f"test error {percent(err)}"
     else:  # e.g. a watched model evaluated by its user, or not yet
         losses = run.loss[~np.isnan(run.loss)] if len(run.records) else np.array([])
         text = f"loss {losses[-1]:.4g}" if len(losses) else "no test error yet"

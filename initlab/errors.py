@@ -41,9 +41,10 @@ class DataError(UsageError):
 
 class RunInterrupted(Exception):
     """SIGINT/SIGTERM stopped training: the checkpoints are written; ``path`` is what
-    ``initlab run --resume`` takes; exit 128 + signal number."""
+    ``initlab run --resume`` takes (None where the trainer raises it: whoever knows the run's
+    directory raises it again with it); exit 128 + signal number."""
 
-    def __init__(self, signum: int, path: Path):
+    def __init__(self, signum: int, path: Path | None = None):
         self.signum = signum
         self.path = path
         super().__init__(f"interrupted by signal {signum}")

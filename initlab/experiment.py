@@ -19,7 +19,7 @@ from typing import Any
 
 from initlab import checkpoint, resources
 from initlab.config import Experiment, RunConfig, dump_yaml, group_key
-from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist
+from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist, steps_per_epoch
 from initlab.distributed import LOCAL, Comm, NullWriter, announce_run_dir
 from initlab.errors import RunInterrupted, UsageError
 from initlab.progress import ProgressFactory, quiet_progress
@@ -39,7 +39,6 @@ from initlab.runs import (
 )
 from initlab.train import (
     GroupTrainer,
-    Interrupted,
     MemberState,
     SaveCheckpoint,
     StopFlag,
@@ -211,7 +210,7 @@ def train_members(members: list[MemberState], data_root: str | None,
                 on_event({"kind": "resume", "step": trainer.step})
             try:
                 trainer.run(stop, on_event)
-            except Interrupted as err:
+            except RunInterrupted as err:
                 mark_not_started(members, groups)
                 raise RunInterrupted(err.signum, resume_path(members)) from None
             except RunWriteError as err:
@@ -290,7 +289,7 @@ def training_cost(configs: Sequence[RunConfig]) -> float:
 
 
 def total_steps(cfg: RunConfig, n_train: int) -> int:
-    steps = cfg.train.epochs * (n_train // cfg.train.batch_size)
+    steps = cfg.train.epochs * steps_per_epoch(n_train, cfg.train.batch_size)
     return min(steps, cfg.train.max_steps) if cfg.train.max_steps else steps
 
 

@@ -226,19 +226,29 @@ class StackedMLP(nn.Module):
         G consecutive layers of one shape (evenly spaced in the buffer), entries flattened
         (bias rows left out): for the default net W_1, W_2..W_49, W_50. Per-layer statistics
         then cost a few kernels instead of a few per layer."""
+        return [flat.as_strided((count, self.members, n_in * n_out),
+                                (spacing, first.numel, 1), first.offset)
+                for first, count, spacing, (n_in, n_out) in self._weight_runs()]
+
+    def weight_group_shapes(self) -> list[tuple[int, int]]:
+        """The shape of one weight matrix of each of ``weight_groups``: (n_in, n_out) (the net
+        computes x W)."""
+        return [shape for _, _, _, shape in self._weight_runs()]
+
+    def _weight_runs(self) -> list[tuple[Block, int, int, tuple[int, int]]]:
+        """Runs of consecutive Linear layers of one shape, evenly spaced in the buffer: the
+        first block, how many, the spacing and (n_in, n_out)."""
         blocks = [b for b in self.blocks if b.role == LINEAR]
-        groups, i = [], 0
+        runs, i = [], 0
         while i < len(blocks):
             j = i + 1
             spacing = blocks[i + 1].offset - blocks[i].offset if i + 1 < len(blocks) else 0
             while (j < len(blocks) and blocks[j].shape == blocks[i].shape
                    and blocks[j].offset - blocks[j - 1].offset == spacing):
                 j += 1
-            n_in, n_out = self.widths[blocks[i].layer]
-            groups.append(flat.as_strided((j - i, self.members, n_in * n_out),
-                                          (spacing, blocks[i].numel, 1), blocks[i].offset))
+            runs.append((blocks[i], j - i, spacing, self.widths[blocks[i].layer]))
             i = j
-        return groups
+        return runs
 
     def parameter_views(self, flat: Tensor) -> list[tuple[str, Tensor]]:
         """Each parameter's name and view of ``flat`` (or its gradient's of ``flat_grad``).

@@ -26,6 +26,7 @@ from initlab.describe import flat_config, run_labels, title_lines, varying
 from initlab.errors import UsageError, bounded
 from initlab.runs import Run, check_output_parent
 from initlab.stats import LAYER_STATS
+from initlab.wording import how_it_ended
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -54,11 +55,6 @@ def layer_values(run: Run, metric: str, phase: str) -> np.ndarray:
     """A per-layer metric at ``init`` or at the end, as plots show it (n·Var(W_i): times each
     layer's fan-in)."""
     return run.plotted(metric)[run.last() if phase == "final" else run.at(phase)]
-
-
-def fan_in(run: Run) -> np.ndarray:
-    """Each layer's fan-in n_in."""
-    return run.fan_ins
 
 
 def run_label(run: Run) -> str:
@@ -131,9 +127,8 @@ def drawable(runs: Sequence[Run], log: Log) -> list[Run]:
 
 
 def _why_empty(run: Run) -> str:
-    if run.status == "diverged":
-        return f"diverged at step {run.summary.get('diverged_step')}"
-    return "not started yet" if run.status in ("unknown", "running") else run.status
+    return "not started yet" if run.status in ("unknown", "running") \
+        else how_it_ended(run.summary)
 
 
 def plot_runs(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = None,
@@ -361,7 +356,7 @@ def scale_axis(ax: Axes, metric: str, drawn: Sequence[np.ndarray]) -> None:
     values = np.concatenate([d[np.isfinite(d)] for d in drawn]) if drawn else np.array([])
     if stat is not None and stat.log_scale and (values > 0).any():
         ax.set_yscale("log")
-        plain_log_ticks(ax, values)
+        plain_labels_within_a_decade(ax, values)
     elif stat is not None and stat.per_fan_in:
         top = float(values.max()) if len(values) else 1.0
         ax.set_ylim(0, 1.5 * top if top > 0 else 1.0)
@@ -370,7 +365,7 @@ def scale_axis(ax: Axes, metric: str, drawn: Sequence[np.ndarray]) -> None:
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
 
 
-def plain_log_ticks(ax: Axes, values: np.ndarray) -> None:
+def plain_labels_within_a_decade(ax: Axes, values: np.ndarray) -> None:
     """Within one decade, a log axis labels its ticks 2.3 rather than 2.3×10⁰."""
     from matplotlib.ticker import ScalarFormatter
 
@@ -428,7 +423,7 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
     if metric == "loss":
         if any((r.loss > 0).any() for r in runs):
             ax.set_yscale("log")
-            plain_log_ticks(ax, np.concatenate([r.loss for r in runs]))
+            plain_labels_within_a_decade(ax, np.concatenate([r.loss for r in runs]))
         ax.set_title("loss: line = captured batches, dots = epoch means", fontsize=8)
     else:
         ax.set_ylim(bottom=0)

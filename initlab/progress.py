@@ -20,6 +20,7 @@ from rich.text import Text
 
 from initlab.describe import plural
 from initlab.runs import Outcome
+from initlab.wording import how_it_ended, percent
 
 ProgressFactory = Callable[[str, int], Callable[[dict[str, Any]], None]]
 LINE_EVERY_S = 30.0  # without a terminal: a line at least this often while steps advance
@@ -188,7 +189,7 @@ def _clock(seconds: float) -> str:
 
 def _span(values: Sequence[float], pct: bool = True) -> str:
     """One number, or the range over a group's members."""
-    fmt = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+    fmt = percent if pct else (lambda v: f"{v:.4f}")
     lo, hi = min(values), max(values)
     return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
 
@@ -196,10 +197,9 @@ def _span(values: Sequence[float], pct: bool = True) -> str:
 def outcome_line(outcome: Outcome) -> str:
     s = outcome.summary
     err = s.get("final_test_error")
-    diverged = s["status"] == "diverged"
-    parts = [f"diverged at step {s.get('diverged_step')}" if diverged else s["status"]]
-    if err is not None and not diverged:
-        parts.append(f"test error {100 * err:.2f}%")
+    parts = [how_it_ended(s)]
+    if err is not None and s["status"] != "diverged":
+        parts.append(f"test error {percent(err)}")
     if s.get("reached_target_epoch") is not None:
         parts.append(f"target reached at epoch {s['reached_target_epoch']}")
     parts.append(f"{plural(s['epochs'], 'epoch')}, {plural(s['steps'], 'step')}, "

@@ -14,6 +14,7 @@ ours that the measurement refuted.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from rich.table import Table
 
 from initlab.runs import atomic_write_text
+from initlab.wording import percent
 
 OPS = ("<", "<=", ">", ">=", "==", "in")
 # Whose claim a row checks, and how the report names each kind.
@@ -156,7 +158,7 @@ def format_number(x: float | None, unit: str = "") -> str:
     if x is None or math.isnan(x):
         return "n/a"
     if unit == "%":
-        return f"{100 * x:.2f}%"
+        return percent(x)
     if unit == "pp":
         return f"{100 * x:.2f} pp"
     if x == 0:
@@ -229,3 +231,27 @@ def write_report(path: Path, claims: Sequence[Claim], title: str, notes: Sequenc
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One row of a written report's claims table, as text."""
+
+    figure: str
+    claim: str
+    measured: str
+    passed: bool
+
+
+def read_report_rows(text: str) -> list[ReportRow]:
+    """The claims table of a report ``report_markdown`` wrote, row by row (the README's figure
+    table and the figure tests read the committed report with it)."""
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        figure, claim, _, measured, _, result = cells
+        rows.append(ReportRow(figure.strip("`"), claim.replace("\\|", "|"), measured,
+                              result == "PASS"))
+    return rows

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 import torch
 
 from initlab.config import RunConfig
-from initlab.data import TRAIN_IMAGES
+from initlab.data import EVAL_CHUNK, TRAIN_IMAGES
 from initlab.model import IN_FEATURES, NUM_CLASSES, parameter_count
 from initlab.norms import WEIGHT_NORMS
 
 FLOAT = 4  # bytes of a float32
 TEST_IMAGES = 10_000
-EVAL_CHUNK = 2000  # test images evaluated at once (train.EVAL_CHUNK)
 USABLE = 0.8  # of the memory available now: the rest is for Python, torch and the system
 
 

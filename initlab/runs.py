@@ -43,6 +43,7 @@ import numpy as np
 import yaml
 
 from initlab.errors import UsageError, bounded
+from initlab.wording import how_it_ended, percent
 
 CONFIG_FILE = "config.yaml"
 STATS_FILE = "stats.jsonl"
@@ -493,9 +494,9 @@ class Run:
             parts.append(_plural(int(self.summary.get("epochs") or 0), "epoch"))
         err = self.final_test_error
         if self.status == "diverged":
-            parts.append(f"diverged at step {self.summary.get('diverged_step')}")
+            parts.append(how_it_ended(self.summary))
         elif not math.isnan(err):
-            parts.append(f"test error {100 * err:.2f}%")
+            parts.append(f"test error {percent(err)}")
         parts.append(_plural(len(self.records), "record"))
         return f"Run({str(self.path)!r}: {', '.join(parts)})"
 
@@ -562,12 +563,12 @@ class Run:
         """Updates per epoch (the last partial batch is dropped); None for a watched run."""
         if self.kind == "watch":
             return None
-        from initlab.data import TRAIN_IMAGES
+        from initlab.data import TRAIN_IMAGES, steps_per_epoch
 
         data, train = self.config.get("data") or {}, self.config.get("train") or {}
         try:
             images = min(int(data.get("train_subset") or TRAIN_IMAGES), TRAIN_IMAGES)
-            return max(images // int(train.get("batch_size") or 128), 1)
+            return max(steps_per_epoch(images, int(train.get("batch_size") or 128)), 1)
         except (TypeError, ValueError):  # a hand-edited config: curves fall back to steps
             return None
 

@@ -1,17 +1,22 @@
 """Per-layer statistics as plain functions of tensors. Nothing here syncs with the host.
 
 Shapes: K members, L layers, B examples. The statistics take "layer groups": tensors holding
-G consecutive layers of every member at once -- weights as [G, K, n] (entries flattened),
-layer inputs as [G, K, B, n] -- so a 50-layer net costs a few kernels, not a few per layer.
-``layer_groups`` and ``input_groups`` turn lists of per-layer tensors into those forms.
+G consecutive layers of every member at once -- weights as [G, K, n] (entries flattened; the
+matrix shape of a group's layers travels beside it, see ``matrix_groups``), layer inputs as
+[G, K, B, n] -- so a 50-layer net costs a few kernels, not a few per layer. ``layer_groups``
+turns a list of per-layer weights into that form.
 
 ``LAYER_STATS`` is the one list of the per-layer statistics a run records: each entry names a
-record key, how plots label it, and which function of a pass's tensors computes it. Adding a
-statistic is one function here and one line there.
+record key, how plots label it, which tensors of a pass it reads and the function that
+computes it from them. ``initlab run`` (train.py) and ``initlab.watch`` (watching.py) both
+compute every entry whose tensors they have, build their records with ``initlab.records`` and
+judge divergence by its ``diverges`` flags; plots, ``export`` and ``load_run`` read the
+registry too. Adding a statistic is one function here and one line there.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,9 +54,30 @@ def layer_groups(per_layer: Sequence[Tensor]) -> list[Tensor]:
     return [t.reshape(1, t.shape[0], -1) for t in per_layer]
 
 
-def input_groups(per_layer: Sequence[Tensor]) -> list[Tensor]:
-    """Per-layer inputs [K, B, n] as groups [1, K, B, n] for ``activation_norms``."""
-    return [t.unsqueeze(0) for t in per_layer]
+def matrix_groups(groups: Sequence[Tensor], shapes: Sequence[Sequence[int]]) -> list[Tensor]:
+    """Weight groups [G, K, n] as matrices [G, K, rows, columns], given each group's weight
+    shape: its first dimension by all the others (a convolution's [out, in, kh, kw] is
+    [out, in * kh * kw]); a vector of n entries (a norm layer's gain) is a 1 x n matrix. Views,
+    no copy: a group's entries are contiguous within each layer."""
+    matrices = []
+    for g, shape in zip(groups, shapes, strict=True):
+        rows = shape[0] if len(shape) > 1 else 1
+        matrices.append(g.unflatten(-1, (rows, math.prod(shape) // rows)))
+    return matrices
+
+
+def effective_ranks(matrices: Sequence[Tensor]) -> Tensor:
+    """The effective rank of each weight matrix (Roy & Vetterli 2007): exp of the entropy of
+    its singular values normalized to sum 1 -- min(rows, columns) for a matrix whose singular
+    values are all equal, 1 for a rank-one matrix: [K, L] from groups [G, K, rows, columns].
+    NaN for a zero matrix (no direction at all). One SVD per matrix: far more than a step of the
+    lecture's net costs, so its ``LayerStat`` is ``costly``."""
+    def per_group(m: Tensor) -> Tensor:
+        singular = torch.linalg.svdvals(m)
+        p = singular / singular.sum(dim=-1, keepdim=True)
+        return torch.exp(-torch.special.xlogy(p, p).sum(dim=-1))  # 0 log 0 = 0
+
+    return _per_layer(matrices, per_group)
 
 
 def _per_layer(groups: Sequence[Tensor], reduce: Callable[[Tensor], Tensor]) -> Tensor:
@@ -175,19 +201,23 @@ class PassTensors:
     """What the per-layer statistics of one training pass read, as layer groups: the layer
     inputs [G, K, B, n] (Z_1 = x), the hidden layers' activation outputs [G, K, B, width], the
     input of one hidden unit's nonlinearity per hidden layer [L - 1, K, B], the weights W_i,
-    their gradients and W_i - W_i(0) ([G, K, n] each), the norms of W_i(0) [K, L], and, after
-    the optimizer's step, that step's update Delta W_i ([G, K, n], times ``update_scale`` per
-    member where given; None before)."""
+    their gradients and W_i - W_i(0) ([G, K, n] each, ``weight_shapes`` saying each weight
+    group's per-layer shape), the norms of W_i(0) [K, L], and, after the optimizer's step, that
+    step's update Delta W_i ([G, K, n], times ``update_scale`` per member where given; None
+    before). A ``LayerStat``'s ``reads`` names the fields it uses: whoever has only some of
+    them (``initlab.watch`` has no unit inputs) leaves the others empty and computes only the
+    statistics they allow (``computable``)."""
 
-    inputs: Sequence[Tensor]
-    activations: Sequence[Tensor]
-    unit_inputs: Tensor
-    weights: Sequence[Tensor]
-    grads: Sequence[Tensor]
-    changes: Sequence[Tensor]
-    initial_norms: Tensor
+    inputs: Sequence[Tensor] = ()
+    activations: Sequence[Tensor] = ()
+    unit_inputs: Tensor | None = None
+    weights: Sequence[Tensor] = ()
+    grads: Sequence[Tensor] = ()
+    changes: Sequence[Tensor] = ()
+    initial_norms: Tensor | None = None
     updates: Sequence[Tensor] | None = None
     update_scale: Tensor | None = None  # [K]: the update is this times ``updates``
+    weight_shapes: Sequence[Sequence[int]] = ()  # per weight group: one layer's weight shape
 
     # Shared by several statistics, computed once.
     @cached_property
@@ -204,57 +234,92 @@ class PassTensors:
 
     @cached_property
     def sorted_unit_inputs(self) -> Tensor:
+        assert self.unit_inputs is not None
         return self.unit_inputs.sort(dim=-1).values
+
+    @cached_property
+    def weight_matrices(self) -> list[Tensor]:
+        return matrix_groups(self.weights, self.weight_shapes)
+
+
+# What each field of PassTensors holds, by the side of a layer it describes: a statistic that
+# reads only weight-side fields has one value per weight matrix (``initlab.watch`` maps it onto
+# the layers that use the weight), the others one per layer output.
+WEIGHT_FIELDS = frozenset({"weights", "grads", "changes", "initial_norms", "updates"})
 
 
 @dataclass(frozen=True)
 class LayerStat:
     key: str  # the record key in stats.jsonl
     label: str  # how a plot's axis names it
+    reads: tuple[str, ...]  # the PassTensors fields ``compute`` uses
     compute: Callable[[PassTensors], Tensor]  # -> [K, L] (or [K, L - 1]: hidden layers)
     log_scale: bool = True  # spans decades across layers or runs
     per_fan_in: bool = False  # plots show it times each layer's fan-in n
     diverges: bool = False  # NaN or Inf means the member diverged (else: merely undefined)
     after_update: bool = False  # reads the step's update: only in 'train' records
     hidden_only: bool = False  # one value per hidden layer (L - 1), not per Linear layer
+    # Too slow to compute at every captured step (it would slow training down): only in the
+    # records of a probe -- init, epoch, final -- and in a watched run's first capture and
+    # those that start a new epoch.
+    costly: bool = False
     # Processes that split a batch see part of it each: None, the same on every rank (weights,
     # averaged gradients); "mean", a mean over examples, so the mean over ranks is the whole
     # batch's; "approx", averaged over ranks, which only approximates the whole batch's.
     per_rank: str | None = None
 
+    def recorded_at(self, phase: str) -> bool:
+        """Whether a record of ``phase`` holds it: a captured step's (``train``) unless it is
+        costly, a probe's (``init``, ``epoch``, ``final``) unless it reads the step's update."""
+        return not self.costly if phase == "train" else not self.after_update
+
+    @property
+    def per_weight(self) -> bool:
+        """One value per weight matrix, computed from weight-side tensors only."""
+        return set(self.reads) <= WEIGHT_FIELDS
+
 
 LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
-    LayerStat("act_norm", "activation norm ‖Z_i‖₂",
+    LayerStat("act_norm", "activation norm ‖Z_i‖₂", ("inputs",),
               lambda t: activation_norms(t.inputs, t.example_norms), diverges=True,
               per_rank="mean"),
     LayerStat("act_norm_cv", "spread of the examples' ‖Z_i‖₂ (std / mean over the batch)",
-              lambda t: norm_spreads(t.inputs, t.example_norms), log_scale=False,
+              ("inputs",), lambda t: norm_spreads(t.inputs, t.example_norms), log_scale=False,
               per_rank="approx"),
-    LayerStat("grad_norm", "gradient norm ‖∇W_i ℓ‖", lambda t: gradient_norms(t.grads),
-              diverges=True),
-    LayerStat("weight_var", "n·Var(W_i)",
+    LayerStat("grad_norm", "gradient norm ‖∇W_i ℓ‖", ("grads",),
+              lambda t: gradient_norms(t.grads), diverges=True),
+    LayerStat("weight_var", "n·Var(W_i)", ("weights",),
               lambda t: weight_variances(t.weights, t.weight_group_norms),
               log_scale=False, per_fan_in=True, diverges=True),
-    LayerStat("weight_rel_change", "‖W_i − W_i⁽⁰⁾‖ / ‖W_i⁽⁰⁾‖",
+    LayerStat("weight_rel_change", "‖W_i − W_i⁽⁰⁾‖ / ‖W_i⁽⁰⁾‖", ("changes", "initial_norms"),
               lambda t: relative_changes(t.changes, t.initial_norms)),
-    LayerStat("weight_norm", "‖W_i‖_F", lambda t: t.weight_norms),
-    LayerStat("dead_fraction", "dead units (output 0 for the whole batch)",
+    LayerStat("weight_norm", "‖W_i‖_F", ("weights",), lambda t: t.weight_norms),
+    LayerStat("dead_fraction", "dead units (output 0 for the whole batch)", ("activations",),
               lambda t: dead_fractions(t.activations), log_scale=False, hidden_only=True,
               per_rank="approx"),
     LayerStat("unit_input_p15", "unit 0's nonlinearity input, 15th percentile over the batch",
-              lambda t: sorted_quantile(t.sorted_unit_inputs, 0.15), log_scale=False,
-              hidden_only=True, per_rank="approx"),
+              ("unit_inputs",), lambda t: sorted_quantile(t.sorted_unit_inputs, 0.15),
+              log_scale=False, hidden_only=True, per_rank="approx"),
     LayerStat("unit_input_p50", "unit 0's nonlinearity input, median over the batch",
-              lambda t: sorted_quantile(t.sorted_unit_inputs, 0.50), log_scale=False,
-              hidden_only=True, per_rank="approx"),
+              ("unit_inputs",), lambda t: sorted_quantile(t.sorted_unit_inputs, 0.50),
+              log_scale=False, hidden_only=True, per_rank="approx"),
     LayerStat("unit_input_p85", "unit 0's nonlinearity input, 85th percentile over the batch",
-              lambda t: sorted_quantile(t.sorted_unit_inputs, 0.85), log_scale=False,
-              hidden_only=True, per_rank="approx"),
-    LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖",
+              ("unit_inputs",), lambda t: sorted_quantile(t.sorted_unit_inputs, 0.85),
+              log_scale=False, hidden_only=True, per_rank="approx"),
+    LayerStat("update_ratio", "update / weight ‖ΔW_i‖ / ‖W_i‖", ("updates", "weights"),
               lambda t: update_ratios(t.updates or [], t.weight_norms, t.update_scale),
               after_update=True),
+    LayerStat("effective_rank", "effective rank of W_i (exp of its singular values' entropy)",
+              ("weights",), lambda t: effective_ranks(t.weight_matrices), log_scale=False,
+              costly=True),
     LayerStat("saturated_fraction", f"saturated outputs |σ(z)| > {SATURATED} (tanh)",
-              lambda t: saturated_fractions(t.activations), log_scale=False, hidden_only=True,
-              per_rank="mean"),
+              ("activations",), lambda t: saturated_fractions(t.activations), log_scale=False,
+              hidden_only=True, per_rank="mean"),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)
+
+
+def compute(tensors: PassTensors, select: Callable[[LayerStat], bool]) -> dict[str, Tensor]:
+    """The statistics of ``LAYER_STATS`` that ``select`` picks, computed from ``tensors``:
+    key -> [K, L] (or [K, L - 1]), in registry order."""
+    return {key: stat.compute(tensors) for key, stat in LAYER_STATS.items() if select(stat)}

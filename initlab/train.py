@@ -28,22 +28,20 @@ from torch import Tensor
 
 from initlab import stats
 from initlab.config import RunConfig, config_to_dict
-from initlab.data import MNISTTensors
+from initlab.data import EVAL_CHUNK, MNISTTensors, steps_per_epoch
 from initlab.distributed import LOCAL, Comm
-from initlab.errors import UsageError
+from initlab.errors import RunInterrupted, UsageError
 from initlab.graphs import GraphedStep
 from initlab.model import Activity, ActivityRecorder, StackedMLP, member_seed
 from initlab.optim import FlatOptimizer
-from initlab.runs import FINISHED, RunWriter, clean_number, run_summary
+from initlab.records import SCALAR_KEYS, RunLog
+from initlab.runs import FINISHED, RunWriter, run_summary
 
-EVAL_CHUNK = 2000
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
 # Statistics of a rank's own batch, averaged over ranks (the others are the same on every rank).
 PER_WORKER_KEYS = ("loss", "errors", *(key for key, stat in stats.LAYER_STATS.items()
                                        if stat.per_rank is not None))
 # What a checkpoint saves: member states (``GroupTrainer.member_state``), one per member.
-# A record with any of these undefined means its member diverged.
-DIVERGING_KEYS = tuple(key for key, stat in stats.LAYER_STATS.items() if stat.diverges)
 SaveCheckpoint = Callable[[list[dict[str, Any]]], None]
 
 
@@ -65,14 +63,11 @@ class MemberState:
     reached_target_epoch: int | None = None
     diverged_step: int | None = None
     final_test_error: float | None = None
-    pending: list[dict[str, Any]] = field(default_factory=list)  # records not yet on disk
     summary_written: bool = False  # a stopped member's summary is final
+    log: RunLog = field(init=False)  # its records not yet on disk
 
-
-class Interrupted(Exception):
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
+    def __post_init__(self) -> None:
+        self.log = RunLog(self.writer)
 
 
 class StopFlag:
@@ -98,8 +93,123 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+class Gauges:
+    """What a group's statistics read, and the passes that give it: the weight statistics'
+    views of the flat buffers (made once), W(0) and its norms, one forward/backward pass with
+    its activity, the probe batch's statistics, the test error. Changes nothing a training
+    step depends on, but ``flat_grad``."""
+
+    def __init__(self, model: StackedMLP, net: torch.nn.Module, comm: Comm, data: MNISTTensors,
+                 manual: bool, probe_size: int):
+        self.model, self.net, self.comm, self.data = model, net, comm, data
+        self.manual = manual  # the hand-written backward (else autograd)
+        self.K, self.device = model.members, model.flat.device
+        self.flat_init = model.flat.clone()
+        self.make_stat_views()
+        self.set_initial_weights()
+        n = data.train_x.shape[0]
+        probe = torch.randperm(n, generator=torch.Generator().manual_seed(PROBE_SEED))
+        probe = probe[: min(probe_size, n)].to(self.device)
+        self.probe_x = data.train_x[probe].expand(self.K, -1, -1)
+        self.probe_y = data.train_y[probe].expand(self.K, -1)
+
+    def make_stat_views(self) -> None:
+        """The weight statistics' views, made once (the buffers never move). W - W(0) is
+        taken over the whole contiguous buffer into one kept for the purpose: faster than
+        over the strided weight views, and no multi-megabyte temporary per step."""
+        self.weight_views = self.model.weight_groups(self.model.flat)
+        self.weight_shapes = self.model.weight_group_shapes()
+        self.grad_views = self.model.weight_groups(self.model.flat_grad)
+        self.change = torch.empty_like(self.model.flat)
+        self.change_views = self.model.weight_groups(self.change)
+        self.direction_views: dict[int, list[Tensor]] = {}  # see update_views
+
+    def set_initial_weights(self) -> None:
+        """The norms of W_i(0), the reference for the relative change (again when a checkpoint
+        replaces ``flat_init``)."""
+        norms = stats.frobenius_norms(self.model.weight_groups(self.flat_init))
+        if hasattr(self, "initial_norms"):  # in place: a captured CUDA graph reads it
+            self.initial_norms.copy_(norms)
+        else:
+            self.initial_norms = norms
+
+    def pass_tensors(self, activity: Activity) -> stats.PassTensors:
+        """What the statistics read of the pass that just filled ``flat_grad``."""
+        torch.sub(self.model.flat, self.flat_init, out=self.change)
+        return stats.PassTensors(activity.inputs, activity.activations, activity.unit_inputs,
+                                 self.weight_views, self.grad_views, self.change_views,
+                                 self.initial_norms, weight_shapes=self.weight_shapes)
+
+    def update_views(self, optimizer: FlatOptimizer) -> tuple[list[Tensor], Tensor | None]:
+        """The step just taken as weight groups (``FlatOptimizer.last_update``): views of the
+        optimizer's own buffer, made once per buffer."""
+        direction, scale = optimizer.last_update()
+        key = direction.data_ptr()
+        if key not in self.direction_views:
+            self.direction_views[key] = self.model.weight_groups(direction)
+        return self.direction_views[key], scale
+
+    @staticmethod
+    def layer_stats(tensors: stats.PassTensors, after_update: bool = False,
+                    probe: bool = False) -> dict[str, Tensor]:
+        """The statistics of ``stats.LAYER_STATS`` that read a pass (or, ``after_update``,
+        the step that followed it), [K, L] each; the ``costly`` ones only for a ``probe``."""
+        return stats.compute(tensors, lambda stat: stat.after_update == after_update
+                             and (probe or not stat.costly))
+
+    def loss_and_grad(self, x: Tensor, y: Tensor, capture: bool, training: bool = True,
+                      ) -> tuple[Tensor, Tensor, Activity | None]:
+        """Logits [K, B, 10] and loss per member [K] of one forward pass, the gradient of the
+        summed loss in ``flat_grad``, and (``capture``) what ``layer_stats`` reads of the pass.
+        ``training=False`` is the probe: no dropout, batch-norm averages left alone. The
+        hand-written backward where the net has one, else autograd."""
+        if self.manual:
+            logits, loss, activity = self.model.manual_loss_and_grad(x, y, training, capture)
+            return logits, loss, activity if capture else None
+        self.model.flat_grad.zero_()
+        recorder = ActivityRecorder() if capture else None
+        if training:
+            logits = self.net(x, recorder)
+        else:
+            logits = self.model(x, recorder, update_running=False, use_dropout=False)
+        loss = stats.cross_entropy_per_member(logits, y)
+        loss.sum().backward()  # under DDP, flat_grad then holds the mean over ranks
+        return logits.detach(), loss.detach(), None if recorder is None else recorder.activity()
+
+    def measure_probe(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Loss [K], error rate [K] and per-layer statistics on the probe batch."""
+        self.model.train()
+        logits, loss, activity = self.loss_and_grad(self.probe_x, self.probe_y, capture=True,
+                                                    training=False)
+        with torch.no_grad():
+            errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
+            layer = self.layer_stats(self.pass_tensors(activity), probe=True)
+        self.model.flat_grad.zero_()
+        return loss, errors.float(), layer
+
+    @torch.no_grad()
+    def test_error(self) -> Tensor:
+        """Error rate on the whole test set per member, in evaluation mode: [K]."""
+        self.comm.sync_running_stats(self.model)
+        self.model.eval()
+        errors = torch.zeros(self.K, device=self.device)
+        x, y = self.data.test_x, self.data.test_y
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            xb = x[start : start + EVAL_CHUNK].expand(self.K, -1, -1)
+            yb = y[start : start + EVAL_CHUNK].expand(self.K, -1)
+            errors += stats.error_counts(self.model(xb), yb)
+        self.model.train()
+        return errors / x.shape[0]
+
+
 class GroupTrainer:
     """Trains K members of one shape together.
+
+    Why one class of ~370 lines: it is one loop's state -- its position, the on-device
+    accumulators, the members' bookkeeping and the checkpoint form of all three -- and each
+    part reads the others (a record needs the position and who still trains; a checkpoint is
+    position, accumulators and members). What it measures and how is ``Gauges``; what a
+    record holds and when it says diverged is ``initlab.records``.
 
     Its state is what ``member_state`` gives per member (and ``load_member_states`` takes
     back): a checkpoint is those dicts, written by whoever ``save_checkpoint`` is (the trainer
@@ -129,22 +239,16 @@ class GroupTrainer:
             torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
         self.net = comm.wrap(self.model, member_seed(self.cfg.train.seed, "dropout"))
         # DDP all-reduces from autograd's hooks, so several processes keep autograd.
-        self.manual = (self.cfg.train.backward == "auto" and comm.world == 1
-                       and self.model.supports_manual_backward())
-        self.flat_init = self.model.flat.clone()
-        self.make_stat_views()
-        self.set_initial_weights()
+        manual = (self.cfg.train.backward == "auto" and comm.world == 1
+                  and self.model.supports_manual_backward())
+        self.gauges = Gauges(self.model, self.net, comm, data, manual, self.cfg.log.probe_size)
         self.optimizer = FlatOptimizer(self.model.flat, self.model.flat_grad,
                                        self.model.member_ids(), [c.train for c in cfgs])
         self.batch = self.cfg.train.batch_size
         n = data.train_x.shape[0]
-        self.steps_per_epoch = n // self.batch  # drop the last partial batch: static shapes
+        self.steps_per_epoch = steps_per_epoch(n, self.batch)
         self.data_generators = [torch.Generator().manual_seed(member_seed(c.train.seed, "data"))
                                 for c in cfgs]
-        probe = torch.randperm(n, generator=torch.Generator().manual_seed(PROBE_SEED))
-        probe = probe[: min(self.cfg.log.probe_size, n)].to(device)
-        self.probe_x = data.train_x[probe].expand(self.K, -1, -1)
-        self.probe_y = data.train_y[probe].expand(self.K, -1)
         # Position and on-device accumulators (all part of a checkpoint).
         self.step = 0
         self.epoch = 0
@@ -161,94 +265,6 @@ class GroupTrainer:
         self.wall_offset = 0.0  # seconds spent before a resume
         self.step_fn = self.make_step_fn()
 
-    # -- measuring ----------------------------------------------------------------------------
-    def make_stat_views(self) -> None:
-        """The weight statistics' views, made once (the buffers never move). W - W(0) is
-        taken over the whole contiguous buffer into one kept for the purpose: faster than
-        over the strided weight views, and no multi-megabyte temporary per step."""
-        self.weight_views = self.model.weight_groups(self.model.flat)
-        self.grad_views = self.model.weight_groups(self.model.flat_grad)
-        self.change = torch.empty_like(self.model.flat)
-        self.change_views = self.model.weight_groups(self.change)
-        self.direction_views: dict[int, list[Tensor]] = {}  # see update_views
-
-    def set_initial_weights(self) -> None:
-        """The norms of W_i(0), the reference for the relative change (again when a checkpoint
-        replaces ``flat_init``)."""
-        norms = stats.frobenius_norms(self.model.weight_groups(self.flat_init))
-        if hasattr(self, "initial_norms"):  # in place: a captured CUDA graph reads it
-            self.initial_norms.copy_(norms)
-        else:
-            self.initial_norms = norms
-
-    def pass_tensors(self, activity: Activity) -> stats.PassTensors:
-        """What the statistics read of the pass that just filled ``flat_grad``."""
-        torch.sub(self.model.flat, self.flat_init, out=self.change)
-        return stats.PassTensors(activity.inputs, activity.activations, activity.unit_inputs,
-                                 self.weight_views, self.grad_views, self.change_views,
-                                 self.initial_norms)
-
-    def update_views(self) -> tuple[list[Tensor], Tensor | None]:
-        """The step just taken as weight groups (``FlatOptimizer.last_update``): views of the
-        optimizer's own buffer, made once per buffer."""
-        direction, scale = self.optimizer.last_update()
-        key = direction.data_ptr()
-        if key not in self.direction_views:
-            self.direction_views[key] = self.model.weight_groups(direction)
-        return self.direction_views[key], scale
-
-    @staticmethod
-    def layer_stats(tensors: stats.PassTensors, after_update: bool = False,
-                    ) -> dict[str, Tensor]:
-        """The statistics of ``stats.LAYER_STATS`` that read a pass (or, ``after_update``,
-        the step that followed it), [K, L] each."""
-        return {key: stat.compute(tensors) for key, stat in stats.LAYER_STATS.items()
-                if stat.after_update == after_update}
-
-    def loss_and_grad(self, x: Tensor, y: Tensor, capture: bool, training: bool = True,
-                      ) -> tuple[Tensor, Tensor, Activity | None]:
-        """Logits [K, B, 10] and loss per member [K] of one forward pass, the gradient of the
-        summed loss in ``flat_grad``, and (``capture``) what ``layer_stats`` reads of the pass.
-        ``training=False`` is the probe: no dropout, batch-norm averages left alone. The
-        hand-written backward where the net has one, else autograd."""
-        if self.manual:
-            logits, loss, activity = self.model.manual_loss_and_grad(x, y, training, capture)
-            return logits, loss, activity if capture else None
-        self.model.flat_grad.zero_()
-        recorder = ActivityRecorder() if capture else None
-        if training:
-            logits = self.net(x, recorder)
-        else:
-            logits = self.model(x, recorder, update_running=False, use_dropout=False)
-        loss = stats.cross_entropy_per_member(logits, y)
-        loss.sum().backward()  # under DDP, flat_grad then holds the mean over ranks
-        return logits.detach(), loss.detach(), None if recorder is None else recorder.activity()
-
-    def measure_probe(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Loss [K], error rate [K] and per-layer statistics on the probe batch."""
-        self.model.train()
-        logits, loss, activity = self.loss_and_grad(self.probe_x, self.probe_y, capture=True,
-                                                    training=False)
-        with torch.no_grad():
-            errors = stats.error_counts(logits, self.probe_y) / self.probe_y.shape[1]
-            layer = self.layer_stats(self.pass_tensors(activity))
-        self.model.flat_grad.zero_()
-        return loss, errors.float(), layer
-
-    @torch.no_grad()
-    def test_error(self) -> Tensor:
-        """Error rate on the whole test set per member, in evaluation mode: [K]."""
-        self.comm.sync_running_stats(self.model)
-        self.model.eval()
-        errors = torch.zeros(self.K, device=self.device)
-        x, y = self.data.test_x, self.data.test_y
-        for start in range(0, x.shape[0], EVAL_CHUNK):
-            xb = x[start : start + EVAL_CHUNK].expand(self.K, -1, -1)
-            yb = y[start : start + EVAL_CHUNK].expand(self.K, -1)
-            errors += stats.error_counts(self.model(xb), yb)
-        self.model.train()
-        return errors / x.shape[0]
-
     # -- one update ---------------------------------------------------------------------------
     def train_step(self, idx: Tensor, capture: bool) -> dict[str, Tensor] | None:
         """One update of every member on its own batch ``idx`` [K, B]. Only device work: no
@@ -256,21 +272,22 @@ class GroupTrainer:
         # index_select: several times faster than x[idx] on the CPU
         x = self.data.train_x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
         y = self.data.train_y.index_select(0, idx.reshape(-1)).view(idx.shape)
-        logits, loss, activity = self.loss_and_grad(x, y, capture=capture)
+        gauges = self.gauges
+        logits, loss, activity = gauges.loss_and_grad(x, y, capture=capture)
         with torch.no_grad():
             errors = stats.error_counts(logits, y)
             captured = None
             if activity is not None:
-                tensors = self.pass_tensors(activity)
-                captured = self.layer_stats(tensors)
+                tensors = gauges.pass_tensors(activity)
+                captured = gauges.layer_stats(tensors)
                 captured["loss"] = loss  # fresh each step; a graph's outputs are cloned
                 captured["errors"] = errors.float() / y.shape[1]
             self.optimizer.step()
             if captured is not None:
                 # The same tensors: their weight norms, computed before the step, are the
                 # update ratio's denominator (the weights the step updated).
-                tensors.updates, tensors.update_scale = self.update_views()
-                captured.update(self.layer_stats(tensors, after_update=True))
+                tensors.updates, tensors.update_scale = gauges.update_views(self.optimizer)
+                captured.update(gauges.layer_stats(tensors, after_update=True))
             self.step_count += 1
             self.epoch_loss += loss
             self.epoch_errors += errors
@@ -307,18 +324,15 @@ class GroupTrainer:
         ``train_error``, optional ``test_error`` [K] and the per-layer statistics [K, L]."""
         host = {key: v.tolist() for key, v in values.items()}
         for k in self.active():
-            rec: dict[str, Any] = {"step": step, "epoch": epoch, "phase": phase}
-            for key in ("loss", "train_error", "test_error"):
-                rec[key] = clean_number(host[key][k]) if key in host else None
-            for key in stats.LAYER_KEYS:
-                if key in host:  # a probe takes no step: no update statistics
-                    rec[key] = [clean_number(v) for v in host[key][k]]
-            self.members[k].pending.append(rec)
+            # (A probe takes no step: its values hold no update statistics.)
+            self.members[k].log.add(
+                step, epoch, phase, {key: host[key][k] for key in SCALAR_KEYS if key in host},
+                {key: host[key][k] for key in stats.LAYER_KEYS if key in host})
 
     def capture_full(self, phase: str) -> list[float]:
         """Probe + test-set capture for every running member; returns the test errors."""
-        probe_loss, probe_err, layer = self.measure_probe()
-        test = self.test_error()
+        probe_loss, probe_err, layer = self.gauges.measure_probe()
+        test = self.gauges.test_error()
         values = dict(layer, test_error=test)
         if self.last_epoch_loss is None:  # nothing trained yet: the probe's own numbers
             values.update(loss=probe_loss, train_error=probe_err)
@@ -338,17 +352,15 @@ class GroupTrainer:
         self.mark_nonfinite()
 
     def mark_nonfinite(self) -> None:
-        """A member whose loss or any statistic became NaN or Inf stops at the first step where
-        it did, keeping what it captured before. (The relative change of a zero init is
-        undefined, not diverged, so it is not checked.)"""
+        """A member whose loss became NaN or Inf at any step, or whose record diverged
+        (``records.diverged``), stops at the first step where it did, keeping what it captured
+        before."""
         bad_steps = self.comm.earliest(self.first_bad_step).tolist()
         for k in self.active():
             at = bad_steps[k] if bad_steps[k] >= 0 else None
-            for rec in self.members[k].pending:
-                if rec["loss"] is None or any(v is None for key in DIVERGING_KEYS
-                                              for v in rec[key]):
-                    at = rec["step"] if at is None else min(at, rec["step"])
-                    break
+            recorded = self.members[k].log.diverged_at
+            if recorded is not None:
+                at = recorded if at is None else min(at, recorded)
             if at is not None:
                 self.stop_diverged(k, at)
 
@@ -356,13 +368,13 @@ class GroupTrainer:
         member = self.members[k]
         member.status = "diverged"
         member.diverged_step = at_step
-        member.pending = [r for r in member.pending if r["step"] < at_step]
+        member.log.keep_before(at_step)
         self.optimizer.freeze(k, reset=True)
         self.model.stop_member(k, zero=True)
 
     def stop_completed(self, k: int, test_error: float) -> None:
         member = self.members[k]
-        member.pending.append(dict(member.pending[-1], phase="final"))
+        member.log.pending.append(dict(member.log.pending[-1], phase="final"))
         member.status = "completed"
         member.final_test_error = test_error
         self.optimizer.freeze(k)
@@ -395,7 +407,7 @@ class GroupTrainer:
                 signum = self.comm.agreed_stop(stop.signum)  # ranks stop together
                 if signum is not None:
                     self.interrupt()
-                    raise Interrupted(signum)
+                    raise RunInterrupted(signum)
                 if log.checkpoint_every and self.step % log.checkpoint_every == 0:
                     self.flush(checkpoint=True)
             if self.step_in_epoch < self.steps_per_epoch:
@@ -454,8 +466,7 @@ class GroupTrainer:
         long each stats.jsonl was, so a resume after kill -9 drops records written later."""
         self.flush_train_captures()
         for member in self.members:
-            member.writer.append_stats(member.pending)
-            member.pending = []
+            member.log.flush()
         if checkpoint:
             # Rank 0's checkpoint is the run's: it gets the epoch's counts so far.
             self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors, keep_on_writer=True)
@@ -511,7 +522,7 @@ class GroupTrainer:
                        "diverged_step": member.diverged_step,
                        "final_test_error": member.final_test_error},
             "model": model.member_state(k),
-            "params_init": model.member_vector(self.flat_init, k),
+            "params_init": model.member_vector(self.gauges.flat_init, k),
             "optimizer": self.optimizer.member_state(k),
             "accumulators": {name: getattr(self, name)[k] for name in self.ACCUMULATORS},
             "last_epoch": last,
@@ -555,7 +566,7 @@ class GroupTrainer:
             for key, value in state["member"].items():
                 setattr(member, key, value)
             model.load_member_state(k, state["model"])
-            model.set_member_vector(self.flat_init, k, state["params_init"].to(dev))
+            model.set_member_vector(self.gauges.flat_init, k, state["params_init"].to(dev))
             self.optimizer.load_member_state(k, state["optimizer"])
             for name, value in state["accumulators"].items():
                 getattr(self, name)[k] = value
@@ -572,7 +583,7 @@ class GroupTrainer:
                 model.stop_member(k)
                 member.summary_written = True  # its summary.json is final
         self.order = torch.stack(orders).to(dev) if len(orders) == self.K else None
-        self.set_initial_weights()
+        self.gauges.set_initial_weights()
 
 
 def _to_cpu(value: Any) -> Any:

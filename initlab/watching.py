@@ -11,13 +11,14 @@ MultiheadAttention and the norm layers) is one entry of ``Watch.layers``, in the
 first forward pass. Step 1 and every ``every``-th step are captured: the activation statistics
 of that step's first forward pass, the gradient its optimizer stepped with, its weights before
 the step and the update between two ``watch.step`` calls (docs/watch.md says exactly what each
-number is). The statistics are the functions of ``initlab.stats``, called on layer groups
-(K = 1): each layer's output as a group of one, weights of one size stacked as one group
+number is). The statistics are every entry of ``initlab.stats.LAYER_STATS`` whose tensors
+watch has (``SIDES``), called on layer groups
+(K = 1): each layer's output as a group of one, weights of one shape stacked as one group
 (``WeightBucket``), so a model of repeated blocks costs a few kernels per shape, not per layer.
 They stay on the device; the host copies each capture without waiting for it (a CUDA event
 tells when it is there), and appends the records to the run directory every few seconds
-(``WRITE_INTERVAL_S``) and on exit. Steps between captures run no statistic: the hooks see a
-flag and return.
+(``WRITE_INTERVAL_S``) and on exit, as records built and judged by ``initlab.records``, the
+trainer's way. Steps between captures run no statistic: the hooks see a flag and return.
 
 The run directory is the one ``initlab run`` writes (runs.py), with a ``watch`` section in
 config.yaml in place of the MLP's model and training sections.
@@ -42,24 +43,16 @@ from torch.utils.hooks import RemovableHandle
 
 import initlab.stats as stats
 from initlab.errors import UsageError
+from initlab.records import RunLog
 from initlab.runs import (
     RunWriteError,
     RunWriter,
     check_output_parent,
-    clean_number,
     create_unique_dir,
     run_summary,
 )
 
 WRITE_INTERVAL_S = 5.0  # records reach stats.jsonl at most this long after their capture
-# What a watched run records per layer (keys of stats.LAYER_STATS), in this order.
-ACTIVATION_KEYS = ("act_norm", "act_norm_cv", "dead_fraction")
-WEIGHT_KEYS = ("grad_norm", "weight_norm", "weight_var", "weight_rel_change", "update_ratio")
-# Read from the weights before the step and the update between two watch.step calls.
-STEP_WEIGHT_KEYS = ("weight_norm", "weight_var", "weight_rel_change", "update_ratio")
-# A watched run diverged when its loss or its weights stop being finite. Activations and
-# gradients may overflow under mixed precision without harm (GradScaler skips those steps).
-DIVERGING_KEYS = ("weight_var",)
 
 
 # -- which layers ------------------------------------------------------------------------------
@@ -195,29 +188,64 @@ def first_tensor(output: Any) -> Tensor | None:
     return None
 
 
+# -- which statistics, measured where ----------------------------------------------------------
+def watch_side(stat: stats.LayerStat) -> str | None:
+    """Where watch measures a statistic of ``stats.LAYER_STATS``, by the tensors it reads:
+    ``output``, a layer's output (handed over as ``inputs``, a group of one: the forward hook);
+    ``activation``, the output of a zero-floor activation after it (as ``activations``, summed
+    over the positions of a channel: all a dead unit needs); ``gradient``, the gradient an
+    optimizer steps with; ``weight``, the weights before the step, their change from W(0) and
+    the update. None: watch has no such tensor (a nonlinearity's input), or a statistic mixes
+    sides."""
+    reads = set(stat.reads)
+    if reads <= {"inputs"}:
+        return "output"
+    if reads <= {"activations"}:
+        return "activation"
+    if reads <= {"grads"}:
+        return "gradient"
+    if stat.per_weight:
+        return "weight"
+    return None
+
+
+SIDES = {key: side for key, stat in stats.LAYER_STATS.items()
+         if (side := watch_side(stat)) is not None}
+
+
+def side_keys(side: str) -> tuple[str, ...]:
+    return tuple(key for key, where in SIDES.items() if where == side)
+
+
 # -- captures on their way to the host, weights kept on the device ----------------------------
 @dataclass
 class Pending:
-    """One record on its way to stats.jsonl: host values, and (for a capture) the packed
-    statistics being copied off the device, ``layout`` telling which value is whose."""
+    """One record on its way to stats.jsonl: its host values, and (for a capture) the packed
+    statistics being copied off the device, ``layout`` telling which value is whose and
+    ``keys`` which statistics the capture measured."""
 
-    record: dict[str, Any]
+    step: int
+    epoch: int | None
+    scalars: dict[str, float | None]
     packed: Tensor | None = None
     event: Any = None  # a CUDA event, recorded after the copies were queued
     layout: list[tuple[str, list[int]]] = field(default_factory=list)
-    scalars: list[str] = field(default_factory=list)  # what the packed tensor starts with
+    names: list[str] = field(default_factory=list)  # the scalars the packed tensor starts with
+    keys: tuple[str, ...] = ()
+    unjudged: tuple[str, ...] = ()  # see records.diverged
 
     def ready(self) -> bool:
         return self.event is None or self.event.query()
 
 
 class WeightBucket:
-    """The watched weights of one size, dtype and device, kept as one block [G, 1, n] -- a
+    """The watched weights of one shape, dtype and device, kept as one block [G, 1, n] -- a
     layer group of G layers, the form ``initlab.stats`` takes -- so their statistics cost a few
     kernels per bucket, not per layer (a transformer's blocks repeat their shapes)."""
 
     def __init__(self, members: list[int], weights: Sequence[Tensor]):
-        self.members = members  # indices into Watch.weights
+        self.members = members  # indices into WatchedWeights.tensors
+        self.shape = tuple(weights[0].shape)  # each member's: its statistics may read it
         self.initial = stack(weights)  # W(0)
         self.previous: Tensor | None = None  # the weights at the last watch.step
         self.scratch: Tensor | None = None  # float32: W - W(0), then the update
@@ -229,7 +257,7 @@ class WeightBucket:
 
 
 def stack(weights: Sequence[Tensor], out: Tensor | None = None) -> Tensor:
-    """Weights of one size as a layer group [G, 1, n] (into ``out``: no allocation)."""
+    """Weights of one shape as a layer group [G, 1, n] (into ``out``: no allocation)."""
     rows = [w.detach().reshape(1, -1) for w in weights]
     if out is None:
         return torch.stack(rows)
@@ -238,8 +266,259 @@ def stack(weights: Sequence[Tensor], out: Tensor | None = None) -> Tensor:
     return torch.stack(rows, out=out)
 
 
+class WatchedWeights:
+    """Each watched weight once (layers may share one), in buckets of one shape: their
+    ``weight``-side statistics, their gradients as layer groups, which of them an optimizer
+    holds."""
+
+    def __init__(self, layers: Sequence[WatchedLayer]):
+        self.tensors: list[Tensor] = []
+        self.layers: list[list[int]] = []  # weight j -> the layers (indices) that use it
+        index: dict[int, int] = {}
+        for i, layer in enumerate(layers):
+            kind = next(t for t in LAYER_TYPES if isinstance(layer.module, t.module))
+            weight = kind.weight(layer.module)
+            if weight is None:
+                continue
+            if id(weight) not in index:
+                index[id(weight)] = len(self.tensors)
+                self.tensors.append(weight)
+                self.layers.append([])
+            layer.weight = index[id(weight)]
+            self.layers[layer.weight].append(i)
+        by_kind: dict[tuple[Any, ...], list[int]] = {}
+        for j, w in enumerate(self.tensors):
+            by_kind.setdefault((tuple(w.shape), w.dtype, w.device), []).append(j)
+        with torch.no_grad():
+            self.buckets = [WeightBucket(members, [self.tensors[j] for j in members])
+                            for members in by_kind.values()]
+            # The weight statistics come out bucket by bucket: this order of the weights.
+            self.order = [j for b in self.buckets for j in b.members]
+            self.initial_norms = (stats.frobenius_norms([_as_float(b.initial)
+                                                         for b in self.buckets])
+                                  if self.tensors else None)
+        self.bucket_of = {j: b for b in self.buckets for j in b.members}
+        self.previous_is_initial = True
+        self.by_optimizer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def keep(self) -> None:
+        """The weights now: the next update is measured from here."""
+        for bucket in self.buckets:
+            bucket.keep([self.tensors[j] for j in bucket.members])
+        self.previous_is_initial = False
+
+    def measure(self, select: Callable[[stats.LayerStat], bool]) -> dict[str, Tensor]:
+        """The ``weight``-side statistics ``select`` picks, of the weights before this step
+        (those its forward pass used), their change from W(0) and the update since: [1, n]
+        each, in ``order``, a few kernels per bucket. W - W(0) and then the update go
+        through one float32 scratch block per bucket, made once: no allocation per capture."""
+        befores = [b.initial if self.previous_is_initial or b.previous is None else b.previous
+                   for b in self.buckets]
+        for bucket, before in zip(self.buckets, befores, strict=True):
+            if bucket.scratch is None:
+                bucket.scratch = torch.empty_like(bucket.initial, dtype=torch.float32)
+            torch.sub(before, bucket.initial, out=bucket.scratch)
+        moved = [b.scratch for b in self.buckets]  # read as changes, then as updates
+        tensors = stats.PassTensors(
+            weights=[_as_float(w) for w in befores], changes=moved,
+            initial_norms=self.initial_norms, updates=moved,
+            weight_shapes=[b.shape for b in self.buckets])
+        values = stats.compute(tensors, lambda s: SIDES.get(s.key) == "weight"
+                               and not s.after_update and select(s))
+        for bucket, before in zip(self.buckets, befores, strict=True):
+            stack([self.tensors[j] for j in bucket.members], out=bucket.scratch)
+            bucket.scratch.sub_(before)  # the changes were read above; now the update
+        values.update(stats.compute(tensors, lambda s: SIDES.get(s.key) == "weight"
+                                    and s.after_update and select(s)))
+        return values
+
+    def gradient_groups(self, grads: Sequence[tuple[int, Tensor]],
+                        ) -> tuple[list[int], list[Tensor]]:
+        """Gradients as layer groups, stacked by bucket (a sparse one alone)."""
+        by_bucket: dict[int, list[tuple[int, Tensor]]] = {}
+        idx: list[int] = []
+        groups: list[Tensor] = []
+        for j, g in grads:
+            if g.is_sparse:
+                idx.append(j)
+                groups.append(weight_group(g))
+            else:
+                by_bucket.setdefault(id(self.bucket_of[j]), []).append((j, g))
+        for members in by_bucket.values():
+            idx += [j for j, _ in members]
+            groups.append(_as_float(stack([g for _, g in members])))
+        return idx, groups
+
+    def of_optimizer(self, optimizer: torch.optim.Optimizer) -> list[int]:
+        """Which watched weights an optimizer holds (looked up once per optimizer, again if
+        its parameter groups change)."""
+        groups = len(optimizer.param_groups)
+        cached = self.by_optimizer.get(optimizer)
+        if cached is None or cached[0] != groups:
+            ids = {id(w): j for j, w in enumerate(self.tensors)}
+            mine = [ids[id(p)] for g in optimizer.param_groups for p in g["params"]
+                    if id(p) in ids]
+            cached = (groups, sorted(set(mine)))
+            self.by_optimizer[optimizer] = cached
+        return cached[1]
+
+
+class CaptureWindow:
+    """What the hooks measure between two ``watch.step`` calls, while ``armed``: each layer's
+    output-side statistics, the activation-side ones of a zero-floor activation after it, the
+    gradient-side ones of the gradient an optimizer steps with (or, without one, as backward
+    accumulated it); ``take`` adds the weight-side ones and packs the lot for the host."""
+
+    def __init__(self, found: Sequence[WatchedLayer], weights: WatchedWeights,
+                 device: torch.device, keys: tuple[str, ...]):
+        self.found = found
+        self.weights = weights
+        self.device = device
+        self.keys = keys  # the statistics this model allows (``SIDES``)
+        self.armed = True  # step 1 is captured
+        self.costly_due = True  # the next capture measures the costly statistics too
+        # What the window measured: key -> values [n], per layer (or weight, or group).
+        self.output_values: dict[int, dict[str, Tensor]] = {}
+        self.activation_values: dict[int, dict[str, Tensor]] = {}
+        self.grads_from_optimizer: list[tuple[list[int], dict[str, Tensor]]] = []
+        self.grads_accumulated: dict[int, dict[str, Tensor]] = {}
+        self.last_layer: int | None = None  # the layer whose output a ReLU now sees
+        self.forward_order: list[int] = []  # the layers as the first forward pass ran them
+        self.order_settled = False  # the Watch has read ``forward_order``
+        self.optimizer_seen = False
+        self.handles: list[RemovableHandle] = []
+        self.grad_handles: list[RemovableHandle] = []
+
+    def register(self, root: nn.Module) -> None:
+        self.handles.append(root.register_forward_pre_hook(self.forward_starts))
+        for i, layer in enumerate(self.found):
+            self.handles.append(layer.module.register_forward_hook(self.layer_hook(i)))
+        for module in root.modules():
+            if isinstance(module, ZERO_FLOOR_ACTIVATIONS):
+                self.handles.append(module.register_forward_hook(self.activation_hook))
+        self.grad_handles = [weight.register_post_accumulate_grad_hook(self.grad_hook(j))
+                             for j, weight in enumerate(self.weights.tensors)
+                             if weight.requires_grad and weight.is_leaf]
+        self.handles += self.grad_handles
+        self.handles.append(register_optimizer_step_pre_hook(self.optimizer_hook))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def forward_starts(self, module: nn.Module, args: Any) -> None:
+        self.last_layer = None
+
+    def measure(self, side: str, tensors: stats.PassTensors) -> dict[str, Tensor]:
+        """This side's statistics of ``tensors`` (the costly ones only when due), each [n] on
+        the watch's device."""
+        values = stats.compute(tensors, lambda s: s.key in self.keys and SIDES[s.key] == side
+                               and (self.costly_due or not s.costly))
+        return {key: v.reshape(-1).to(self.device, non_blocking=True)
+                for key, v in values.items()}
+
+    def layer_hook(self, i: int) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not self.armed:
+                return
+            if not self.order_settled and i not in self.forward_order:
+                self.forward_order.append(i)
+            self.last_layer = i
+            y = first_tensor(output)
+            if i in self.output_values or y is None or not y.is_floating_point() \
+                    or y.numel() == 0:
+                return  # the window's first forward pass counts
+            self.output_values[i] = self.measure(
+                "output", stats.PassTensors(inputs=[output_group(y)]))
+
+        return hook
+
+    def activation_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        """A ReLU's output: the dead units of the layer before it."""
+        i = self.last_layer
+        if not self.armed or i is None or i in self.activation_values \
+                or not isinstance(output, Tensor) or output.numel() == 0:
+            return
+        self.activation_values[i] = self.measure("activation", stats.PassTensors(
+            activations=[unit_sums(output, self.found[i].unit_dim)]))
+
+    def grad_hook(self, j: int) -> Callable[[Tensor], None]:
+        """The gradient as accumulated into .grad: used only where no torch.optim optimizer
+        steps these weights (under DDP it is this rank's, under GradScaler a scaled one)."""
+        def hook(weight: Tensor) -> None:
+            if self.armed and not self.optimizer_seen and weight.grad is not None:
+                self.grads_accumulated[j] = self.measure(
+                    "gradient", stats.PassTensors(grads=[weight_group(weight.grad)]))
+
+        return hook
+
+    def optimizer_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """The gradient an optimizer steps with: averaged over DDP's ranks, unscaled by
+        GradScaler, clipped if the user clips. (A global hook: it sees every optimizer.)"""
+        if not self.armed:
+            return
+        grads = [(j, self.weights.tensors[j].grad) for j in self.weights.of_optimizer(optimizer)]
+        grads = [(j, g) for j, g in grads if g is not None]
+        if not grads:
+            return
+        if not self.optimizer_seen:  # the backward pass's own gradient is not needed now
+            self.optimizer_seen = True
+            for handle in self.grad_handles:
+                handle.remove()
+        idx, groups = self.weights.gradient_groups(grads)
+        self.grads_from_optimizer.append(
+            (idx, self.measure("gradient", stats.PassTensors(grads=groups))))
+
+    def take(self, pending: Pending, loss: Tensor | None, loss_sum: Tensor | None) -> Pending:
+        """This window's statistics, packed into one device tensor whose copy to the host is
+        queued without waiting; the window's tensors are let go. The ``costly`` statistics
+        only in the first capture and the first of each new epoch."""
+        full = self.costly_due
+        self.costly_due = False
+        pending.keys = tuple(k for k in self.keys if full or not stats.LAYER_STATS[k].costly)
+        parts: list[tuple[str, list[int], Tensor]] = []
+        per_one = [self.output_values, self.activation_values]  # one value per layer
+        if not self.grads_from_optimizer and not self.optimizer_seen:
+            per_one.append(self.grads_accumulated)  # one per weight
+            # As backward left it: GradScaler may have scaled it (and then skip the step).
+            pending.unjudged = tuple(k for k in pending.keys if SIDES[k] == "gradient")
+        for measured in per_one:
+            for key in pending.keys:
+                have = [i for i, values in measured.items() if key in values]
+                if have:
+                    parts.append((key, have, torch.cat([measured[i][key] for i in have])))
+        parts += [(key, idx, v) for idx, values in self.grads_from_optimizer
+                  for key, v in values.items() if key in pending.keys]
+        if self.weights.tensors:
+            parts += [(key, self.weights.order, v.reshape(-1).to(self.device))
+                      for key, v in self.weights.measure(
+                          lambda s: s.key in pending.keys).items()]
+        pending.layout = [(key, idx) for key, idx, _ in parts]
+        values = []
+        if loss is not None:
+            pending.names.append("loss")
+            values.append(loss.detach().float().reshape(-1)[:1].to(self.device))
+        if loss_sum is not None:
+            pending.names.append("loss_sum")
+            values.append(loss_sum.reshape(1).to(self.device))
+        values += [t.reshape(-1) for _, _, t in parts]
+        if values:
+            pending.packed = torch.cat(values)
+        if self.device.type == "cuda":
+            pending.packed = to_host(pending.packed)
+            pending.event = torch.cuda.Event()
+            pending.event.record()
+        self.output_values = {}
+        self.activation_values = {}
+        self.grads_from_optimizer = []
+        self.grads_accumulated = {}
+        return pending
+
+
 class Watch:
-    """The instruments on one model and the run directory they write (``initlab.watch``)."""
+    """The instruments on one model and the run directory they write (``initlab.watch``):
+    hooks that measure a capture window, the captures' way to the host, the run's records."""
 
     def __init__(self, model: nn.Module, out: str | Path, every: int = 10):
         if not isinstance(model, nn.Module):
@@ -259,58 +538,19 @@ class Watch:
         self.steps = 0  # watch.step() calls so far
         self.path: Path | None = None
         self.active = writing_rank()
-        self.handles: list[RemovableHandle] = []
         if not self.active:
             return
         out = Path(out)
         check_output_parent(out.parent)  # before anything is copied or created
-        self.weights: list[Tensor] = []  # each watched weight once (layers may share one)
-        self.weight_layers: list[list[int]] = []  # weight j -> the layers that use it
-        index: dict[int, int] = {}
-        for i, layer in enumerate(self.found):
-            kind = next(t for t in LAYER_TYPES if isinstance(layer.module, t.module))
-            weight = kind.weight(layer.module)
-            if weight is None:
-                continue
-            if id(weight) not in index:
-                index[id(weight)] = len(self.weights)
-                self.weights.append(weight)
-                self.weight_layers.append([])
-            layer.weight = index[id(weight)]
-            self.weight_layers[layer.weight].append(i)
-        self.device = (self.weights[0].device if self.weights
+        self.weights = WatchedWeights(self.found)
+        self.device = (self.weights.tensors[0].device if self.weights.tensors
                        else next((p.device for p in root.parameters()), torch.device("cpu")))
-        by_kind: dict[tuple[Any, ...], list[int]] = {}
-        for j, w in enumerate(self.weights):
-            by_kind.setdefault((w.numel(), w.dtype, w.device), []).append(j)
-        with torch.no_grad():
-            self.buckets = [WeightBucket(members, [self.weights[j] for j in members])
-                            for members in by_kind.values()]
-            # The weight statistics come out bucket by bucket: this order of the weights.
-            self.bucket_order = [j for b in self.buckets for j in b.members]
-            self.initial_norms = (stats.frobenius_norms([_as_float(b.initial)
-                                                         for b in self.buckets])
-                                  if self.weights else None)
-        self.bucket_of = {j: b for b in self.buckets for j in b.members}
-        self.previous_is_initial = True
         has_relu = any(isinstance(m, ZERO_FLOOR_ACTIVATIONS) for m in root.modules())
-        self.keys = tuple(k for k in (*ACTIVATION_KEYS, *WEIGHT_KEYS)
-                          if k != "dead_fraction" or has_relu)
-        assert set(self.keys) <= set(stats.LAYER_STATS)
+        keys = tuple(k for k, side in SIDES.items() if side != "activation" or has_relu)
         # The current capture window (from the last watch.step to the next).
-        self.armed = self.captures(1)
-        self.example_norms: dict[int, Tensor] = {}
-        self.dead: dict[int, Tensor] = {}
-        self.grads_from_optimizer: list[tuple[list[int], Tensor]] = []
-        self.grads_accumulated: dict[int, Tensor] = {}
-        self.last_layer: int | None = None  # the layer whose output a ReLU now sees
-        self.forward_order: list[int] = []
-        self.order_settled = False
-        self.optimizer_seen = False
-        self.optimizer_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.window = CaptureWindow(self.found, self.weights, self.device, keys)
         # Bookkeeping on the host.
         self.pending: list[Pending] = []
-        self.records: list[dict[str, Any]] = []  # read, not yet written
         self.loss_sum: Tensor | None = None  # on the device: not finite once a loss was not
         self.diverged_step: int | None = None
         self.epoch: int | None = None
@@ -321,115 +561,9 @@ class Watch:
         self.last_write = self.started
         self.config_written = False
         self.path = create_unique_dir(out.parent, out.name)
-        self.writer = RunWriter(self.path)
-        self.writer.append_stats([])
-        self.writer.write_summary(self.summary())
-        self.register_hooks(root)
-
-    # -- hooks --------------------------------------------------------------------------------
-    def register_hooks(self, root: nn.Module) -> None:
-        self.handles.append(root.register_forward_pre_hook(self.forward_starts))
-        for i, layer in enumerate(self.found):
-            self.handles.append(layer.module.register_forward_hook(self.layer_hook(i)))
-        for module in root.modules():
-            if isinstance(module, ZERO_FLOOR_ACTIVATIONS):
-                self.handles.append(module.register_forward_hook(self.activation_hook))
-        self.grad_handles = [weight.register_post_accumulate_grad_hook(self.grad_hook(j))
-                             for j, weight in enumerate(self.weights)
-                             if weight.requires_grad and weight.is_leaf]
-        self.handles += self.grad_handles
-        self.handles.append(register_optimizer_step_pre_hook(self.optimizer_hook))
-
-    def remove_hooks(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-
-    def forward_starts(self, module: nn.Module, args: Any) -> None:
-        self.last_layer = None
-
-    def layer_hook(self, i: int) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not self.armed:
-                return
-            if not self.order_settled and i not in self.forward_order:
-                self.forward_order.append(i)
-            self.last_layer = i
-            y = first_tensor(output)
-            if i in self.example_norms or y is None or not y.is_floating_point() \
-                    or y.numel() == 0:
-                return  # the window's first forward pass counts
-            norms = stats.example_norms([output_group(y)])[0]
-            self.example_norms[i] = norms.to(self.device, non_blocking=True)
-
-        return hook
-
-    def activation_hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        """A ReLU's output: the dead units of the layer before it."""
-        i = self.last_layer
-        if not self.armed or i is None or i in self.dead or not isinstance(output, Tensor) \
-                or output.numel() == 0:
-            return
-        dead = stats.dead_fractions([unit_sums(output, self.found[i].unit_dim)])
-        self.dead[i] = dead.to(self.device, non_blocking=True)
-
-    def grad_hook(self, j: int) -> Callable[[Tensor], None]:
-        """The gradient as accumulated into .grad: used only where no torch.optim optimizer
-        steps these weights (under DDP it is this rank's, under GradScaler a scaled one)."""
-        def hook(weight: Tensor) -> None:
-            if self.armed and not self.optimizer_seen and weight.grad is not None:
-                norm = stats.gradient_norms([weight_group(weight.grad)])
-                self.grads_accumulated[j] = norm.to(self.device, non_blocking=True)
-
-        return hook
-
-    def optimizer_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        """The gradient an optimizer steps with: averaged over DDP's ranks, unscaled by
-        GradScaler, clipped if the user clips. (A global hook: it sees every optimizer.)"""
-        if not self.armed:
-            return
-        mine = self.weights_of(optimizer)
-        grads = [(j, self.weights[j].grad) for j in mine]
-        grads = [(j, g) for j, g in grads if g is not None]
-        if not grads:
-            return
-        if not self.optimizer_seen:  # the backward pass's own gradient is not needed now
-            self.optimizer_seen = True
-            for handle in self.grad_handles:
-                handle.remove()
-        idx, groups = self.gradient_groups(grads)
-        norms = stats.gradient_norms(groups)
-        self.grads_from_optimizer.append((idx, norms.to(self.device, non_blocking=True)))
-
-    def gradient_groups(self, grads: Sequence[tuple[int, Tensor]],
-                        ) -> tuple[list[int], list[Tensor]]:
-        """Gradients as layer groups, stacked by bucket (a sparse one alone)."""
-        by_bucket: dict[int, list[tuple[int, Tensor]]] = {}
-        idx: list[int] = []
-        groups: list[Tensor] = []
-        for j, g in grads:
-            if g.is_sparse:
-                idx.append(j)
-                groups.append(weight_group(g))
-            else:
-                by_bucket.setdefault(id(self.bucket_of[j]), []).append((j, g))
-        for members in by_bucket.values():
-            idx += [j for j, _ in members]
-            groups.append(_as_float(stack([g for _, g in members])))
-        return idx, groups
-
-    def weights_of(self, optimizer: torch.optim.Optimizer) -> list[int]:
-        """Which watched weights an optimizer holds (looked up once per optimizer, again if
-        its parameter groups change)."""
-        groups = len(optimizer.param_groups)
-        cached = self.optimizer_weights.get(optimizer)
-        if cached is None or cached[0] != groups:
-            ids = {id(w): j for j, w in enumerate(self.weights)}
-            mine = [ids[id(p)] for g in optimizer.param_groups for p in g["params"]
-                    if id(p) in ids]
-            cached = (groups, sorted(set(mine)))
-            self.optimizer_weights[optimizer] = cached
-        return cached[1]
+        self.log = RunLog(RunWriter(self.path))  # records read, not yet written
+        self.log.flush(self.summary())
+        self.window.register(root)
 
     # -- steps --------------------------------------------------------------------------------
     def captures(self, step: int) -> bool:
@@ -446,27 +580,32 @@ class Watch:
             return
         n = self.steps
         if epoch is not None:
-            self.epoch = epoch = int(epoch)  # (a numpy integer is no JSON number)
-        record: dict[str, Any] = {"step": n, "epoch": epoch, "phase": "train", "loss": None,
-                                  "train_error": host_number(train_error),
-                                  "test_error": host_number(test_error)}
-        if record["test_error"] is not None:
-            self.test_error = record["test_error"]
+            epoch = int(epoch)  # (a numpy integer is no JSON number)
+            self.window.costly_due = self.window.costly_due or epoch != self.epoch
+            self.epoch = epoch
+        scalars = {"train_error": host_number(train_error), "test_error": host_number(test_error)}
+        test = scalars["test_error"]
+        if test is not None and math.isfinite(test):
+            self.test_error = test
         with torch.no_grad():
             device_loss = self.track_loss(loss, n)
             if not device_loss and loss is not None:
-                record["loss"] = clean_number(float(loss))
-            if self.armed:
-                self.pending.append(self.capture(record, loss if device_loss else None))
+                scalars["loss"] = float(loss)
+            if self.window.armed:
+                if not self.window.order_settled:
+                    self.settle_order()
+                self.pending.append(self.window.take(Pending(n, self.epoch, scalars),
+                                                     loss if device_loss else None,
+                                                     self.loss_sum))
             elif train_error is not None or test_error is not None:
                 if device_loss:
-                    record["loss"] = clean_number(float(loss))  # a sync the user asked for
-                self.pending.append(Pending(record))
-            self.armed = self.captures(n + 1)
-            if self.armed and self.weights:  # the next update is measured from here
-                self.keep_weights()
+                    scalars["loss"] = float(loss)  # a sync the user asked for
+                self.pending.append(Pending(n, self.epoch, scalars))
+            self.window.armed = self.captures(n + 1)
+            if self.window.armed and self.weights.tensors:  # the next update is measured from here
+                self.weights.keep()
         self.read_ready()
-        if self.records and time.perf_counter() - self.last_write >= WRITE_INTERVAL_S:
+        if self.log.pending and time.perf_counter() - self.last_write >= WRITE_INTERVAL_S:
             self.write()
 
     def track_loss(self, loss: Tensor | float | None, step: int) -> bool:
@@ -487,95 +626,12 @@ class Watch:
         if self.diverged_step is None or step < self.diverged_step:
             self.diverged_step = step
 
-    def keep_weights(self) -> None:
-        for bucket in self.buckets:
-            bucket.keep([self.weights[j] for j in bucket.members])
-        self.previous_is_initial = False
-
-    def capture(self, record: dict[str, Any], loss: Tensor | None) -> Pending:
-        """This step's statistics, packed into one device tensor whose copy to the host is
-        queued without waiting; the window's tensors are let go."""
-        if not self.order_settled:
-            self.settle_order()
-        parts: list[tuple[str, list[int], Tensor]] = []
-        if self.example_norms:  # the layers' norms [1, 1, B], stacked by batch size
-            by_batch: dict[int, list[int]] = {}
-            for i, norms in self.example_norms.items():
-                by_batch.setdefault(norms.shape[-1], []).append(i)
-            fired = [i for layers in by_batch.values() for i in layers]
-            groups = [torch.cat([self.example_norms[i] for i in layers])
-                      for layers in by_batch.values()]
-            parts.append(("act_norm", fired, stats.activation_norms((), groups)))
-            parts.append(("act_norm_cv", fired, stats.norm_spreads((), groups)))
-        if self.dead and "dead_fraction" in self.keys:
-            parts.append(("dead_fraction", list(self.dead), torch.cat(list(self.dead.values()),
-                                                                      dim=1)))
-        parts += self.gradient_parts()
-        if self.weights:
-            parts += self.weight_parts()
-        pending = Pending(record, layout=[(key, idx) for key, idx, _ in parts])
-        values = []
-        if loss is not None:
-            pending.scalars.append("loss")
-            values.append(loss.detach().float().reshape(-1)[:1].to(self.device))
-        if self.loss_sum is not None:
-            pending.scalars.append("loss_sum")
-            values.append(self.loss_sum.reshape(1).to(self.device))
-        values += [t.reshape(-1) for _, _, t in parts]
-        if values:
-            pending.packed = torch.cat(values)
-        if self.device.type == "cuda":
-            pending.packed = to_host(pending.packed)
-            pending.event = torch.cuda.Event()
-            pending.event.record()
-        self.example_norms = {}
-        self.dead = {}
-        self.grads_from_optimizer = []
-        self.grads_accumulated = {}
-        return pending
-
-    def gradient_parts(self) -> list[tuple[str, list[int], Tensor]]:
-        """grad_norm per weight: the optimizer's if one stepped in this window, else (no
-        torch.optim optimizer) the gradient as accumulated by the backward pass."""
-        if self.grads_from_optimizer:
-            return [("grad_norm", idx, t) for idx, t in self.grads_from_optimizer]
-        if self.grads_accumulated and not self.optimizer_seen:
-            idx = list(self.grads_accumulated)
-            return [("grad_norm", idx, torch.cat([self.grads_accumulated[j] for j in idx],
-                                                 dim=1))]
-        return []
-
-    def weight_parts(self) -> list[tuple[str, list[int], Tensor]]:
-        """The weights before this step (those its forward pass used), their change from W(0)
-        and the update since: the MLP trainer's statistics, from ``stats.LAYER_STATS``, a few
-        kernels per bucket. W - W(0) and then the update go through one float32 scratch block
-        per bucket, made once: no allocation per capture."""
-        befores = [b.initial if self.previous_is_initial or b.previous is None else b.previous
-                   for b in self.buckets]
-        for bucket, before in zip(self.buckets, befores, strict=True):
-            if bucket.scratch is None:
-                bucket.scratch = torch.empty_like(bucket.initial, dtype=torch.float32)
-            torch.sub(before, bucket.initial, out=bucket.scratch)
-        moved = [b.scratch for b in self.buckets]  # read as changes, then as updates
-        tensors = stats.PassTensors(
-            inputs=(), activations=(), unit_inputs=torch.empty(0), grads=(),
-            weights=[_as_float(w) for w in befores], changes=moved,
-            initial_norms=self.initial_norms, updates=moved)
-        values = {key: stats.LAYER_STATS[key].compute(tensors)
-                  for key in STEP_WEIGHT_KEYS if key != "update_ratio"}
-        for bucket, before in zip(self.buckets, befores, strict=True):
-            stack([self.weights[j] for j in bucket.members], out=bucket.scratch)
-            bucket.scratch.sub_(before)  # the changes were read above; now the update
-        values["update_ratio"] = stats.LAYER_STATS["update_ratio"].compute(tensors)
-        return [(key, self.bucket_order, values[key].to(self.device))
-                for key in STEP_WEIGHT_KEYS]
-
     def settle_order(self) -> None:
         """Order the layers as the first forward pass ran them; a layer that did not run
         (MultiheadAttention's out_proj, whose weight its parent uses directly) follows the
         module before it."""
-        ran = set(self.forward_order)
-        order = list(self.forward_order)
+        ran = set(self.window.forward_order)
+        order = list(self.window.forward_order)
         for i in range(len(self.found)):
             if i in ran:
                 continue
@@ -584,7 +640,7 @@ class Watch:
         self.position = {i: p for p, i in enumerate(order)}
         self.layer_targets = [[i] for i in range(len(self.found))]
         self.layers = [self.found[i] for i in order]
-        self.order_settled = True
+        self.window.order_settled = True
         self.write_config(self.layers)
 
     def write_config(self, layers: Sequence[WatchedLayer]) -> None:
@@ -592,8 +648,8 @@ class Watch:
                   "watch": {"model": self.model_name, "every": self.every,
                             "layers": [layer.config() for layer in layers]}}
         try:
-            self.writer.write_config(yaml.safe_dump(config, sort_keys=False,
-                                                    default_flow_style=None))
+            self.log.writer.write_config(yaml.safe_dump(config, sort_keys=False,
+                                                        default_flow_style=None))
         except RunWriteError as err:
             self.broken(err)
         self.config_written = True
@@ -606,32 +662,31 @@ class Watch:
             item = self.pending.pop(0)
             if item.event is not None:
                 item.event.synchronize()
-            self.records.append(self.to_record(item))
+            self.add_record(item)
 
-    def to_record(self, item: Pending) -> dict[str, Any]:
-        record = item.record
-        if item.packed is None:
-            return record
-        values = item.packed.tolist()
-        for name, value in zip(item.scalars, values, strict=False):
+    def add_record(self, item: Pending) -> None:
+        """A capture's values, in the layers' forward order, as a record of ``self.log``
+        (``initlab.records``: the trainer's records and divergence rule)."""
+        values = [] if item.packed is None else item.packed.tolist()
+        scalars = dict(item.scalars)
+        for name, value in zip(item.names, values, strict=False):
             if name == "loss":
-                record["loss"] = clean_number(value)
+                scalars["loss"] = value
             elif not math.isfinite(value):  # the loss sum: a loss since the last capture
-                self.diverged(record["step"])
-        offset = len(item.scalars)
-        layers = len(self.layers)
-        lists: dict[str, list[float | None]] = {key: [None] * layers for key in self.keys}
+                self.diverged(item.step)
+        offset = len(item.names)
+        lists: dict[str, list[float | None]] = {key: [None] * len(self.layers)
+                                                for key in item.keys}
         for key, idx in item.layout:
             chunk = values[offset:offset + len(idx)]
             offset += len(idx)
-            targets = self.weight_layers if key in WEIGHT_KEYS else self.layer_targets
+            per_weight = SIDES[key] in ("gradient", "weight")
             for j, value in zip(idx, chunk, strict=True):
-                if key in DIVERGING_KEYS and not math.isfinite(value):
-                    self.diverged(record["step"])
-                for i in targets[j]:
-                    lists[key][self.position[i]] = clean_number(value)
-        record.update(lists)
-        return record
+                for i in (self.weights.layers[j] if per_weight else self.layer_targets[j]):
+                    lists[key][self.position[i]] = value
+        self.log.add(item.step, item.epoch, "train", scalars, lists, item.unjudged)
+        if self.log.diverged_at is not None:
+            self.diverged(self.log.diverged_at)
 
     def write(self) -> None:
         """Append the records read so far and rewrite summary.json."""
@@ -639,11 +694,13 @@ class Watch:
         if not self.active:
             return
         try:
-            self.writer.append_stats(self.records)
-            self.records = []
-            self.writer.write_summary(self.summary())
+            self.log.flush(self.summary())
         except RunWriteError as err:
             self.broken(err)
+
+    def remove_hooks(self) -> None:
+        if hasattr(self, "window"):  # (a non-writing rank never made one)
+            self.window.remove()
 
     def broken(self, err: RunWriteError) -> None:
         """The run directory cannot be written (disk full...): say so once and stop watching;
@@ -697,7 +754,7 @@ def to_host(t: Tensor | None) -> Tensor | None:
 
 
 def host_number(x: float | Tensor | None) -> float | None:
-    return None if x is None else clean_number(float(x))
+    return None if x is None else float(x)
 
 
 def watch(model: nn.Module, out: str | Path, every: int = 10) -> Watch:

@@ -15,10 +15,11 @@ import torch
 from initlab import checkpoint
 from initlab.config import ModelConfig, RunConfig, set_dotted
 from initlab.data import MNISTTensors
+from initlab.errors import RunInterrupted
 from initlab.model import StackedMLP
 from initlab.norms import NORMS, WEIGHT_NORMS
 from initlab.runs import CHECKPOINT_FILE, STATS_FILE, RunWriter
-from initlab.train import GroupTrainer, Interrupted, MemberState, StopFlag
+from initlab.train import GroupTrainer, MemberState, StopFlag
 
 SETTINGS = {"model.depth": 4, "model.width": 16, "model.groups": 4, "train.batch_size": 32,
             "train.epochs": 2,
@@ -58,7 +59,7 @@ def test_state_dicts_continue_a_run_exactly(tmp_path: Path, synthetic: MNISTTens
     with StopFlag() as stop:
         whole.run(stop, lambda event: None)
     first = trainer(configs(norm, weight_norm), synthetic, tmp_path / "parts")
-    with StopFlag() as stop, pytest.raises(Interrupted):
+    with StopFlag() as stop, pytest.raises(RunInterrupted):
         first.run(stop, stop_at(7, stop, first))
     states = [checkpoint.read_checkpoint(tmp_path / "parts" / f"m{k}" / CHECKPOINT_FILE)
               for k in range(2)]

@@ -67,16 +67,16 @@ def test_graph_replay_equals_the_eager_step(tmp_path: Path, backward: str, norm:
 def test_hand_written_backward_equals_autograd_on_the_device(tmp_path: Path) -> None:
     manual = trainer(tmp_path / "m", 3, "off", "auto")
     auto = trainer(tmp_path / "a", 3, "off", "autograd")
-    assert manual.manual and not auto.manual
+    assert manual.gauges.manual and not auto.gauges.manual
     x = manual.data.train_x[:128].expand(3, -1, -1)
     y = manual.data.train_y[:128].expand(3, -1)
-    _, loss_m, activity_m = manual.loss_and_grad(x, y, capture=True)
-    _, loss_a, activity_a = auto.loss_and_grad(x, y, capture=True)
+    _, loss_m, activity_m = manual.gauges.loss_and_grad(x, y, capture=True)
+    _, loss_a, activity_a = auto.gauges.loss_and_grad(x, y, capture=True)
     torch.testing.assert_close(loss_m, loss_a)
     torch.testing.assert_close(manual.model.flat_grad, auto.model.flat_grad, rtol=1e-3,
                                atol=1e-5)
-    expected = auto.layer_stats(auto.pass_tensors(activity_a))
-    for key, value in manual.layer_stats(manual.pass_tensors(activity_m)).items():
+    expected = auto.gauges.layer_stats(auto.gauges.pass_tensors(activity_a))
+    for key, value in manual.gauges.layer_stats(manual.gauges.pass_tensors(activity_m)).items():
         torch.testing.assert_close(value, expected[key], rtol=1e-3, atol=1e-6, msg=key)
 
 

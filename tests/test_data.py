@@ -139,11 +139,6 @@ def test_parsed_tensors_are_cached_in_process(
     assert again.train_x.max().item() == 1.0
 
 
-def test_to_moves_every_tensor(mnist_root: Path) -> None:
-    m = data.load_mnist(mnist_root, train_subset=4, test_subset=4).to(torch.device("meta"))
-    assert all(t.device.type == "meta" for t in (m.train_x, m.train_y, m.test_x, m.test_y))
-
-
 # --------------------------------------------------------------------------- verification
 
 

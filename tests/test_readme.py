@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 import initlab
 from initlab import config
 from initlab.cli import app
-from initlab.reference import readme_block, reference_table
+from initlab.reference import FIGURES_BEGIN, figure_table, readme_block, reference_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -48,6 +48,11 @@ def shell_commands() -> list[list[str]]:
             if args:
                 commands.append(args)
     return commands
+
+
+def test_the_figure_table_is_generated_from_the_figures_and_their_report() -> None:
+    assert readme_block(README, FIGURES_BEGIN) == figure_table(), \
+        "README's figure table is stale: run python -m initlab.reference --write"
 
 
 def test_the_config_reference_is_generated_from_config_py() -> None:

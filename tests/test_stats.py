@@ -1,15 +1,26 @@
-"""Per-layer statistics against a hand computation on a tiny network."""
+"""Per-layer statistics against a hand computation on a tiny network, and every registered
+statistic through every path that records or reads it."""
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import math
+from typing import Any
 
+import numpy as np
+import pytest
 import torch
+import yaml
 from torch import nn
+from typer.testing import CliRunner
 
 from initlab import stats
+from initlab.cli import app
 from initlab.config import ModelConfig
 from initlab.model import ActivityRecorder, StackedMLP
+
+runner = CliRunner()
 
 
 def plain_copy(model: StackedMLP, k: int) -> list[nn.Linear]:
@@ -116,6 +127,24 @@ def test_update_ratio_is_the_step_over_the_weights() -> None:
     assert torch.isnan(stats.update_ratios([step], stats.frobenius_norms([0 * w]))).all()
 
 
+def test_effective_rank_is_exp_of_the_singular_values_entropy() -> None:
+    """Roy & Vetterli 2007, by hand with numpy's SVD; n for an orthogonal matrix, 1 for a
+    rank-one one, NaN for zero; a convolution's weight is [out, in * kh * kw]."""
+    gen = torch.Generator().manual_seed(0)
+    conv = torch.randn(2, 4, 3, 3, 3, generator=gen)  # K = 2 members of a [4, 3, 3, 3] weight
+    singular = np.linalg.svd(conv.reshape(2, 4, 27).double().numpy(), compute_uv=False)
+    p = singular / singular.sum(axis=-1, keepdims=True)
+    want = np.exp(-(p * np.log(p)).sum(axis=-1))
+    groups = stats.matrix_groups([conv.reshape(1, 2, -1)], [(4, 3, 3, 3)])
+    assert groups[0].shape == (1, 2, 4, 27)
+    np.testing.assert_allclose(stats.effective_ranks(groups)[:, 0].numpy(), want, rtol=1e-5)
+    special = torch.stack([torch.eye(5), torch.outer(torch.arange(1.0, 6), torch.ones(5)),
+                           torch.zeros(5, 5)]).view(1, 3, 25)
+    ranks = stats.effective_ranks(stats.matrix_groups([special], [(5, 5)]))[:, 0]
+    assert ranks[0].item() == pytest.approx(5.0) and ranks[1].item() == pytest.approx(1.0, rel=1e-5)
+    assert math.isnan(ranks[2].item())
+
+
 def test_every_registered_statistic_is_recorded_by_a_training_step(
         tmp_path, synthetic) -> None:
     from initlab.config import RunConfig, set_dotted
@@ -130,8 +159,10 @@ def test_every_registered_statistic_is_recorded_by_a_training_step(
     idx = torch.arange(16).view(1, 16)
     before = trainer.model.flat.clone()
     captured = trainer.train_step(idx, capture=True)
-    assert captured is not None and set(stats.LAYER_KEYS) <= set(captured)
-    for key, stat in stats.LAYER_STATS.items():
+    every_step = {key for key, stat in stats.LAYER_STATS.items() if not stat.costly}
+    assert captured is not None and every_step == set(captured) - {"loss", "errors"}
+    for key in every_step:
+        stat = stats.LAYER_STATS[key]
         assert captured[key].shape == (1, 2 if stat.hidden_only else 3), key
     # ||W_i after - W_i before|| / ||W_i before||, layer by layer (member 0)
     expected = torch.cat([
@@ -159,3 +190,112 @@ def test_layer_norm_gives_every_example_the_same_norm() -> None:
     norms = torch.linalg.vector_norm(x[0], dim=-1)
     assert math.isclose(spreads["none"][0].item(), (norms.std(correction=0) / norms.mean()).item(),
                         rel_tol=1e-5)
+
+
+# --------------------------------------------------------------------------- every reader
+# Each registered statistic, end to end: recorded by `initlab run` and by initlab.watch,
+# read by load_run, exported, drawn by `initlab plot --metric` -- with no list to edit.
+
+TINY_RUN = {
+    "name": "tiny",
+    "model": {"depth": 3, "width": 8},
+    "data": {"train_subset": 256, "test_subset": 100},
+    "train": {"epochs": 1, "batch_size": 64, "device": "cpu"},
+    "log": {"every": 2, "probe_size": 32},
+}
+
+
+class WatchedNet(nn.Module):
+    """A conv layer, a ReLU and a linear layer: every kind of tensor initlab.watch reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory, mnist_env: None,
+             ) -> dict[str, Any]:
+    """A tiny `initlab run` on MNIST, its CSV export and TensorBoard tags, and a watched run."""
+    import initlab
+    from initlab.runs import STATS_FILE, read_stats
+
+    tmp = tmp_path_factory.mktemp("readers")
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(TINY_RUN))
+    result = runner.invoke(app, ["run", str(tmp / "tiny.yaml"), "--out", str(tmp / "runs")])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp / "runs" / "tiny"
+    result = runner.invoke(app, ["export", str(run_dir), "--to", "csv", "--out",
+                                 str(tmp / "csv")])
+    assert result.exit_code == 0, result.output
+    with open(tmp / "csv" / "tiny" / "layers.csv", newline="") as f:
+        csv_columns = next(csv.reader(f))
+    tags: set[str] | None = None
+    if importlib.util.find_spec("tensorboard") is not None:
+        from tensorboard.backend.event_processing import event_accumulator
+
+        result = runner.invoke(app, ["export", str(run_dir), "--to", "tensorboard", "--out",
+                                     str(tmp / "tb")])
+        assert result.exit_code == 0, result.output
+        events = event_accumulator.EventAccumulator(str(tmp / "tb" / "tiny"))
+        events.Reload()
+        tags = set(events.Tags()["scalars"])
+    # `initlab plot --metric` with every statistic: one figure (a plot per statistic would
+    # cost seconds each), one panel per metric
+    out = tmp / "every-metric.png"
+    metrics = [arg for key in stats.LAYER_KEYS for arg in ("--metric", key)]
+    result = runner.invoke(app, ["plot", str(run_dir), *metrics, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+    plot_output = result.output
+    torch.manual_seed(0)
+    model = WatchedNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    with initlab.watch(model, tmp / "watched", every=1) as watch:
+        for _ in range(3):
+            x = torch.randn(8, 1, 6, 6, generator=gen)
+            y = torch.randint(0, 3, (8,), generator=gen)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            watch.step(epoch=0)
+    assert watch.path is not None
+    return {"run": run_dir, "records": read_stats(run_dir / STATS_FILE), "csv": csv_columns,
+            "tags": tags, "watched": read_stats(watch.path / STATS_FILE),
+            "plot_output": plot_output}
+
+
+@pytest.mark.parametrize("key", stats.LAYER_KEYS)
+def test_every_statistic_reaches_every_reader(recorded: dict[str, Any], key: str) -> None:
+    from initlab.runs import load_run
+    from initlab.watching import SIDES
+
+    stat = stats.LAYER_STATS[key]
+    records = recorded["records"]
+    # initlab run: in the records of the phases it is recorded at
+    assert {"init", "train", "epoch", "final"} == {r["phase"] for r in records}
+    assert all((key in r) == stat.recorded_at(r["phase"]) for r in records)
+    width = TINY_RUN["model"]["depth"] - int(stat.hidden_only)
+    assert all(len(r[key]) == width for r in records if key in r)
+    # load_run, and through it the CSV export and the plots
+    run = load_run(recorded["run"])
+    assert run.layers[key].shape == (len(records), width)
+    assert np.isfinite(run.layers[key]).any()
+    assert key in recorded["csv"]
+    if recorded["tags"] is not None:
+        tag = f"probe/n_{key}/1" if stat.per_fan_in else f"probe/{key}/1"
+        assert tag in recorded["tags"] or stat.after_update
+    assert f"{key}: not recorded" not in recorded["plot_output"]  # drawn, not skipped
+    # initlab.watch: every statistic whose tensors it has (a nonlinearity's input it has not),
+    # the costly ones in its first capture only (the epoch never changes here)
+    watched = recorded["watched"]
+    assert (key in watched[0]) == (key in SIDES)
+    if key in SIDES:
+        assert any(v is not None for v in watched[0][key])
+        assert all((key in r) == (not stat.costly) for r in watched[1:])

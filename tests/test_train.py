@@ -154,7 +154,7 @@ def test_cli_run_writes_the_run_directory_contract(tmp_path: Path) -> None:
                                                                     2 * steps_per_epoch]
     for r in records:
         for key, stat in LAYER_STATS.items():
-            if stat.after_update and r["phase"] != "train":  # the probe takes no step
+            if not stat.recorded_at(r["phase"]):  # e.g. the probe takes no step
                 assert key not in r
             else:
                 assert len(r[key]) == (11 if stat.hidden_only else 12), key

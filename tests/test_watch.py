@@ -206,7 +206,7 @@ def test_captures_step_one_and_every_nth_and_records_errors_given(tmp_path: Path
             opt.step()
             opt.zero_grad()
             if step in (2, 4):  # between captures nothing is measured or kept
-                assert watch.example_norms == {} and watch.dead == {}
+                assert watch.window.output_values == {} and watch.window.activation_values == {}
             watch.step(loss.item(), epoch=step // 4,
                        test_error=0.5 if step == 7 else None)
     got = records(watch)
@@ -545,3 +545,25 @@ def test_between_captures_a_nan_loss_is_noticed_at_the_next_capture(tmp_path: Pa
         summary = json.loads((watch.path / SUMMARY_FILE).read_text())
         assert summary["status"] == "diverged" and summary["diverged_step"] == diverged
         assert all(r["loss"] is not None for r in records(watch))  # steps 1, 3, 6: finite
+
+
+def test_a_scaled_gradient_that_overflows_before_any_step_is_no_divergence(tmp_path: Path) -> None:
+    """What GradScaler does on its first steps: the scaled gradient overflows, the optimizer
+    step is skipped. The gradient as backward left it is recorded (null: not finite) but,
+    unlike a weight or a loss that is not finite, does not mark the run diverged."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    with initlab.watch(model, tmp_path / "scaled", every=1) as watch:
+        for step in range(1, 4):
+            loss = F.cross_entropy(model(x), y)
+            (loss * (float("inf") if step == 1 else 1.0)).backward()
+            if step > 1:  # step 1's gradient is not finite: skipped, as GradScaler would
+                opt.step()
+            opt.zero_grad()
+            watch.step(loss.item())
+    got = records(watch)
+    assert got[0]["grad_norm"][0] is None and got[1]["grad_norm"][0] is not None
+    summary = json.loads((tmp_path / "scaled" / SUMMARY_FILE).read_text())
+    assert summary["status"] == "completed" and summary["diverged_step"] is None

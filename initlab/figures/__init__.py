@@ -8,42 +8,24 @@ The package, importing downwards only:
 - ``inference``: everything measured by loading a model from a run's checkpoint;
 - one module per figure, holding its recipe, its plot and its claims; ``configs/`` holds the
   figures' YAML recipes;
-- here: ``FIGURES``, the one figure list, and ``build_figures``, the pipeline (train what is
-  missing, measure, draw, check, report).
+- here: ``FIGURES``, the figures found (``discover``), and ``build_figures``, the pipeline
+  (train what is missing, measure, draw, check, report).
 
-Adding a figure is a module beside the others, one line in ``FIGURES`` and its expected claim
-rows in tests/test_figures.py. The report opens with each figure's summary, then the claims
-(each saying whose claim it is), then every run the figures read.
+Adding a figure is a module beside the others (``FIGURES`` finds every module that defines
+``FIGURE``, in the figures' ``order``) and its recipe in ``configs/``. The report opens with
+each figure's summary, then the claims (each saying whose claim it is), then every run the
+figures read.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from initlab.errors import UsageError
-from initlab.figures import (
-    batchnorm_eval,
-    batchnorm_norms,
-    dropout,
-    feature_drift,
-    init_norms,
-    layernorm_norms,
-    norm_spread,
-    normalized_gradients,
-    normalized_training,
-    regularization,
-    small_batch,
-    sync_bn,
-    trainability,
-    trained_norms,
-    trained_variance,
-    weight_decay_bn,
-    weight_standardization,
-    weights_move_little,
-    zero_init,
-)
 from initlab.figures.cache import DEFAULT_CACHE, ensure_runs
 from initlab.figures.core import (
     QUICK_EPOCHS,
@@ -65,29 +47,22 @@ REPORT_FILE = "REPORT.md"
 
 Log = Callable[[str], None]
 
-# In the order a student reads them: initialization, normalization, regularization, their
-# interaction, then batch norm's dependence on the batch.
-FIGURES: dict[str, Figure] = {f.name: f for f in (
-    init_norms.FIGURE,
-    trainability.FIGURE,
-    zero_init.FIGURE,
-    trained_variance.FIGURE,
-    weights_move_little.FIGURE,
-    layernorm_norms.FIGURE,
-    batchnorm_norms.FIGURE,
-    norm_spread.FIGURE,
-    normalized_gradients.FIGURE,
-    normalized_training.FIGURE,
-    feature_drift.FIGURE,
-    trained_norms.FIGURE,
-    regularization.FIGURE,
-    dropout.FIGURE,
-    weight_decay_bn.FIGURE,
-    batchnorm_eval.FIGURE,
-    small_batch.FIGURE,
-    sync_bn.FIGURE,
-    weight_standardization.FIGURE,
-)}
+def discover() -> dict[str, Figure]:
+    """Every module of this package that defines ``FIGURE``, by name, sorted by the figures'
+    ``order`` (then name): a new figure module is found without an edit here."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        figure = getattr(importlib.import_module(f"{__name__}.{info.name}"), "FIGURE", None)
+        if isinstance(figure, Figure):
+            found.append(figure)
+    found.sort(key=lambda f: (f.order, f.name))
+    names = [f.name for f in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two figure modules share a name: {names}")
+    return {f.name: f for f in found}
+
+
+FIGURES: dict[str, Figure] = discover()
 
 
 @dataclass

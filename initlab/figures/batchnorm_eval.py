@@ -97,4 +97,9 @@ FIGURE = Figure(
     "with the batch's own mean and variance, so the image's logits move with its company "
     "(left); in evaluation mode the running averages gathered during training replace them "
     "and the logits are identical in every batch (right).",
-    (STEM,), plot, claims, measure)
+    (STEM,), plot, claims, measure,
+    headline=(
+        "In training mode a batch-normalized net's output for an image depends on its batch; "
+        "in evaluation mode (running averages) it does not (lecture)."),
+    order=160,
+)

@@ -30,4 +30,8 @@ FIGURE = Figure(
     "rescaled to mean 0 and variance 1 over the batch (here the fixed probe batch of 512 "
     "training images), so again the activation norms do not depend on c. The gradients grow "
     "towards the input as with layer norm (see normalized-gradients).",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "So does batch norm (lecture)."),
+    order=70,
+)

@@ -27,6 +27,7 @@ from initlab.plot import layer_values, use_headless_backend
 from initlab.report import Claim, Source
 from initlab.runs import FINISHED, Run, atomic_write_text, load_run
 from initlab.stats import LAYER_STATS
+from initlab.wording import how_it_ended
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -127,6 +128,13 @@ class Figure:
     claims: Callable[[FigureInput], list[Claim]]
     measure: Callable[[FigureInput, str | None], None] | None = None  # (input, data root)
     recipe: Callable[[str, Mode], RunSet] = config_runs  # a stem's runs in a mode
+    # The README's figure table: whose statement the figure tests, in a sentence or two (the
+    # table's numbers come from the report's claims, never from here).
+    headline: str = ""
+    # Where it comes in ``FIGURES``, the report and the README: in the order a student reads
+    # them -- initialization (10-50), normalization (60-120), regularization (130-150),
+    # batch norm's dependence on the batch (160-); ties by name.
+    order: int = 1000
 
 
 # --- Reading runs -------------------------------------------------------------------------------
@@ -197,7 +205,7 @@ def mean(values: Sequence[float]) -> float:
 def status_mark(run: Run) -> str:
     status = run.summary.get("status")
     if status == "diverged":
-        return f" — diverged at step {run.summary.get('diverged_step')}"
+        return f" — {how_it_ended(run.summary)}"
     return "" if status in FINISHED else f" — {status or 'unfinished'}"
 
 
@@ -212,7 +220,7 @@ def epochs_note(run: Run) -> str:
     if s.get("reached_target_epoch") is not None:
         return f"{TARGET:.0%} at epoch {s['reached_target_epoch']}"
     if s.get("status") == "diverged":
-        return f"diverged at step {s.get('diverged_step')}"
+        return how_it_ended(s)
     return f"not reached in {s.get('epochs')} epochs ({run.final_test_error:.1%})"
 
 
@@ -280,11 +288,12 @@ def new_figure(inp: FigureInput, title: str, ncols: int, nrows: int = 1,
 
     fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.5),
                              squeeze=False, layout="constrained", **kw)
-    fig.suptitle(title_lines(inp.banner, title), color="darkred" if inp.banner else "black")
+    fig.suptitle(nonempty_lines(inp.banner, title), color="darkred" if inp.banner else "black")
     return fig, axes
 
 
-def title_lines(*lines: str) -> str:
+def nonempty_lines(*lines: str) -> str:
+    """The given lines joined, empty ones (no banner) left out: a figure's title."""
     return "\n".join(line for line in lines if line)
 
 
@@ -306,7 +315,7 @@ def show_decades(ax: Axes, decades: float = 2.0) -> None:
         ax.set_ylim(centre / 10 ** (decades / 2), centre * 10 ** (decades / 2))
 
 
-def plain_log_ticks(ax: Axes) -> None:
+def log_axis_plain_labels(ax: Axes) -> None:
     """Log-scaled y with plain tick labels (5, 10, 20, not 5×10^0): for error rates in %."""
     import matplotlib as mpl
 

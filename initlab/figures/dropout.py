@@ -15,10 +15,10 @@ from initlab.figures.core import (
     Figure,
     FigureInput,
     cfg_value,
+    log_axis_plain_labels,
     mean,
     measure_path,
     new_figure,
-    plain_log_ticks,
     read_measure,
     save_measure,
     unmeasured,
@@ -121,7 +121,7 @@ def plot(inp: FigureInput) -> MplFigure:
                                                                    strict=True)], axis=0)
         ax.plot(epoch, 100 * test, color=color, label=f"{label}: test")
         ax.plot(epoch[1:], 100 * train[1:], ":", color=color)
-    plain_log_ticks(ax)
+    log_axis_plain_labels(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%), seed mean")
     ax.set_title("solid: test error; dotted: training batches (dropout on)", fontsize=9)
@@ -215,4 +215,9 @@ FIGURE = Figure(
     "multiplies the activations' second moment by 1/(1−p) and the excess is noise; compounded "
     "over 49 layers of p = 0.1 the noise power is ~170 times the signal's (dashed), which is "
     "what the measured signal-to-noise ratio of each layer's input shows.",
-    (STEM, DEEP_STEM), plot, claims, measure)
+    (STEM, DEEP_STEM), plot, claims, measure,
+    headline=(
+        "Dropout (with batch norm) is the effective regularizer for an over-parameterized net "
+        "that overfits (lecture's conclusion)."),
+    order=140,
+)

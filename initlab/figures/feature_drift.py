@@ -116,4 +116,9 @@ FIGURE = Figure(
     "where the unit's input is the normalized value; bottom row: after the ReLU, the "
     "lecture's placement, where only the layer's input is normalized. The drift number is how "
     "far the median moves, on the same 512 probe images, in units of its initial spread.",
-    (STEM,), plot, claims, recipe=recipe)
+    (STEM,), plot, claims, recipe=recipe,
+    headline=(
+        "Batch norm keeps a unit's input distribution stable over training (Ioffe & Szegedy "
+        "2015, figure 1; the lecture's slide on the feature distribution)."),
+    order=110,
+)

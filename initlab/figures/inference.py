@@ -13,11 +13,9 @@ from torch import Tensor
 
 from initlab.checkpoint import State, read_checkpoint
 from initlab.config import RunConfig, config_from_dict
-from initlab.data import MNISTTensors, load_mnist
+from initlab.data import EVAL_CHUNK, MNISTTensors, load_mnist
 from initlab.model import ActivityRecorder, StackedMLP
 from initlab.runs import CHECKPOINT_FILE, CONFIG_FILE, Run
-
-EVAL_CHUNK = 2000  # images per forward pass in evaluation
 
 
 def load_model(run: Run) -> tuple[StackedMLP, RunConfig, State]:

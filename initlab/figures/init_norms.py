@@ -163,4 +163,11 @@ FIGURE = Figure(
     "s.d.; Hanin & Rolnick 2018). For c = 1 the mean field puts ‖Z_50‖/‖Z_1‖ at 1.5e-8 "
     "(with the first layer's 784 → 100), the finite-width centre at 8e-9: the thin curves, "
     "five more draws of the weights, show the spread.",
-    (STEM, SEEDS_STEM), plot, claims)
+    (STEM, SEEDS_STEM), plot, claims,
+    headline=(
+        "With W_i ~ N(0, c/n) and no normalization, activations vanish for c = 1, stay level "
+        "for c = 2 and explode for c = 3, while gradients stay level within each c (lecture). "
+        "Theory: mean field E‖Z_{l+1}‖² = (c/2)‖Z_l‖², and at finite width log‖Z_l‖ spreads "
+        "(Hanin & Rolnick 2018)."),
+    order=10,
+)

@@ -31,4 +31,8 @@ FIGURE = Figure(
     "variance 1 at every layer, so the activation norms no longer depend on c: the three "
     "curves coincide. The gradients tell another story: they grow by orders of magnitude "
     "from the output towards the input, whatever c — normalized-gradients says why.",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "Layer norm fixes the activation norms at every layer, whatever c (lecture)."),
+    order=60,
+)

@@ -114,4 +114,9 @@ FIGURE = Figure(
     "batch instead, and like the plain network keeps that relative scale. This is the "
     "lecture's explanation of why layer norm makes fully connected nets hard to train.",
     ("init-norms", "layernorm-norms", "batchnorm-norms", "trained-variance",
-     "trained-layernorm", "trained-batchnorm"), plot, claims)
+     "trained-layernorm", "trained-batchnorm"), plot, claims,
+    headline=(
+        "Layer norm gives every example the same activation norm, erasing their relative "
+        "scale; batch norm keeps it (lecture)."),
+    order=80,
+)

@@ -134,4 +134,9 @@ FIGURE = Figure(
     "sqrt(π/(π−1)) ≈ 1.21 — about 1e4 over 49 layers. The panels compare batch and layer norm, "
     "after the ReLU (the lecture's placement) and before it, at depths 10, 20 and 50, against "
     "that rate. With layer norm before the ReLU the mean field predicts no growth at all.",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "Normalized deep MLPs' gradients explode at init by sqrt(π/(π−1)) ≈ 1.21 per layer "
+        "(Yang et al. 2019)."),
+    order=90,
+)

@@ -18,8 +18,8 @@ from initlab.figures.core import (
     Mode,
     RunSet,
     cfg_value,
+    log_axis_plain_labels,
     new_figure,
-    plain_log_ticks,
     status_mark,
 )
 from initlab.report import Claim, hypothesis, lecture
@@ -116,7 +116,7 @@ def plot(inp: FigureInput) -> MplFigure:
             ax.plot(lrs, values, style, marker="o", color=color, markersize=4,
                     label=f"{name}: best {shown} at {lr_text(at)}{edge(at, runs)}{lost_text}")
         ax.set_xscale("log")
-        plain_log_ticks(ax)
+        log_axis_plain_labels(ax)
         ax.set_xlabel("Adam learning rate")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
@@ -180,4 +180,9 @@ FIGURE = Figure(
     "gradients growing ~1e4× towards the input, which moving layer norm before the ReLU "
     "removes and moving batch norm does not. The claims compare each normalization at its own "
     "best learning rate.",
-    (STEM,), plot, claims, recipe=recipe)
+    (STEM,), plot, claims, recipe=recipe,
+    headline=(
+        "\"With standard fully connected networks it is often hard to train to low loss when "
+        "you add layer norm\"; batch norm keeps what layer norm erases (lecture)."),
+    order=100,
+)

@@ -118,4 +118,8 @@ FIGURE = Figure(
     "50-layer net is not in the regime the lecture's dropout claim is about (an "
     "over-parameterized net that overfits), and 49 dropout layers are expected to drown the "
     "signal rather than regularize — the dropout figure shows both.",
-    (STEM,), plot, claims, measure)
+    (STEM,), plot, claims, measure,
+    headline=(
+        "Weight decay 1e-4 barely matters (lecture: \"I often skip it\")."),
+    order=130,
+)

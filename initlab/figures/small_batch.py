@@ -22,8 +22,8 @@ from initlab.figures.core import (
     Mode,
     RunSet,
     mean,
+    nonempty_lines,
     setup_text,
-    title_lines,
 )
 from initlab.report import Claim, paper
 from initlab.runs import Run
@@ -114,7 +114,7 @@ def plot(inp: FigureInput) -> MplFigure:
     ax.set_xlabel("per-worker batch size b (one worker)")
     ax.set_ylabel("test error (%)")
     seeds = max(len(v) for errors in table.values() for v in errors.values())
-    ax.set_title(title_lines(inp.banner, f"Test error vs batch size, mean of {seeds} seeds "
+    ax.set_title(nonempty_lines(inp.banner, f"Test error vs batch size, mean of {seeds} seeds "
                              f"(dots: each seed)", setup_text(reference)), fontsize=8)
     t, d = reference.config["train"], reference.config["data"]
     fig.text(0.01, 0.01, f"Every b sees the same {t['epochs']} × {d['train_subset']} examples, "
@@ -151,4 +151,9 @@ FIGURE = Figure(
     "variance from the b examples of the batch: at b = 2 those estimates are mostly noise, "
     "and Wu & He found its error climbing steeply; group and layer norm normalize within "
     "each example and do not depend on b.",
-    (STEM,), plot, claims, recipe=recipe)
+    (STEM,), plot, claims, recipe=recipe,
+    headline=(
+        "Batch norm degrades when each worker sees few examples; group and layer norm do not "
+        "(Wu & He, 2018)."),
+    order=170,
+)

@@ -21,8 +21,8 @@ from initlab.figures.core import (
     Mode,
     RunSet,
     mean,
+    nonempty_lines,
     setup_text,
-    title_lines,
 )
 from initlab.report import Claim, hypothesis, paper
 from initlab.runs import Run
@@ -106,7 +106,7 @@ def plot(inp: FigureInput) -> MplFigure:
     for ax in (err_ax, time_ax):
         ax.set_xticks(x, labels)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(title_lines(inp.banner, setup_text(runs[0], per_worker=per_worker)),
+    fig.suptitle(nonempty_lines(inp.banner, setup_text(runs[0], per_worker=per_worker)),
                  fontsize=8)
     fig.tight_layout()
     return fig
@@ -136,4 +136,8 @@ FIGURE = Figure(
     "synchronized batch norm all-reduces the batch statistics over the 16, which should "
     "restore it at the price of communication in every step (right: time per epoch); group "
     "norm needs no batch statistics, so neither problem should arise.",
-    (STEM,), plot, claims, recipe=recipe)
+    (STEM,), plot, claims, recipe=recipe,
+    headline=(
+        "Synchronizing batch statistics across workers fixes BN, at a communication cost."),
+    order=180,
+)

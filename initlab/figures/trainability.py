@@ -148,4 +148,9 @@ FIGURE = Figure(
     "tolerates almost any c while a 50-layer one trains only in a narrow band around c = 2, "
     "the band narrowing like 1/L — the reason the lecture's deep network needs the right "
     "initial scale.",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "Far from c = 2 the deep net does not train, and the band of trainable c narrows with "
+        "depth (lecture; mean field: (c/2)^((L−1)/2))."),
+    order=20,
+)

@@ -99,4 +99,8 @@ FIGURE = Figure(
     "little. The "
     "normalized nets' curves agree across c, as at init; they train far more slowly than the "
     "plain net (normalized-training and normalized-gradients say why).",
-    tuple(stem for _, stem in NORM_STEMS), plot, claims)
+    tuple(stem for _, stem in NORM_STEMS), plot, claims,
+    headline=(
+        "Which effects of the initial scale persist after training? (initlab's hypotheses)"),
+    order=120,
+)

@@ -15,8 +15,8 @@ from initlab.figures.core import (
     Figure,
     FigureInput,
     cfg_value,
+    log_axis_plain_labels,
     new_figure,
-    plain_log_ticks,
     status_mark,
 )
 from initlab.report import Claim, paper
@@ -110,7 +110,7 @@ def plot(inp: FigureInput) -> MplFigure:
                           f"(thin: every 20 steps; thick: mean of {SMOOTH})")
     axes[0][1].set_yscale("log")
     axes[0][2].set_ylabel("test error (%)")
-    plain_log_ticks(axes[0][2])
+    log_axis_plain_labels(axes[0][2])
     axes[0][2].set_xlabel("epoch")
     for ax in axes[0][:2]:
         ax.set_xlabel("step")
@@ -160,4 +160,9 @@ FIGURE = Figure(
     "2017): under batch norm, weight decay acts as a larger learning rate, not as a capacity "
     "limit. A 10-layer net with batch norm before the ReLU (where the invariance is exact) "
     "trained with SGD at three weight decays; right: test error.",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "With batch norm, weight decay no longer limits capacity but raises the effective "
+        "step (the closing slide; van Laarhoven 2017)."),
+    order=150,
+)

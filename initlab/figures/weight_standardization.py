@@ -130,4 +130,9 @@ FIGURE = Figure(
     "all four nets from the same weights' draw on the same batches, so the claims compare them "
     "seed by seed: a claim PASSes only when the 95% interval of the mean difference is wholly "
     "on its side of 0, FAILs when it is wholly on the other, and is INCONCLUSIVE otherwise.",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "Group norm is slightly worse than batch norm at a large batch, and standardizing the "
+        "weights (Qiao et al. 2019) closes the gap (Wu & He 2018; the Group Norm talk)."),
+    order=175,
+)

@@ -73,4 +73,8 @@ FIGURE = Figure(
     "lecture's point is that this stays small: training ends near the initialization, so "
     "whatever the initial scale did to the activations and gradients stays with the trained "
     "network — which is why the initialization matters so much.",
-    (STEM,), plot, claims)
+    (STEM,), plot, claims,
+    headline=(
+        "Weights move little from their initialization (lecture)."),
+    order=50,
+)

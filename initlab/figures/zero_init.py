@@ -116,4 +116,8 @@ FIGURE = Figure(
     "output, is exactly 0 at every step (middle): only the output layer's bias can learn, and "
     "it learns the class frequencies (right). The loss stays near log 10 (left), the loss of "
     "a uniform guess: symmetry is never broken.",
-    (STEM,), plot, claims, measure)
+    (STEM,), plot, claims, measure,
+    headline=(
+        "W = 0: every weight gradient is zero, only the output bias learns (lecture)."),
+    order=30,
+)
