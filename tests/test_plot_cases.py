@@ -106,7 +106,7 @@ def test_tanh_runs_show_saturation_not_dead_units(out: Path) -> None:
 
 def test_saturated_fractions_counts_outputs_beyond_the_level() -> None:
     outputs = torch.tensor([[0.0, 0.995, -0.999, 0.5], [1.0, -1.0, 0.98, 0.0]])  # [B=2, n=4]
-    groups = stats.input_groups([outputs.unsqueeze(0)])  # one layer, one member
+    groups = [outputs[None, None]]  # [G, K, B, n]: one layer, one member
     assert stats.saturated_fractions(groups).tolist() == [[0.5]]
 
 
