@@ -25,6 +25,9 @@ a small transformer (embedding, two attention + MLP blocks with layer norm, on r
 turns, one block of ``watch_block`` steps each per round (a sparse capture then falls once in
 each block), so other work on the machine slows them alike.
 
+The ``threads`` section (only when asked for: ``--only threads``) times whole ``initlab run``
+commands with 1 and 2 threads, idle and beside a busy process (``initlab.bench_threads``).
+
 Each contender is timed over a fixed number of steps after a warm-up, in short blocks; the
 fastest block's time per step is extrapolated to an epoch (60000 // 128 = 468 steps). Other work
 on a shared machine only ever slows a block down, so the minimum is the robust estimate. The
@@ -53,6 +56,7 @@ from rich.table import Table
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from initlab.bench_threads import ThreadsRow, threads_result, time_threads
 from initlab.config import RunConfig
 from initlab.data import (
     MNIST_MEAN,
@@ -84,7 +88,8 @@ MAX_STATS_OVERHEAD = 1.10
 GPU_MAX_WATCH_COST = 1.10  # statistics every step
 CPU_MAX_WATCH_COST = 1.25
 MAX_SPARSE_WATCH_COST = 1.02  # statistics every 100th step
-SECTIONS = ("mlp", "watch")
+SECTIONS = ("mlp", "watch", "threads")
+DEFAULT_SECTIONS = ("mlp", "watch")  # threads: whole commands, idle and busy; asked for by name
 WATCH_MODELS = ("cnn", "attn")
 WATCH_VARIANTS = ("", "_watch", "_watch_sparse", "_hooks")
 
@@ -98,7 +103,9 @@ class BenchSettings:
     sweeps: tuple[int, ...] = (9, 81)
     data_root: str | None = None
     steps_per_epoch: int = updates_per_epoch(TRAIN_IMAGES, BATCH)
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
+    threads_steps: int = 1500  # updates per `initlab run` of the threads section
+    threads_rounds: int = 2
     watch_block: int = 100  # steps per timed block of the watch section; its sparse `every`
     watch_rounds: int = 5  # blocks per contender, taken in turns
 
@@ -707,6 +714,13 @@ def run_bench(settings: BenchSettings, out: Path | None = None,
         "rows": [asdict(r) for r in rows],
         "goals": goals(rows, settings.device),
     }
+    if "threads" in settings.sections:
+        threads = time_threads(settings.threads_steps, settings.threads_rounds,
+                               settings.data_root,
+                               lambda m: console.print(m, style="dim", highlight=False))
+        result["threads"] = threads_result(threads, settings.threads_steps,
+                                           settings.threads_rounds)
+        console.print(threads_table(threads, info))
     mlp_rows = [r for r in rows if "model" not in r.extra]
     watch_rows = [r for r in rows if "model" in r.extra]
     if mlp_rows:
@@ -737,6 +751,17 @@ def bench_table(rows: list[BenchRow], info: dict[str, Any], settings: BenchSetti
                          no_wrap=True)
     for r in rows:
         table.add_row(*table_cells(r))
+    return table
+
+
+def threads_table(rows: list[ThreadsRow], info: dict[str, Any]) -> Table:
+    table = Table(title=f"initlab run's threads: {info['device_name']}, {info['cores']} cores",
+                  caption="s: the whole command, fastest round. vs best: against the fastest "
+                          "case in the same situation.", box=box.SIMPLE_HEAD)
+    for header in ("threads", "situation", "wait", "s", "vs best"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(str(r.threads), r.situation, r.wait, f"{r.seconds:.1f}", ratio(r.vs_best))
     return table
 
 
@@ -799,7 +824,7 @@ def settings_for(device: str, steps: int | None = None, warmup: int | None = Non
                  watch_block: int | None = None, watch_rounds: int | None = None,
                  ) -> BenchSettings:
     """Settings from CLI values (None keeps the default). ``only``: the sections to time
-    (mlp, watch)."""
+    (mlp, watch, threads)."""
     settings = BenchSettings(device=resolve_device(device), data_root=data_root)
     if only:
         unknown = [s for s in only if s not in SECTIONS]

@@ -83,9 +83,11 @@ def say(message: str) -> None:
 
 
 def default_threads() -> int | None:
-    """`initlab run`'s CPU threads without --threads: the one place to change it. None leaves
-    torch's choice ($OMP_NUM_THREADS, else one per core)."""
-    return None
+    """`initlab run`'s CPU threads without --threads: the one place to change it. One thread,
+    unless $OMP_NUM_THREADS says otherwise (None: torch's choice, which reads it). Measured
+    (`initlab bench --only threads`, docs/benchmarks.md): on an idle 2-core machine a second
+    thread saves a little; beside one other busy process it costs many times that."""
+    return None if os.environ.get("OMP_NUM_THREADS") else 1
 
 
 class RunCommand(TyperCommand):
@@ -157,9 +159,9 @@ def run(
                                        "splits its members, a config its batches), batches or "
                                        "members.")] = "auto",
     threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="CPU threads for torch (default: torch's choice, or "
-        "$OMP_NUM_THREADS). On a shared machine 1 can be much faster; the last digits of a "
-        "CPU run depend on it.")] = None,
+        "--threads", min=1, help="CPU threads for torch (default: 1, or $OMP_NUM_THREADS; "
+        "1 is never much slower on an idle machine and far faster on a busy one). The last "
+        "digits of a CPU run depend on it.")] = None,
     tensorboard: Annotated[bool, typer.Option(
         "--tensorboard", help="Also write TensorBoard event files into each run directory as "
         "it trains (tensorboard --logdir runs); needs pip install 'initlab[tensorboard]'.")]
@@ -586,7 +588,8 @@ def bench(
         "--sweep", min=2, help="Sweep size K to time (repeatable; default 9 and 81).")] = None,
     only: Annotated[list[str] | None, typer.Option(
         "--only", help="Time only this section (repeatable): mlp (initlab's trainer against "
-        "plain PyTorch) or watch (initlab.watch on a CNN and a transformer).")] = None,
+        "plain PyTorch), watch (initlab.watch on a CNN and a transformer) or threads (whole "
+        "runs with 1 or 2 threads, idle and beside a busy process; only when asked for).")] = None,
     data_root: DataRoot = None,
 ) -> None:
     """Seconds per epoch per model: the plain PyTorch way against initlab (one config, sweeps),
