@@ -168,3 +168,23 @@ def test_plain_hooks_measure_what_watch_records(tmp_path: Path) -> None:
                     "weight_rel_change", "update_ratio", "dead_fraction"):
             got = [v for v in record[key] if v is not None]
             assert got == pytest.approx(plain_record[key], rel=1e-4, abs=1e-6), key
+
+
+def test_the_threads_section_times_whole_runs_idle_and_busy(
+        mnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two of its cases, one round of a few updates: each row is a whole command's time, and
+    'vs best' compares cases within one situation (idle with idle, busy with busy)."""
+    from initlab import bench_threads
+
+    monkeypatch.setattr(bench_threads, "CASES", ((1, "idle", "default"), (2, "idle", "passive"),
+                                                 (1, "busy", "default")))
+    lines: list[str] = []
+    rows = bench_threads.time_threads(3, 1, str(mnist_root), lines.append)
+    assert [(r.threads, r.situation, r.wait) for r in rows] == list(bench_threads.CASES)
+    assert all(r.seconds > 0 and r.rounds == [round(r.seconds, 2)] for r in rows)
+    idle = [r.vs_best for r in rows if r.situation == "idle"]
+    assert min(idle) == 1.0 and max(idle) >= 1.0
+    assert rows[2].vs_best == 1.0  # alone in its situation
+    assert len(lines) == 3 and "busy" in lines[2]
+    result = bench_threads.threads_result(rows, 3, 1)
+    assert len(result["rows"]) == 3 and "busy loop" in result["method"]
