@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from initlab.errors import UsageError
-from initlab.runs import CONFIG_FILE, FINISHED, Run, RunWriter, read_mapping
+from initlab.runs import FINISHED, Run, RunWriter, read_run_config
 from initlab.stats import LAYER_STATS
 
 FORMATS = ("csv", "tensorboard")
@@ -179,7 +179,7 @@ class TensorBoardRunWriter(RunWriter):
 
     def _layer_info(self) -> tuple[list[str], np.ndarray]:
         if self._layers is None:
-            config = read_mapping(self.path / CONFIG_FILE, "the run's resolved config")
+            config = read_run_config(self.path)
             shape = Run(self.path, config, {}, [])
             self._layers = (shape.layer_names, shape.fan_ins)
         return self._layers

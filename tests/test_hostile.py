@@ -14,16 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from conftest import examples
+from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from initlab import config
 from initlab.cli import app
 
-FUZZ = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = examples(60)  # the same 60 under `make test`, fresh ones under `make fuzz`
 KEYS = sorted(config._FIELDS) + ["sweep", "model", "train", "nope", "init.cc"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True, allow_infinity=True),
@@ -230,8 +229,7 @@ def damage(raw: bytes, data) -> bytes:
     return data.draw(st.binary(max_size=200))
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@examples(40)
 @given(data=st.data())
 def test_a_damaged_run_resumes_or_is_refused_and_kept(interrupted: Path, tmp_path_factory,
                                                       data) -> None:

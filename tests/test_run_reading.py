@@ -175,10 +175,10 @@ DAMAGE: dict[str, tuple[str, bytes | None, str]] = {
         'stats.jsonl: line 2: "act_norm" has 2 values; line 1 has 4'),
     "a string loss": ("stats.jsonl", stats_lines(
         RECORD, json.dumps({**record(5, "train"), "loss": "low"}), GOOD),
-        'stats.jsonl: line 2: "loss" must be a number or null, got low'),
+        'stats.jsonl: line 2: "loss" must be a finite number or null, got low'),
     "a string in a per-layer list": ("stats.jsonl", stats_lines(
         RECORD, json.dumps({**record(5, "train"), "grad_norm": [1, "x", 2, 3]}), GOOD),
-        'stats.jsonl: line 2: "grad_norm" must hold numbers or null, got x'),
+        'stats.jsonl: line 2: "grad_norm" must hold finite numbers or null, got x'),
     "not UTF-8": ("stats.jsonl", stats_lines(RECORD) + b'{"step": 1, "phase": "\xff"}\n'
                   + stats_lines(GOOD), "stats.jsonl: line 2: not UTF-8 text"),
     "stats.jsonl a directory": ("stats.jsonl", None,
@@ -196,7 +196,7 @@ DAMAGE: dict[str, tuple[str, bytes | None, str]] = {
                               "config.yaml: expected the run's resolved config (a mapping), "
                               "got a list"),
     "width: abc": ("config.yaml", b"model: {depth: 4, width: abc}\n",
-                   "config.yaml: model.width: expected a whole number >= 1, got abc"),
+                   "config.yaml: model.width: expected a whole number in 1..1,000,000, got abc"),
 }
 
 

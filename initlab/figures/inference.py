@@ -23,6 +23,7 @@ EVAL_CHUNK = 2000  # images per forward pass in evaluation
 def load_model(run: Run) -> tuple[StackedMLP, RunConfig, State]:
     """The trained model of a run directory as a K = 1 stack (weights and buffers, such as
     batch norm's running averages), its config and its checkpoint state."""
+    # run.config was read by the run format's reader: the YAML dialect `initlab run` writes.
     cfg = config_from_dict(run.config, str(run.path / CONFIG_FILE))
     state = read_checkpoint(run.path / CHECKPOINT_FILE)
     model = StackedMLP(cfg.model, 1)
