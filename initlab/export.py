@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,30 @@ def export_name(run: Run) -> Path:
     return Path(run.sweep, run.name) if run.sweep else Path(run.name)
 
 
-def export_runs(runs: Sequence[Run], to: str, out: Path) -> list[Path]:
-    """Write each run under ``out/<name>/`` in format ``to``; the files or folders written."""
+CSV_FILES = ("records.csv", "layers.csv")
+
+
+def check_targets(folders: Sequence[Path], to: str, force: bool) -> None:
+    """Before anything is written: each run's folder can be made, and files an earlier export
+    (or the user) left there are overwritten only with ``force``."""
+    for folder in folders:
+        for parent in (folder, *folder.parents):
+            if os.path.lexists(parent) and not parent.is_dir():
+                raise UsageError(f"cannot export into {folder}: {parent} is a file")
+            if parent.is_dir():
+                break
+        if force or not folder.is_dir():
+            continue
+        taken = ([folder / name for name in CSV_FILES if os.path.lexists(folder / name)]
+                 if to == "csv" else sorted(folder.glob(EVENTS_PREFIX + "*")))
+        if taken:
+            raise UsageError(f"{taken[0]} exists; add --force to overwrite it (and the "
+                             f"other files an export writes there), or choose another --out")
+
+
+def export_runs(runs: Sequence[Run], to: str, out: Path, force: bool = False) -> list[Path]:
+    """Write each run under ``out/<name>/`` in format ``to``; the files or folders written.
+    Files already there are overwritten only with ``force``."""
     if to not in FORMATS:
         raise UsageError(f"--to: expected one of {', '.join(FORMATS)}, got {to[:80]!r}")
     if to == "tensorboard":
@@ -58,10 +81,15 @@ def export_runs(runs: Sequence[Run], to: str, out: Path) -> list[Path]:
     twice = sorted({str(n) for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"two runs would be exported to the same place: {', '.join(twice)}")
+    check_targets([out / name for name in names], to, force)
     written = []
     for run, name in zip(runs, names, strict=True):
         target = out / name
-        written += write_csv(run, target) if to == "csv" else [write_tensorboard(run, target)]
+        try:
+            written += (write_csv(run, target) if to == "csv"
+                        else [write_tensorboard(run, target)])
+        except OSError as err:
+            raise UsageError(f"cannot write into {target}: {err.strerror or err}") from None
     return written
 
 
@@ -74,7 +102,7 @@ def write_csv(run: Run, folder: Path) -> list[Path]:
     cells where a value is undefined."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, per_layer in (("records.csv", False), ("layers.csv", True)):
+    for name, per_layer in zip(CSV_FILES, (False, True), strict=True):
         table = run.table(per_layer)
         path = folder / name
         with open(path, "w", newline="") as f:

@@ -15,6 +15,7 @@ Titles say which run, what differs from the defaults, how it was trained and how
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 
 from initlab.describe import run_labels, title_lines
 from initlab.errors import UsageError, bounded
-from initlab.runs import Run, check_output_parent
+from initlab.runs import Run, check_output_parent, is_run_dir
 from initlab.stats import LAYER_STATS
 
 if TYPE_CHECKING:
@@ -73,21 +74,30 @@ def check_metrics(metrics: Sequence[str] | None) -> list[str]:
     return metrics
 
 
-def output_paths(out: Path | None, default_dir: Path) -> tuple[Path, Path]:
+def output_paths(out: Path | None, default_dir: Path, force: bool = False
+                 ) -> tuple[Path, Path]:
     """Where ``layers.png`` and ``training.png`` go: into ``default_dir`` without ``--out``;
     into ``--out`` when it is a directory (or names none with a suffix); else ``--out`` and
-    the same name with ``-training``. Checked before any work."""
+    the same name with ``-training``. Checked before any work: a file the user did not name
+    (``NAME-training.png``, or the two figures in a folder that is not a run's) is never
+    overwritten without ``force``."""
     if out is None or out.is_dir() or not out.suffix:
         if out is not None and out.exists() and not out.is_dir():
             raise UsageError(f"--out {bounded(str(out))}: is a file without an image suffix; "
                              f"give a name ending in {', '.join(IMAGE_SUFFIXES)} or a directory")
         folder = default_dir if out is None else out
         paths = folder / "layers.png", folder / "training.png"
+        unnamed = [] if out is None or is_run_dir(folder) else list(paths)
     elif out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {bounded(str(out))}: expected a file name ending in "
                          f"{', '.join(IMAGE_SUFFIXES)}, or a directory")
     else:
         paths = out, out.with_name(f"{out.stem}-training{out.suffix}")
+        unnamed = [paths[1]]
+    taken = [p for p in unnamed if os.path.lexists(p)]
+    if taken and not force:
+        raise UsageError(f"{bounded(str(taken[0]), 200)} exists and was not named by --out; "
+                         f"add --force to overwrite it, or choose another --out")
     check_output_parent(paths[0].parent)
     return paths
 
@@ -109,6 +119,8 @@ def drawable(runs: Sequence[Run], log: Log) -> list[Run]:
 def _why_empty(run: Run) -> str:
     if run.status == "diverged":
         return f"diverged at step {run.summary.get('diverged_step')}"
+    if run.status == "stopped":
+        return "its process ended before the first record"
     return "not started yet" if run.status in ("unknown", "running") else run.status
 
 
@@ -210,6 +222,9 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
             ax.plot(x, values[end], "-", color=color, lw=1.6)
             drawn.append(values[end])
             solid = True
+    if not any(np.isfinite(d).any() for d in drawn):  # say so, never an empty panel
+        ax.text(0.5, 0.5, f"no finite {metric} recorded", ha="center", va="center",
+                transform=ax.transAxes)
     scale_axis(ax, metric, drawn)
     if any(run.kind == "watch" for run in runs):
         ax.set_xlabel("layer")
@@ -310,7 +325,10 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
             ax.set_title("test error (solid), training error, epoch means (dotted)",
                          fontsize=8)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(METRICS[metric], fontsize=9)
+    # A watched run's loss is whatever its user passed to watch.step, not initlab's own.
+    label = "loss" if metric == "loss" and any(r.kind == "watch" for r in runs) \
+        else METRICS[metric]
+    ax.set_ylabel(label, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
 
 

@@ -1054,9 +1054,20 @@ def load_run(path: str | Path, records: bool = True) -> Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A member's run directory: it has ``stats.jsonl`` (a link named so counts too, to be
-    refused when read, never followed)."""
-    return os.path.lexists(path / STATS_FILE) and not is_sweep_dir(path)
+    """A member's run directory: ``stats.jsonl`` beside its ``config.yaml`` or
+    ``summary.json`` (a stray ``stats.jsonl`` in a folder of runs does not make the folder a
+    run; a link named so counts, to be refused when read, never followed)."""
+    return os.path.lexists(path / STATS_FILE) and not is_sweep_dir(path) and (
+        os.path.lexists(path / CONFIG_FILE) or os.path.lexists(path / SUMMARY_FILE))
+
+
+def command_path(path: Path) -> str:
+    """``path`` as a shell command line names it: quoted, and never read as an option (a run
+    named ``-rf`` is ``./-rf``)."""
+    import shlex
+
+    text = str(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def not_a_run(path: Path) -> str:
@@ -1075,10 +1086,13 @@ def not_a_run(path: Path) -> str:
     if found:
         return (f"{path} is a directory of runs ({_listing([e.path.name for e in found])}): "
                 f"load one by its directory, e.g. {found[-1].path}, or every run under it "
-                f"with load_runs({str(path)!r}); `initlab ls {path}` lists them")
+                f"with load_runs({str(path)!r}); `initlab ls {command_path(path)}` lists them")
     if os.path.lexists(path / CONFIG_FILE):
         return (f"{path}: no {STATS_FILE} yet (a run set up but not started, or stopped "
                 f"before its first record)")
+    if os.path.lexists(path / STATS_FILE):
+        return (f"{path} is not a run directory: its {STATS_FILE} has no {CONFIG_FILE} or "
+                f"{SUMMARY_FILE} beside it (a stray file?)")
     return f"{path} is not a run directory (no {STATS_FILE})"
 
 
