@@ -14,7 +14,6 @@ could run code) is refused, never executed.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from initlab.runs import (
     STATS_FILE,
     atomic_write_bytes,
     read_checkpoint_bytes,
-    read_records_prefix,
+    records_prefix_problem,
     records_written,
     write_error,
 )
@@ -73,28 +72,7 @@ def save_group(run_dirs: Sequence[Path | None], states: Sequence[State],
 def records_problem(run_dir: Path, state: State) -> str | None:
     """Why ``stats.jsonl`` cannot be continued from this checkpoint: shorter than when it was
     taken (records lost), or damaged within that length. None when it can."""
-    path, need = run_dir / STATS_FILE, state["stats_bytes"]
-    if need == 0:
-        return None
-    try:
-        kept = read_records_prefix(run_dir, need)
-    except FileNotFoundError:
-        return f"{path}: missing, but the checkpoint was taken after {need} bytes of records"
-    except UsageError as err:
-        return str(err)
-    if len(kept) < need:
-        return (f"{path}: {len(kept)} bytes, but the checkpoint was taken when it had {need}: "
-                f"records were lost")
-    if not kept.endswith(b"\n"):
-        return f"{path}: damaged (the checkpoint's last record does not end its line)"
-    for n, line in enumerate(kept.splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            return f"{path}: line {n} is not a JSON record"
-        if not isinstance(record, dict) or "step" not in record:
-            return f"{path}: line {n} is not a record of initlab's"
-    return None
+    return records_prefix_problem(run_dir, state["stats_bytes"])
 
 
 def read_checkpoint(path: Path) -> State:

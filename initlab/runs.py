@@ -618,10 +618,33 @@ def records_written(run_dir: Path) -> int:
     return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
-def read_records_prefix(run_dir: Path, size: int) -> bytes:
-    """The first ``size`` bytes of ``stats.jsonl`` (fewer if it is shorter), read as any run
-    file is. FileNotFoundError when there is none."""
-    return read_run_bytes(run_dir / STATS_FILE)[:size]
+def records_prefix_problem(run_dir: Path, size: int) -> str | None:
+    """Why the first ``size`` bytes of ``stats.jsonl`` (what a checkpoint recorded) cannot be
+    continued from: missing, shorter (records lost), or damaged within them. None when they
+    can."""
+    path = run_dir / STATS_FILE
+    if size == 0:
+        return None
+    try:
+        kept = read_run_bytes(path)[:size]
+    except FileNotFoundError:
+        return f"{path}: missing, but the checkpoint was taken after {size} bytes of records"
+    except UsageError as err:
+        return str(err)
+    if len(kept) < size:
+        return (f"{path}: {len(kept)} bytes, but the checkpoint was taken when it had {size}: "
+                f"records were lost")
+    if not kept.endswith(b"\n"):
+        return f"{path}: damaged (the checkpoint's last record does not end its line)"
+    for n, line in enumerate(kept.splitlines(), start=1):
+        try:
+            _check_record(parse_json(line.decode("utf-8"), f"{path}: line {n}"),
+                          f"{path}: line {n}")
+        except UnicodeDecodeError:
+            return f"{path}: line {n}: not UTF-8 text"
+        except UsageError as err:
+            return str(err)
+    return None
 
 
 def read_mapping(path: Path, what: str | None = None, *, required: bool = True
