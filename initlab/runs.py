@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import stat
 import sys
@@ -524,6 +525,18 @@ def _nesting(value: object) -> int:
     return deepest
 
 
+_QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\n]|\'\')*\'|#[^\n]*')
+
+
+def _flow_nesting(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in YAML text outside quotes and comments (a cheap upper
+    view of its flow nesting; the parsed document is checked exactly afterwards)."""
+    codes = np.frombuffer(_QUOTED_OR_COMMENT.sub("", text).encode("utf-8"), dtype=np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(codes, (ord("]"), ord("}"))))
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (initlab writes null for an undefined number)")
 
@@ -663,6 +676,8 @@ def read_mapping(path: Path, what: str | None = None, *, required: bool = True
     if path.suffix == ".json":
         data = parse_json(text, str(path))
     else:
+        if _flow_nesting(text) > MAX_NESTING:  # before the parser spends seconds on it
+            raise UsageError(f"{path}: nested more than {MAX_NESTING} levels deep")
         try:
             data = load_yaml(text)
         except RecursionError:
