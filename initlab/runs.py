@@ -650,11 +650,13 @@ def records_prefix_problem(run_dir: Path, size: int) -> str | None:
     if not kept.endswith(b"\n"):
         return f"{path}: damaged (the checkpoint's last record does not end its line)"
     for n, line in enumerate(kept.splitlines(), start=1):
+        where = f"{path}: line {n}"
         try:
-            _check_record(parse_json(line.decode("utf-8"), f"{path}: line {n}"),
-                          f"{path}: line {n}")
-        except UnicodeDecodeError:
-            return f"{path}: line {n}: not UTF-8 text"
+            record = parse_json(line.decode("utf-8"), where)
+        except (UnicodeDecodeError, UsageError):
+            return f"{where} is not a JSON record"
+        try:
+            _check_record(record, where)
         except UsageError as err:
             return str(err)
     return None

@@ -561,3 +561,71 @@ def test_a_runs_config_is_read_in_the_yaml_it_was_written_in(tmp_path: Path) -> 
     run_dir = make_run(tmp_path / "r", config)
     assert initlab.load_run(run_dir).config["train"]["cuda_graph"] == "off"
     assert read_config(run_dir).train.cuda_graph == "off"
+
+
+WRITER_SCRIPT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_run_reading import make_run, record
+from initlab.runs import RunWriter
+make_run(Path(sys.argv[1]), status="running", records=[record(0, "init"), record(5, "train")],
+         steps=5, epochs=0, final_test_error=None)
+writer = RunWriter(Path(sys.argv[1]))  # as a trainer's: it holds the lock while it writes
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_run_whose_writer_was_killed_is_stopped_not_running(tmp_path: Path) -> None:
+    """After kill -9, `ls` said running forever and load_run showed the untrained 88% (the
+    init record's) as the test error."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "runs" / "killed"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(run_dir),
+                               str(Path(__file__).parent)],
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        assert initlab.load_run(run_dir).status == "running"  # its writer holds the lock
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    run = initlab.load_run(run_dir)
+    assert run.status == "stopped"
+    assert math.isnan(run.final_test_error)  # the init record's error is no final one
+    assert run.last_test_error == (pytest.approx(0.9), 0)
+    assert "stopped" in repr(run) and "records reach step 5" in repr(run)
+    assert ", test error" not in repr(run)  # only "last test error 90.00% at step 0"
+    assert "last test error 90.00% at step 0" in repr(run)
+    result = runner.invoke(app, ["ls", str(tmp_path / "runs")])
+    assert "stopped at step 5 (its process ended)" in result.output, result.output
+    assert "running" not in result.output
+    assert "stopped (process ended) at step 5" in "\n".join(title_lines([run]))
+
+
+def test_a_lazy_layer_before_its_first_forward_is_one_clear_error(tmp_path: Path) -> None:
+    """initlab.watch on nn.LazyLinear before its first forward was a torch RuntimeError."""
+    from torch import nn
+
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(UsageError, match=r"'0' \(LazyLinear\) has no weights before the "
+                                         r"model's first forward pass"):
+        initlab.watch(model, tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_re_entering_a_closed_watch_is_an_error(tmp_path: Path) -> None:
+    """It recorded nothing, silently."""
+    from torch import nn
+
+    with initlab.watch(nn.Linear(3, 2), tmp_path / "w") as watch:
+        watch.step(1.0)
+    with pytest.raises(UsageError, match="is closed; start a new one"), watch:
+        watch.step(1.0)
+    assert initlab.load_run(watch.path).status == "completed"
