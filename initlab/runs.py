@@ -821,7 +821,7 @@ def _check_layers_match(run: Run, source: Path) -> None:
     if not widest <= depth <= widest + 1:
         key = "watch.layers" if run.kind == "watch" else "model.depth"
         raise UsageError(f"{source}: {key} says {depth:,} layers, but the records in "
-                         f"{STATS_FILE} hold {widest} per layer statistic; the config does "
+                         f"{STATS_FILE} have {widest} per layer; the config does "
                          f"not belong to these records")
 
 
