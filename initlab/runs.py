@@ -292,7 +292,7 @@ def acquire_lock(run_dir: Path) -> tuple[int, int] | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise RunLocked(f"{run_dir} is being written by another initlab process; wait for it "
+        raise RunLocked(f"{run_dir} is being trained by another initlab process; wait for it "
                         f"or stop it first") from None
     _HELD[key] = [fd, 1]
     return key
@@ -383,6 +383,8 @@ class RunWriter:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_summary(self.path, summary)
+        if summary.get("status") != "running":  # final (or interrupted): nothing more to hold
+            self.close()
 
     def start_time(self, now: float) -> float:
         """When this member began training: the ``started_at`` its summary.json already
@@ -541,14 +543,17 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (initlab writes null for an undefined number)")
 
 
-def parse_json(text: str, where: str) -> Any:
-    """One JSON document of a run file: standard JSON only (no NaN or Infinity), nested at
-    most ``MAX_NESTING`` deep; else one UsageError starting with ``where``."""
+def parse_json(text: str, where: str, record: bool = False) -> Any:
+    """One JSON document of a run file (``record``: one line of stats.jsonl): standard JSON
+    only (no NaN or Infinity), nested at most ``MAX_NESTING`` deep; else one UsageError
+    starting with ``where``."""
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         raise UsageError(f"{where}: nested more than {MAX_NESTING} levels deep") from None
     except json.JSONDecodeError as err:
+        if record:  # one line of stats.jsonl: ``where`` names the line already
+            raise UsageError(f"{where} is not valid JSON") from None
         raise UsageError(f"{where}: not valid JSON at line {err.lineno}") from None
     except ValueError as err:
         raise UsageError(f"{where}: {err}") from None
@@ -603,7 +608,7 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
             raise UsageError(f"{where}: is {len(line):,} characters; a record is at most "
                              f"{MAX_RECORD_BYTES:,}")
         try:
-            record = parse_json(line, where)
+            record = parse_json(line, where, record=True)
         except UsageError:
             if n == len(lines) - 1:
                 warnings.warn(f"{path}: skipped a torn last line (run interrupted mid-write)",
@@ -907,7 +912,7 @@ class Run:
     @property
     def sweep(self) -> str | None:
         """The sweep this run is a member of (its directory's name), else None."""
-        return self.path.parent.name if (self.path.parent / SWEEP_FILE).is_file() else None
+        return self.path.parent.name if is_sweep_dir(self.path.parent) else None
 
     @property
     def display_name(self) -> str:
