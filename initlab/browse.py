@@ -35,6 +35,8 @@ def status_text(run: Run) -> str:
         return f"diverged at step {run.summary.get('diverged_step')}"
     if run.status == "stopped":  # its writer died (kill -9): it is not running
         return f"stopped at step {run.reached} (its process ended)"
+    if run.status == "running":  # a process holds its lock: it is being written now
+        return f"running (step {run.reached} so far)"
     return run.status
 
 

@@ -457,7 +457,10 @@ def _half_gap(run: Run, x: np.ndarray, at: int) -> float:
     lone capture gets half of ``log.every`` (in the axis' unit)."""
     if len(x) >= 2:
         return float((x[1] - x[0]) / 2 if at == 0 else (x[-1] - x[-2]) / 2)
-    every = (run.config.get("log") or {}).get("every") or 1
+    every = (run.config.get("log") or {}).get("every")
+    if isinstance(every, bool) or not isinstance(every, (int, float)) \
+            or not 0 < every < math.inf:
+        every = 1  # a hand-edited config: one step wide
     return 0.5 * float(every) / (run.steps_per_epoch or 1)
 
 

@@ -994,7 +994,7 @@ class Run:
         try:
             images = min(int(data.get("train_subset") or TRAIN_IMAGES), TRAIN_IMAGES)
             return max(images // int(train.get("batch_size") or 128), 1)
-        except (TypeError, ValueError):  # a hand-edited config: curves fall back to steps
+        except (TypeError, ValueError, OverflowError):  # hand-edited: curves use steps
             return None
 
     def plotted(self, key: str) -> np.ndarray:

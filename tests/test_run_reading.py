@@ -593,6 +593,8 @@ def test_a_run_whose_writer_was_killed_is_stopped_not_running(tmp_path: Path) ->
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
         assert initlab.load_run(run_dir).status == "running"  # its writer holds the lock
+        listed = runner.invoke(app, ["ls", str(tmp_path / "runs")]).output
+        assert "running (step 5 so far)" in listed, listed
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait()
