@@ -481,6 +481,7 @@ def test_compare_never_overwrites_a_compare_png_it_was_not_named(
     result = runner.invoke(app, ["compare", str(a), str(b), "--force"])
     assert result.exit_code == 0, result.output
     assert (here / "compare.png").read_bytes() != b"an earlier comparison"
+    assert "--force" in runner.invoke(app, ["compare", "--help"]).output
 
 
 def test_export_never_overwrites_without_force(tmp_path: Path) -> None:
@@ -496,6 +497,7 @@ def test_export_never_overwrites_without_force(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(run_dir), "--out", str(out), "--force"])
     assert result.exit_code == 0, result.output
     assert (out / "r" / "records.csv").read_text().startswith("step,")
+    assert "--force" in runner.invoke(app, ["export", "--help"]).output
     blocked = tmp_path / "blocked"
     blocked.mkdir()
     (blocked / "r").write_text("a file where the run's folder would go")
