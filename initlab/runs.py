@@ -20,7 +20,7 @@ file itself.
 
 A reader trusts nothing in a run directory (it is data a classmate sent): it opens regular files
 only (``O_NOFOLLOW | O_NONBLOCK``, then ``fstat``: never a link, a FIFO or a device), reads at
-most ``MAX_FILE_BYTES[name]`` of each and ``MAX_RECORD_BYTES`` per record, refuses documents
+most ``max_bytes(name)`` of each and ``MAX_RECORD_BYTES`` per record, refuses documents
 nested deeper than ``MAX_NESTING``, reads ``config.yaml`` in the YAML 1.2 dialect and with the
 alias bound of a config given to ``initlab run`` (``initlab.config.load_yaml``), and checks the
 numbers it uses against what was recorded. Readers skip a torn last line of ``stats.jsonl`` (a
@@ -74,13 +74,13 @@ RUN_FILES = (CONFIG_FILE, STATS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PREVIOUS_CH
 # A member in one of these states is done: resume and the figures' cache leave it as it is.
 FINISHED = ("completed", "diverged")
 
-# What a reader takes from a run directory at most (a hostile one may hold anything). A resolved
-# config is a few hundred bytes, a summary one kilobyte, a sweep's listing 100,000 names; a
-# record is ~16 statistics x L layers (L <= 10,000 keeps one under 1 MiB); a checkpoint holds
-# a few copies of the weights (the widest nets initlab trains need a few GB).
-MAX_FILE_BYTES = {CONFIG_FILE: 1 << 20, SUMMARY_FILE: 1 << 20, SWEEP_FILE: 32 << 20,
-                  STATS_FILE: 1 << 30, CHECKPOINT_FILE: 16 << 30,
-                  PREVIOUS_CHECKPOINT_FILE: 16 << 30}
+# What a reader takes from a run directory at most (a hostile one may hold anything). A
+# summary is one kilobyte, a sweep's listing 100,000 names; a record is ~16 statistics x L
+# layers (L <= 10,000 keeps one under 4 MiB); a checkpoint holds a few copies of the weights
+# (the widest nets initlab trains need a few GB). config.yaml has the bound of any config,
+# initlab.config.MAX_CONFIG_BYTES (``max_bytes``).
+MAX_FILE_BYTES = {SUMMARY_FILE: 1 << 20, SWEEP_FILE: 32 << 20, STATS_FILE: 1 << 30,
+                  CHECKPOINT_FILE: 16 << 30, PREVIOUS_CHECKPOINT_FILE: 16 << 30}
 MAX_RECORD_BYTES = 4 << 20  # one line of stats.jsonl
 MAX_NESTING = 32  # levels of lists and mappings in one document (initlab writes at most 4)
 MAX_STEP = 2**53  # a step count beyond this is no count (it would not survive a float)
@@ -459,12 +459,21 @@ def _is_finite(value: object) -> bool:
         return False
 
 
+def max_bytes(name: str) -> int:
+    """The most a reader takes of the run file ``name``."""
+    if name == CONFIG_FILE:
+        from initlab.config import MAX_CONFIG_BYTES  # the bound of a config given to `run`
+
+        return MAX_CONFIG_BYTES
+    return MAX_FILE_BYTES.get(name, 1 << 20)
+
+
 def read_run_bytes(path: Path, limit: int | None = None) -> bytes:
     """The bytes of one file of a run directory, trusting nothing: a regular file only (never
     a link, FIFO, device or socket: opened with O_NOFOLLOW and O_NONBLOCK, then checked with
-    fstat), at most ``limit`` bytes (``MAX_FILE_BYTES`` of its name); else one UsageError
+    fstat), at most ``limit`` bytes (``max_bytes`` of its name); else one UsageError
     naming the file and the problem. FileNotFoundError when it does not exist."""
-    limit = MAX_FILE_BYTES.get(path.name, 1 << 20) if limit is None else limit
+    limit = max_bytes(path.name) if limit is None else limit
     what = WHAT.get(path.name, "a run file")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -672,7 +681,7 @@ def read_mapping(path: Path, what: str | None = None, *, required: bool = True
     """A run directory's ``config.yaml`` (YAML 1.2, the dialect and bounds of a config given
     to ``initlab run``) or ``summary.json`` / ``sweep.json`` (JSON) as a dict; {} for a
     missing optional file; any damage is one UsageError naming the file."""
-    from initlab.config import load_yaml  # the one YAML dialect (configs import runs)
+    from initlab.config import load_yaml  # the one YAML dialect (only a config needs it)
 
     what = what or WHAT.get(path.name, "a run file")
     if not required and not os.path.lexists(path):

@@ -24,7 +24,7 @@ from typer.testing import CliRunner, Result
 
 from initlab import config
 from initlab.cli import app
-from initlab.runs import MAX_FILE_BYTES
+from initlab.runs import max_bytes
 
 FUZZ = examples(60)  # the same 60 under `make test`, fresh ones under `make fuzz`
 KEYS = sorted(config._FIELDS) + ["sweep", "model", "train", "nope", "init.cc"]
@@ -353,7 +353,7 @@ def apply_damage(top: Path, target: str, how: str, rng: random.Random, outside: 
         path.mkdir()
     elif how == "huge":  # sparse: past the bound without writing it
         path.write_bytes(raw)
-        os.truncate(path, MAX_FILE_BYTES[target] + 1)
+        os.truncate(path, max_bytes(target) + 1)
     elif how == "deep":
         n = rng.choice([40, 2_000, 100_000])
         nest = ("[" * n + "]" * n).encode()
