@@ -51,6 +51,7 @@ import socket
 import stat
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -259,6 +260,9 @@ def git_commit(package_dir: Path | None = None) -> str | None:
 _HELD: dict[tuple[int, int], list[int]] = {}
 
 
+LOCK_ATTEMPTS = 10  # 20 ms apart: a reader's look at the lock never makes a writer fail
+
+
 class RunLocked(UsageError):
     """Another process is writing this run directory."""
 
@@ -288,9 +292,15 @@ def acquire_lock(run_dir: Path) -> tuple[int, int] | None:
         os.close(fd)
         _HELD[key][1] += 1
         return key
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            # A reader (`ls`, `writer_alive`) holds it for a moment to look: try again shortly.
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(0.02)
+    else:
         os.close(fd)
         raise RunLocked(f"{run_dir} is being trained by another initlab process; wait for it "
                         f"or stop it first") from None
@@ -328,7 +338,7 @@ def writer_alive(run_dir: Path) -> bool | None:
     except ImportError:
         return None
     try:
-        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
