@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNS   ?= runs
 
-.PHONY: run test lint figures figures-quick bench data clean
+.PHONY: run test fuzz lint figures figures-quick bench data clean
 
 # torch/torchvision: the newest pair that installs together here; nothing newer is pinned.
 $(STAMP): pyproject.toml
@@ -24,6 +24,14 @@ run: $(STAMP) data
 test: $(STAMP)
 	$(BIN)/ruff check initlab tests
 	$(BIN)/python -m pytest -q
+
+# The property-based suites with fresh randomness and FUZZ_FACTOR times the examples `make test`
+# draws (its draws are fixed: CONTRIBUTING.md). Stop it with Ctrl-C; a failure prints the
+# example and a @reproduce_failure line to paste into the test.
+FUZZ_FACTOR ?= 50
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz INITLAB_FUZZ_FACTOR=$(FUZZ_FACTOR) $(BIN)/python -m pytest -q \
+		tests/test_hostile.py "tests/test_config.py::test_mutated_configs_load_or_raise_config_error"
 
 figures: $(STAMP) data
 	$(BIN)/initlab figures --out figures

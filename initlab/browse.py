@@ -24,7 +24,7 @@ from initlab.describe import (
     varying,
 )
 from initlab.errors import UsageError, bounded
-from initlab.runs import Run, find_runs, load_run, nested_run_dirs
+from initlab.runs import Run, command_path, find_runs, load_run, nested_run_dirs
 from initlab.wording import how_it_ended, percent
 
 Log = Callable[[str], None]
@@ -38,6 +38,10 @@ def error_text(run: Run) -> str:
 
 
 def status_text(run: Run) -> str:
+    if run.status == "stopped":  # its writer died (kill -9): it is not running
+        return f"stopped at step {run.reached} (its process ended)"
+    if run.status == "running":  # a process holds its lock: it is being written now
+        return f"running (step {run.reached} so far)"
     return how_it_ended(run.summary)
 
 
@@ -88,6 +92,7 @@ def _list_table(directory: Path, log: Log) -> Table:
     for entry in entries:
         for member in entry.members:
             name = f"{entry.path.name}/{member.name}" if entry.is_sweep else member.name
+            name = bounded(name, 300)  # a newline in a name must not look like two runs
             try:
                 run = load_run(member, records=False)
             except UsageError as err:
@@ -100,7 +105,8 @@ def _list_table(directory: Path, log: Log) -> Table:
     if not entries:
         log(f"no runs in {directory} (train one: initlab run configs/kaiming.yaml)")
     for path, count in nested_run_dirs(directory):
-        log(f"also {plural(count, 'run')} in {path}: initlab ls {path}")
+        log(f"also {plural(count, 'run')} in {bounded(str(path), 300)}: "
+            f"initlab ls {command_path(path)}")
     return table
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import pickle
 from collections.abc import Sequence
@@ -30,6 +29,9 @@ from initlab.runs import (
     PREVIOUS_CHECKPOINT_FILE,
     STATS_FILE,
     atomic_write_bytes,
+    read_checkpoint_bytes,
+    records_prefix_problem,
+    records_written,
     write_error,
 )
 
@@ -52,10 +54,7 @@ def save_group(run_dirs: Sequence[Path | None], states: Sequence[State],
     for run_dir, state in zip(run_dirs, states, strict=True):
         if run_dir is None:
             continue
-        stats_path = run_dir / STATS_FILE
-        state = {"version": VERSION,
-                 "stats_bytes": stats_path.stat().st_size if stats_path.exists() else 0,
-                 **state}
+        state = {"version": VERSION, "stats_bytes": records_written(run_dir), **state}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         path = run_dir / CHECKPOINT_FILE
@@ -83,35 +82,17 @@ def drop_previous(run_dirs: Sequence[Path]) -> None:
 def records_problem(run_dir: Path, state: State) -> str | None:
     """Why ``stats.jsonl`` cannot be continued from this checkpoint: shorter than when it was
     taken (records lost), or damaged within that length. None when it can."""
-    path, need = run_dir / STATS_FILE, state["stats_bytes"]
-    if need == 0:
-        return None
-    try:
-        with open(path, "rb") as f:
-            kept = f.read(need)
-    except FileNotFoundError:
-        return f"{path}: missing, but the checkpoint was taken after {need} bytes of records"
-    except OSError as err:
-        return f"{path}: cannot read ({err.strerror or type(err).__name__})"
-    if len(kept) < need:
-        return (f"{path}: {len(kept)} bytes, but the checkpoint was taken when it had {need}: "
-                f"records were lost")
-    if not kept.endswith(b"\n"):
-        return f"{path}: damaged (the checkpoint's last record does not end its line)"
-    for n, line in enumerate(kept.splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return f"{path}: line {n} is not a JSON record"
-        if not isinstance(record, dict) or "step" not in record:
-            return f"{path}: line {n} is not a record of initlab's"
-    return None
+    return records_prefix_problem(run_dir, state["stats_bytes"])
 
 
 def read_checkpoint(path: Path) -> State:
     """The state in one checkpoint file, as plain data; CheckpointError if it is not one."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        raw = read_checkpoint_bytes(path)
+    except UsageError as err:
+        raise CheckpointError(str(err)) from None
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:
         # weights_only names the global it refused (e.g. "GLOBAL posix.system"); anything else
         # is a damaged or foreign file.
@@ -122,7 +103,86 @@ def read_checkpoint(path: Path) -> State:
                                   f"code ({lines[0][:100]})") from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") \
             from None
-    return upgrade(state, path)
+    try:
+        state = upgrade(state, path)
+    except (KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{path}: not an initlab checkpoint (damaged)") from None
+    problem = structure_problem(state)
+    if problem:
+        raise CheckpointError(f"{path}: damaged checkpoint: {problem}")
+    return state
+
+
+Tensor = torch.Tensor
+# What a checkpoint of this version holds (``GroupTrainer.member_state``), checked before any
+# of it is used: a flipped byte in a key or a type is one line, not a KeyError mid-resume.
+_MAYBE_INT, _MAYBE_NUMBER = (int, type(None)), (int, float, type(None))
+SCHEMA: dict[str, Any] = {
+    "version": int, "stats_bytes": int,
+    "member": {"status": str, "reached_target_epoch": _MAYBE_INT,
+               "diverged_step": _MAYBE_INT, "final_test_error": _MAYBE_NUMBER},
+    "model": {"params": Tensor, "buffers": dict},
+    "params_init": Tensor, "optimizer": dict,
+    "accumulators": {"epoch_loss": (Tensor, int, float), "epoch_errors": (Tensor, int, float),
+                     "first_bad_step": (Tensor, int, float)},
+    "last_epoch": (dict, type(None)), "order": (Tensor, type(None)), "data_rng": Tensor,
+    "group": {"step": int, "epoch": int, "step_in_epoch": int, "step_count": Tensor,
+              "wall_seconds": (int, float), "dropout_rng": (Tensor, type(None)),
+              "cuda_rng": (Tensor, type(None))},
+}
+STATUSES = ("running", "interrupted", "completed", "diverged")
+
+
+def structure_problem(state: State) -> str | None:
+    """What in a state does not have the keys, types and shapes a checkpoint has; None when
+    it is whole. (Values are not checked: a flipped bit in a weight is a different weight.)"""
+    def walk(value: Any, schema: Any, where: str) -> str | None:
+        if isinstance(schema, dict):
+            if not isinstance(value, dict):
+                return f"{where or 'the state'} is not a mapping"
+            for key, inner in schema.items():
+                if key not in value:
+                    return f"{where + '.' if where else ''}{key} is missing"
+                problem = walk(value[key], inner, f"{where + '.' if where else ''}{key}")
+                if problem:
+                    return problem
+            return None
+        if isinstance(value, bool) or not isinstance(value, schema):
+            return f"{where} has the wrong type ({type(value).__name__})"
+        return None
+
+    problem = walk(state, SCHEMA, "")
+    if problem:
+        return problem
+    if state["member"]["status"] not in STATUSES:
+        return f"member.status is {str(state['member']['status'])[:40]!r}"
+    params = state["model"]["params"]
+    if params.dim() != 1 or state["params_init"].shape != params.shape:
+        return "params_init does not match the weights"
+    for name, value in [*state["optimizer"].items(), *state["model"]["buffers"].items(),
+                        *state["accumulators"].items()]:
+        if not isinstance(value, (Tensor, int, float)) or isinstance(value, bool):
+            return f"{str(name)[:40]} has the wrong type ({type(value).__name__})"
+    for name, value in state["optimizer"].items():
+        if isinstance(value, Tensor) and value.numel() > 1 and value.shape != params.shape:
+            return f"optimizer.{str(name)[:40]} does not match the weights"
+    rng_size = torch.Generator().get_state().shape
+    for name, rng in (("data_rng", state["data_rng"]),
+                      ("group.dropout_rng", state["group"]["dropout_rng"])):
+        if rng is not None and (rng.dtype != torch.uint8 or rng.shape != rng_size):
+            return f"{name} is not a generator's state"
+    if state["group"]["step_count"].numel() != 1:
+        return "group.step_count is not a count"
+    order = state["order"]
+    if order is not None and (order.dim() != 1 or order.is_floating_point()):
+        return "order is not an order of images"
+    last = state["last_epoch"]
+    if last is not None and set(last) != {"loss", "error"}:
+        return "last_epoch is damaged"
+    if min(state["stats_bytes"], *(state["group"][k] for k in
+                                   ("step", "epoch", "step_in_epoch"))) < 0:
+        return "a negative count"
+    return None
 
 
 def upgrade(state: Any, path: Path) -> State:
@@ -156,7 +216,7 @@ def readable_states(run_dir: Path) -> tuple[list[tuple[Path, State]], list[str]]
     found, problems = [], []
     for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
         path = run_dir / name
-        if not path.exists():
+        if not os.path.lexists(path):
             continue
         try:
             state = read_checkpoint(path)

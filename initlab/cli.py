@@ -227,7 +227,9 @@ def run(
             say(f"wrote {' and '.join(str(p) for p in written)}")
         else:
             say("no statistics to plot")
-    say(f"plot it: initlab plot {shlex.quote(str(top))}")
+    from initlab.runs import command_path
+
+    say(f"plot it: initlab plot {command_path(top)}")
 
 
 def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str | None,
@@ -340,6 +342,9 @@ def plot(
         "(act_norm, grad_norm, weight_var, dead_fraction, update_ratio, weight_rel_change, "
         "...) or a curve (loss, test_error, train_error). Default: act_norm, grad_norm, "
         "weight_var, dead_fraction.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite existing files --out did not name (NAME-training.png, or "
+        "layers.png and training.png in a folder that is not a run's).")] = False,
 ) -> None:
     """Draw runs: layers.png (per-layer statistics at initialization, dashed, and at the end,
     solid) and training.png (loss, errors, and per-layer statistics over training)."""
@@ -349,7 +354,7 @@ def plot(
     out = user_path(out, "--out")
     metrics = check_metrics(metric)
     dirs = [user_path(d, "RUN_DIR") for d in run_dirs or []] or [newest_run(Path("runs"))]
-    layers_out, training_out = output_paths(out, dirs[0])  # type: ignore[arg-type]
+    layers_out, training_out = output_paths(out, dirs[0], force)  # type: ignore[arg-type]
     runs = [r for d in dirs for r in load_runs(d)]  # type: ignore[arg-type]
     written = plot_all(runs, layers_out, training_out, metrics, log=say)
     say(f"wrote {' and '.join(str(p) for p in written)}")
@@ -402,7 +407,10 @@ def compare(
         metavar="RUN_DIR", help="Run or sweep directories (two or more runs in all).")],
     out: Annotated[Path | None, typer.Option(
         "--out", help="The overlaid figure (.png/.svg/.pdf; default: compare.png beside the "
-        "first run's directory, never the current folder).", show_default=False)] = None,
+        "first run's directory, never the current folder, never over an existing one without "
+        "--force).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an existing compare.png when --out is not given.")] = False,
 ) -> None:
     """Compare runs: their config differences and summaries side by side, and one overlaid
     figure."""
@@ -413,6 +421,9 @@ def compare(
     out = user_path(out, "--out")  # type: ignore[assignment]
     if out is None:  # beside the runs, as `initlab plot` draws into a run's directory
         out = user_path(run_dirs[0], "RUN_DIR").parent / "compare.png"  # type: ignore
+        if os.path.lexists(out) and not force:  # a file the user did not name
+            raise UsageError(f"{bounded(str(out))} exists and --out was not given; name the "
+                             "figure with --out FILE, or add --force to overwrite it")
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {bounded(str(out))}: expected a file name ending in "
                          f"{', '.join(IMAGE_SUFFIXES)}")
@@ -500,6 +511,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Directory to write into; each run gets "
                                       "OUT/NAME (a sweep member OUT/SWEEP/MEMBER).")]
     = Path("exports"),
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite the files an earlier export left in OUT/NAME.")] = False,
 ) -> None:
     """Export runs as CSV files or TensorBoard event files."""
     from initlab.export import FORMATS, export_runs
@@ -510,7 +523,7 @@ def export(
         raise UsageError(f"--to must be one of {', '.join(FORMATS)}, got {bounded(to)!r}")
     check_output_parent(out)
     runs = [r for d in run_dirs for r in load_runs(user_path(d, "RUN_DIR"))]  # type: ignore
-    written = export_runs(runs, to, out)
+    written = export_runs(runs, to, out, force)
     for path in written:
         say(f"wrote {path}")
     for run in runs:  # the same words as ls, compare and the figures

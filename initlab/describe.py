@@ -93,6 +93,8 @@ def outcome(run: Run) -> str:
     else:  # e.g. a watched model evaluated by its user, or not yet
         losses = run.loss[~np.isnan(run.loss)] if len(run.records) else np.array([])
         text = f"loss {losses[-1]:.4g}" if len(losses) else "no test error yet"
+    if status == "stopped":  # its writer died without a final summary
+        return f"stopped (process ended) at step {run.reached}, {text}"
     if status in ("interrupted", "running"):
         return f"{status} at step {run.summary.get('steps', 0)}, {text}"
     return text

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import inspect
-import json
 import os
 import signal
 import socket
@@ -43,7 +42,7 @@ from initlab import resources
 from initlab.choices import NORM_CHOICES
 from initlab.config import group_key
 from initlab.errors import UsageError
-from initlab.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunWriter, atomic_write_text
+from initlab.runs import CHECKPOINT_FILE, RunWriter, mark_member_interrupted
 
 if TYPE_CHECKING:
     from initlab.config import Experiment, RunConfig
@@ -482,17 +481,12 @@ def failure_line(procs: Sequence[subprocess.Popen], info: Path, logs: Path) -> s
 
 
 def mark_interrupted(top: Path) -> None:
-    """Members a dead worker left marked "running" are "interrupted" (atomically written)."""
-    for path in [top, *top.iterdir()] if top.is_dir() else []:
-        summary_path = path / SUMMARY_FILE
-        try:
-            summary = json.loads(summary_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(summary, dict) and summary.get("status") == "running":
-            summary["status"] = "interrupted"
-            with contextlib.suppress(OSError):
-                atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    """Members a dead worker left marked "running" are "interrupted" (through the run format's
+    one reader and writer of summary.json); a directory link is never followed."""
+    if not top.is_dir() or top.is_symlink():
+        return
+    for path in [top, *(p for p in top.iterdir() if p.is_dir() and not p.is_symlink())]:
+        mark_member_interrupted(path)
 
 
 def announce_run_dir(top: Path) -> None:

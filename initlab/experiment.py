@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist, steps_per_epoch
 from initlab.distributed import LOCAL, Comm, NullWriter, announce_run_dir
 from initlab.errors import RunInterrupted, UsageError
 from initlab.progress import ProgressFactory, quiet_progress
-from initlab.resume import apply_plan, plan_resume, read_summary
+from initlab.resume import apply_plan, plan_resume
 from initlab.runs import (
     CHECKPOINT_FILE,
     FINISHED,
@@ -32,10 +30,12 @@ from initlab.runs import (
     Outcome,
     RunWriteError,
     RunWriter,
-    atomic_write_text,
     check_output_parent,
     create_unique_dir,
+    read_summary,
+    run_lock,
     run_summary,
+    write_sweep_listing,
 )
 from initlab.train import (
     GroupTrainer,
@@ -97,8 +97,7 @@ def set_up(exp: Experiment, out: Path) -> Path:
         for member, path in zip(exp.members, member_paths(exp, top), strict=True):
             RunWriter(path).write_config(dump_yaml(member.config))
         if exp.is_sweep:
-            listing = {"name": exp.name, "members": [m.name for m in exp.members]}
-            atomic_write_text(top / SWEEP_FILE, json.dumps(listing, indent=2) + "\n")
+            write_sweep_listing(top, exp.name, [m.name for m in exp.members])
     except BaseException:  # nothing trained yet: leave nothing half set up behind
         shutil.rmtree(top, ignore_errors=True)
         raise
@@ -125,27 +124,6 @@ def resume_experiment(run_dir: Path, data_root: str | None = None,
                    for p in taking_part]
         train_members(members, data_root, progress, [p.state for p in taking_part], data)
     return [Outcome(p.path.name, p.path, read_summary(p.path)) for p in plans]
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """One process at a time per run directory: a second ``--resume`` of a directory still
-    being trained is refused. The lock goes with the process, even after kill -9."""
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system: no lock
-        yield
-        return
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UsageError(f"{run_dir} is being trained by another initlab process; "
-                             f"wait for it or stop it first") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def group_indices(configs: Sequence[RunConfig],

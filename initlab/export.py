@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from initlab.errors import UsageError
-from initlab.runs import CONFIG_FILE, FINISHED, Run, RunWriter, read_mapping
+from initlab.runs import FINISHED, Run, RunWriter, read_run_config
 from initlab.stats import LAYER_STATS
 
 FORMATS = ("csv", "tensorboard")
@@ -88,8 +89,30 @@ def export_name(run: Run) -> Path:
     return Path(run.sweep, run.name) if run.sweep else Path(run.name)
 
 
-def export_runs(runs: Sequence[Run], to: str, out: Path) -> list[Path]:
-    """Write each run under ``out/<name>/`` in format ``to``; the files or folders written."""
+CSV_FILES = ("records.csv", "layers.csv")
+
+
+def check_targets(folders: Sequence[Path], to: str, force: bool) -> None:
+    """Before anything is written: each run's folder can be made, and files an earlier export
+    (or the user) left there are overwritten only with ``force``."""
+    for folder in folders:
+        for parent in (folder, *folder.parents):
+            if os.path.lexists(parent) and not parent.is_dir():
+                raise UsageError(f"cannot export into {folder}: {parent} is a file")
+            if parent.is_dir():
+                break
+        if force or not folder.is_dir():
+            continue
+        taken = ([folder / name for name in CSV_FILES if os.path.lexists(folder / name)]
+                 if to == "csv" else sorted(folder.glob(EVENTS_PREFIX + "*")))
+        if taken:
+            raise UsageError(f"{taken[0]} exists; add --force to overwrite it (and the "
+                             f"other files an export writes there), or choose another --out")
+
+
+def export_runs(runs: Sequence[Run], to: str, out: Path, force: bool = False) -> list[Path]:
+    """Write each run under ``out/<name>/`` in format ``to``; the files or folders written.
+    Files already there are overwritten only with ``force``."""
     if to not in FORMATS:
         raise UsageError(f"--to: expected one of {', '.join(FORMATS)}, got {to[:80]!r}")
     if to == "tensorboard":
@@ -98,10 +121,15 @@ def export_runs(runs: Sequence[Run], to: str, out: Path) -> list[Path]:
     twice = sorted({str(n) for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"two runs would be exported to the same place: {', '.join(twice)}")
+    check_targets([out / name for name in names], to, force)
     written = []
     for run, name in zip(runs, names, strict=True):
         target = out / name
-        written += write_csv(run, target) if to == "csv" else [write_tensorboard(run, target)]
+        try:
+            written += (write_csv(run, target) if to == "csv"
+                        else [write_tensorboard(run, target)])
+        except OSError as err:
+            raise UsageError(f"cannot write into {target}: {err.strerror or err}") from None
     return written
 
 
@@ -114,7 +142,7 @@ def write_csv(run: Run, folder: Path) -> list[Path]:
     cells where a value is undefined."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, per_layer in (("records.csv", False), ("layers.csv", True)):
+    for name, per_layer in zip(CSV_FILES, (False, True), strict=True):
         table = run.table(per_layer)
         path = folder / name
         with open(path, "w", newline="") as f:
@@ -222,7 +250,7 @@ class TensorBoardRunWriter(RunWriter):
 
     def _layer_info(self) -> tuple[list[str], np.ndarray]:
         if self._layers is None:
-            config = read_mapping(self.path / CONFIG_FILE, "the run's resolved config")
+            config = read_run_config(self.path)
             shape = Run(self.path, config, {}, [])
             self._layers = (shape.layer_names, shape.fan_ins)
         return self._layers
@@ -240,8 +268,7 @@ class TensorBoardRunWriter(RunWriter):
     def write_summary(self, summary: dict[str, Any]) -> None:
         super().write_summary(summary)
         if summary.get("status") in (*FINISHED, "interrupted") and self._events is not None:
-            add_hparams(self._events, read_mapping(self.path / CONFIG_FILE,
-                                                   "the run's resolved config"), summary)
+            add_hparams(self._events, read_run_config(self.path), summary)
             self._events.close()
             self._events = None
 

@@ -15,6 +15,7 @@ Titles say which run, what differs from the defaults, how it was trained and how
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 
 from initlab.describe import flat_config, run_labels, title_lines, varying
 from initlab.errors import UsageError, bounded
-from initlab.runs import Run, check_output_parent
+from initlab.runs import Run, check_output_parent, is_run_dir
 from initlab.stats import LAYER_STATS
 from initlab.wording import how_it_ended
 
@@ -93,21 +94,30 @@ def for_runs(metrics: Sequence[str], runs: Sequence[Run]) -> list[str]:
     return chosen
 
 
-def output_paths(out: Path | None, default_dir: Path) -> tuple[Path, Path]:
+def output_paths(out: Path | None, default_dir: Path, force: bool = False
+                 ) -> tuple[Path, Path]:
     """Where ``layers.png`` and ``training.png`` go: into ``default_dir`` without ``--out``;
     into ``--out`` when it is a directory (or names none with a suffix); else ``--out`` and
-    the same name with ``-training``. Checked before any work."""
+    the same name with ``-training``. Checked before any work: a file the user did not name
+    (``NAME-training.png``, or the two figures in a folder that is not a run's) is never
+    overwritten without ``force``."""
     if out is None or out.is_dir() or not out.suffix:
         if out is not None and out.exists() and not out.is_dir():
             raise UsageError(f"--out {bounded(str(out))}: is a file without an image suffix; "
                              f"give a name ending in {', '.join(IMAGE_SUFFIXES)} or a directory")
         folder = default_dir if out is None else out
         paths = folder / "layers.png", folder / "training.png"
+        unnamed = [] if out is None or is_run_dir(folder) else list(paths)
     elif out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {bounded(str(out))}: expected a file name ending in "
                          f"{', '.join(IMAGE_SUFFIXES)}, or a directory")
     else:
         paths = out, out.with_name(f"{out.stem}-training{out.suffix}")
+        unnamed = [paths[1]]
+    taken = [p for p in unnamed if os.path.lexists(p)]
+    if taken and not force:
+        raise UsageError(f"{bounded(str(taken[0]), 200)} exists and was not named by --out; "
+                         f"add --force to overwrite it, or choose another --out")
     check_output_parent(paths[0].parent)
     return paths
 
@@ -127,6 +137,8 @@ def drawable(runs: Sequence[Run], log: Log) -> list[Run]:
 
 
 def _why_empty(run: Run) -> str:
+    if run.status == "stopped":
+        return "its process ended before the first record"
     return "not started yet" if run.status in ("unknown", "running") \
         else how_it_ended(run.summary)
 
@@ -294,6 +306,9 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
             drawn += lines
         else:
             off_scale += [(x, y, color) for y in lines]
+    if not any(np.isfinite(d).any() for d in [*drawn, *(y for _, y, _ in off_scale)]):
+        ax.text(0.5, 0.5, f"no finite {metric} recorded", ha="center", va="center",
+                transform=ax.transAxes)  # say so, never an empty panel
     scale_axis(ax, metric, drawn)
     beyond = False
     if off_scale:  # the axis is the other runs'; a diverged run's values beyond it are marked
@@ -443,7 +458,10 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
             ax.legend([Line2D([], [], color="gray", marker="^", ls="")], [BEYOND], fontsize=7,
                       loc="best")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(METRICS[metric], fontsize=9)
+    # A watched run's loss is whatever its user passed to watch.step, not initlab's own.
+    label = "loss" if metric == "loss" and any(r.kind == "watch" for r in runs) \
+        else METRICS[metric]
+    ax.set_ylabel(label, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
 
 
@@ -614,7 +632,10 @@ def _half_gap(run: Run, x: np.ndarray, at: int) -> float:
     lone capture gets half of ``log.every`` (in the axis' unit)."""
     if len(x) >= 2:
         return float((x[1] - x[0]) / 2 if at == 0 else (x[-1] - x[-2]) / 2)
-    every = (run.config.get("log") or {}).get("every") or 1
+    every = (run.config.get("log") or {}).get("every")
+    if isinstance(every, bool) or not isinstance(every, (int, float)) \
+            or not 0 < every < math.inf:
+        every = 1  # a hand-edited config: one step wide
     return 0.5 * float(every) / (run.steps_per_epoch or 1)
 
 

@@ -12,26 +12,31 @@ members that train on to their checkpoint (records written after it are dropped)
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from initlab import checkpoint
 from initlab.config import (
-    MAX_CONFIG_BYTES,
     RunConfig,
     config_differences,
     config_from_dict,
     group_key,
-    load_yaml,
 )
 from initlab.errors import ConfigError, UsageError
-from initlab.model import parameter_count
-from initlab.runs import CONFIG_FILE, FINISHED, STATS_FILE, SUMMARY_FILE, SWEEP_FILE
+from initlab.model import StackedMLP, parameter_count
+from initlab.runs import (
+    CONFIG_FILE,
+    FINISHED,
+    STATS_FILE,
+    SWEEP_FILE,
+    read_mapping,
+    read_stats,
+    read_summary,
+    read_sweep_listing,
+)
 
 
 @dataclass
@@ -89,12 +94,19 @@ def plan_group(group: Sequence[MemberPlan]) -> None:
         raise UsageError(f"{training[0].path.parent}: its members' checkpoints share no step to "
                          f"continue from; resume refused, nothing was changed")
     newest = max(shared)
+    shared_keys: set[str] | None = None
     for plan in group:
         pick = next(((path, s) for path, s in found[plan.path]
                      if checkpoint.position(s) == newest), None)
         plan.in_group = plan.trains or pick is not None
         if pick is not None:
             plan.chosen, plan.state = pick
+            keys = set(pick[1]["optimizer"])
+            if shared_keys is None:
+                shared_keys = keys
+            elif keys != shared_keys:
+                raise UsageError(f"{pick[0]}: its optimizer state differs from its group's "
+                                 f"(damaged?); resume refused, nothing was changed")
             if plan.trains:
                 problem = checkpoint.records_problem(plan.path, plan.state)
                 if problem:
@@ -128,19 +140,46 @@ def check_state(plan: MemberPlan, path: Path, state: dict) -> None:
     if found != expected:
         raise UsageError(f"{path}: holds {found} weights, the network in "
                          f"{plan.path / CONFIG_FILE} has {expected}; resume refused")
+    # The buffers the network keeps (batch norm's running averages...), as a model built on
+    # the meta device (no memory) has them, and the optimizer's state for its settings.
+    model = StackedMLP(plan.config.model, 1, device="meta")
+    buffers = {name: tuple(t.shape) for name, t in model.member_buffers(0).items()}
+    saved = {str(name): tuple(getattr(t, "shape", ())) for name, t in
+             state["model"]["buffers"].items()}
+    train = plan.config.train
+    needed = ({"exp_avg", "exp_avg_sq", "step"} if train.optimizer == "adam" else
+              {"momentum"} if train.momentum > 0 else set())
+    if saved != buffers or not needed <= set(state["optimizer"]):
+        raise UsageError(f"{path}: its buffers or optimizer state do not match the network "
+                         f"in {plan.path / CONFIG_FILE} (damaged?); resume refused, nothing "
+                         f"was changed")
 
 
 def check_never_checkpointed(plan: MemberPlan) -> None:
-    """A member without a checkpoint starts from step 0 only if it never had one: its summary
-    (written at each checkpoint) must not say it trained past step 0."""
+    """A member without a checkpoint starts from step 0 only if it never had one and nothing
+    it recorded would be lost: neither its summary (written at each checkpoint) nor its
+    records (a completed run whose checkpoints were deleted to save space) may go past step 0.
+    """
     steps = read_summary(plan.path).get("steps") or 0
     if steps:
         raise UsageError(f"{plan.path}: trained {steps} steps but has no checkpoint to "
                          f"continue from (deleted?); it cannot be resumed (its records are "
                          f"kept: start it again with `initlab run`)")
-    if plan.config.train.checkpoint == "none" and (plan.path / STATS_FILE).exists():
+    reached = max((r["step"] for r in recorded(plan.path)), default=0)
+    if reached:
+        raise UsageError(f"{plan.path}: its records reach step {reached} but it has no "
+                         f"checkpoint and no summary saying where it stopped; it cannot be "
+                         f"resumed (its records are kept: start it again with `initlab run`)")
+    if plan.config.train.checkpoint == "none" and os.path.lexists(plan.path / STATS_FILE):
         raise UsageError(f"{plan.path}: keeps no checkpoints (train.checkpoint: none), so it "
                          f"cannot be resumed; start it again with `initlab run`")
+
+
+def recorded(path: Path) -> list[dict[str, Any]]:
+    """A member's records (none without stats.jsonl); damage is one line, as for any reader."""
+    if not os.path.lexists(path / STATS_FILE):
+        return []
+    return read_stats(path)
 
 
 def apply_plan(plans: Sequence[MemberPlan]) -> None:
@@ -154,15 +193,17 @@ def apply_plan(plans: Sequence[MemberPlan]) -> None:
 def member_dirs(run_dir: Path) -> list[Path]:
     """The member directories of a run (itself) or of a sweep (those ``sweep.json`` lists,
     each a plain name of one of its own subdirectories)."""
-    if (run_dir / CONFIG_FILE).is_file():
-        return [run_dir]
+    if not os.path.lexists(run_dir):
+        raise UsageError(f"{run_dir}: no such run directory")
     if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    listing = run_dir / SWEEP_FILE
-    if not listing.is_file():
+        raise UsageError(f"{run_dir}: is a file, not a run directory")
+    if os.path.lexists(run_dir / CONFIG_FILE) and not os.path.lexists(run_dir / SWEEP_FILE):
+        return [run_dir]
+    if not os.path.lexists(run_dir / SWEEP_FILE):
         children = sorted(p for p in run_dir.iterdir()
-                          if p.is_dir() and ((p / CONFIG_FILE).is_file() or
-                                             (p / SWEEP_FILE).is_file()))
+                          if p.is_dir() and not p.is_symlink() and (
+                              os.path.lexists(p / CONFIG_FILE)
+                              or os.path.lexists(p / SWEEP_FILE)))
         if children and all(sweep_member_of(p, run_dir) for p in children):
             raise UsageError(f"{run_dir}: no {SWEEP_FILE}: this sweep was stopped while its "
                              f"directories were being created, before any training (or the "
@@ -173,14 +214,9 @@ def member_dirs(run_dir: Path) -> list[Path]:
             raise UsageError(f"{run_dir}: a folder of runs, not a run; resume one of them: "
                              f"{names}")
         raise UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    try:
-        names = json.loads(listing.read_text(encoding="utf-8"))["members"]
-        if not isinstance(names, list):
-            raise TypeError("members is not a list")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"{listing}: unreadable ({type(err).__name__})") from None
-    dirs = [member_dir(run_dir, name, listing) for name in names]
-    missing = [str(d) for d in dirs if not (d / CONFIG_FILE).is_file()]
+    listing = run_dir / SWEEP_FILE
+    dirs = [member_dir(run_dir, name, listing) for name in read_sweep_listing(run_dir)]
+    missing = [str(d) for d in dirs if not os.path.lexists(d / CONFIG_FILE)]
     if missing:
         raise UsageError(f"{run_dir}: sweep member directories missing: {', '.join(missing)}")
     return dirs
@@ -190,8 +226,8 @@ def sweep_member_of(path: Path, top: Path) -> bool:
     """A sweep member's config carries the sweep's name (its directory is named after its
     values); a run's, its own directory's (``name`` or ``name-2``...)."""
     try:
-        name = load_yaml((path / CONFIG_FILE).read_text(encoding="utf-8"))["name"]
-    except (OSError, ValueError, yaml.YAMLError, RecursionError, TypeError, KeyError):
+        name = read_mapping(path / CONFIG_FILE).get("name")
+    except UsageError:
         return False
     return isinstance(name, str) and name != path.name and \
         (top.name == name or top.name.rpartition("-")[0] == name)
@@ -206,31 +242,23 @@ def member_dir(run_dir: Path, name: object, listing: Path) -> Path:
              and "\\" not in name and "\0" not in name)
     if not plain:
         raise UsageError(f"{listing}: member {shown!r} is not a plain directory name; refused")
-    path = run_dir / name
+    path = run_dir / name  # type: ignore[operator]
     if path.is_symlink() or path.resolve().parent != run_dir.resolve():
         raise UsageError(f"{listing}: member {shown!r} leads outside {run_dir}; refused")
     return path
 
 
 def read_config(path: Path) -> RunConfig:
-    """A member's resolved config, read as data (a regular file of bounded size)."""
+    """A member's resolved config, read as any run file (a regular file, bounded, the YAML
+    dialect of ``initlab run``) and validated as a config."""
     source = path / CONFIG_FILE
+    raw = read_mapping(source)
+    if "watch" in raw:
+        raise UsageError(f"{path}: a watched run (initlab.watch on a model of your own) "
+                         f"cannot be resumed by initlab; continue it in your own script")
     try:
-        if not source.is_file() or source.stat().st_size > MAX_CONFIG_BYTES:
-            raise UsageError(f"{source}: not a regular file of at most {MAX_CONFIG_BYTES} bytes")
-        raw = load_yaml(source.read_text(encoding="utf-8"))  # as written: YAML 1.2, off a string
-    except UnicodeDecodeError:
-        raise UsageError(f"{source}: not UTF-8 text; it is not a config initlab wrote") from None
-    except (OSError, yaml.YAMLError, ValueError, RecursionError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"{source}: cannot read the run's config ({first[:100]})") from None
-    return config_from_dict(raw, str(source))
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """A member's summary.json, or {} when it is missing or not a JSON object."""
-    try:
-        summary = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
+        return config_from_dict(raw, str(source))
+    except ConfigError as err:  # one line: the first problem, and how many more
+        more = f" (and {len(err.problems) - 1} more)" if len(err.problems) > 1 else ""
+        raise UsageError(f"{err.problems[0]}{more}; resume refused, nothing was "
+                         f"changed") from None

@@ -11,9 +11,25 @@
     <out>/<name>/sweep.json       a sweep's member names, written once all member directories
                                   exist (a sweep without it was stopped while being set up)
 
-Readers skip a torn last line of ``stats.jsonl`` (a run killed mid-write) with a warning; any
-other damage is one ``UsageError`` naming the file (and line). A run directory is data: reading
-one never executes anything in it.
+This module owns that format: the file names, what each file holds, the one writer of each
+(``RunWriter``, ``write_sweep_listing``, ``atomic_write_*``) and the one reader of each
+(``read_run_config``, ``read_stats``, ``read_summary``, ``read_sweep_listing``,
+``read_checkpoint_bytes``); every other module reads a run through them (``load_run``,
+``load_runs``, ``find_runs``...), and ``tests/test_run_format.py`` fails when one opens a run
+file itself.
+
+A reader trusts nothing in a run directory (it is data a classmate sent): it opens regular files
+only (``O_NOFOLLOW | O_NONBLOCK``, then ``fstat``: never a link, a FIFO or a device), reads at
+most ``max_bytes(name)`` of each and ``MAX_RECORD_BYTES`` per record, refuses documents
+nested deeper than ``MAX_NESTING``, reads ``config.yaml`` in the YAML 1.2 dialect and with the
+alias bound of a config given to ``initlab run`` (``initlab.config.load_yaml``), and checks the
+numbers it uses against what was recorded. Readers skip a torn last line of ``stats.jsonl`` (a
+run killed mid-write) with a warning; any other damage is one ``UsageError`` naming the file
+(and line). A run directory is data: reading one never executes anything in it.
+
+The process writing a member's directory holds a lock on it (``RunWriter``, ``run_lock``), which
+goes with the process even after ``kill -9``: a summary that says "running" while no process
+holds the lock is a run whose writer died, and ``Run.status`` says "stopped".
 
 ``initlab.watch`` (a user's own model) writes the same kind of directory, with a ``watch``
 section in ``config.yaml`` instead of the MLP's sections, and no checkpoint; ``Run.kind``
@@ -22,15 +38,20 @@ tells them apart and ``Run.layer_names`` / ``Run.fan_ins`` read either.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import functools
 import json
 import math
 import os
 import platform
+import re
 import socket
+import stat
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from initlab.errors import UsageError, bounded
 from initlab.wording import how_it_ended, percent
@@ -51,8 +71,22 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
 SWEEP_FILE = "sweep.json"
+RUN_FILES = (CONFIG_FILE, STATS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE,
+             SWEEP_FILE)
 # A member in one of these states is done: resume and the figures' cache leave it as it is.
 FINISHED = ("completed", "diverged")
+
+# What a reader takes from a run directory at most (a hostile one may hold anything). A
+# summary is one kilobyte, a sweep's listing 100,000 names; a record is ~16 statistics x L
+# layers (L <= 10,000 keeps one under 4 MiB); a checkpoint holds a few copies of the weights
+# (the widest nets initlab trains need a few GB). config.yaml has the bound of any config,
+# initlab.config.MAX_CONFIG_BYTES (``max_bytes``).
+MAX_FILE_BYTES = {SUMMARY_FILE: 1 << 20, SWEEP_FILE: 32 << 20, STATS_FILE: 1 << 30,
+                  CHECKPOINT_FILE: 16 << 30, PREVIOUS_CHECKPOINT_FILE: 16 << 30}
+MAX_RECORD_BYTES = 4 << 20  # one line of stats.jsonl
+MAX_NESTING = 32  # levels of lists and mappings in one document (initlab writes at most 4)
+MAX_STEP = 2**53  # a step count beyond this is no count (it would not survive a float)
+MAX_DEPTH = 10_000  # model.depth's range in initlab.config: layers of one run
 
 
 class RunWriteError(UsageError):
@@ -219,8 +253,110 @@ def git_commit(package_dir: Path | None = None) -> str | None:
     return None
 
 
+# --- The writer's lock ----------------------------------------------------------------------------
+
+# Locks this process holds: (device, inode) of the directory -> [descriptor, holders]. flock
+# locks belong to an open file, so two opens in one process would refuse each other; the
+# process takes each directory's lock once and counts who holds it.
+_HELD: dict[tuple[int, int], list[int]] = {}
+
+
+LOCK_ATTEMPTS = 10  # 20 ms apart: a reader's look at the lock never makes a writer fail
+
+
+class RunLocked(UsageError):
+    """Another process is writing this run directory."""
+
+
+def _dir_key(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
+def acquire_lock(run_dir: Path) -> tuple[int, int] | None:
+    """Take the writer's lock of ``run_dir`` (RunLocked if another process holds it); None
+    where there are no locks (not POSIX). Release it with ``release_lock``."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir}: no such run directory") from None
+    except NotADirectoryError:
+        raise UsageError(f"{run_dir}: is a file, not a run directory") from None
+    except OSError as err:
+        raise UsageError(f"{run_dir}: cannot open: {err.strerror or err}") from None
+    key = _dir_key(fd)
+    if key in _HELD:
+        os.close(fd)
+        _HELD[key][1] += 1
+        return key
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            # A reader (`ls`, `writer_alive`) holds it for a moment to look: try again shortly.
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(0.02)
+    else:
+        os.close(fd)
+        raise RunLocked(f"{run_dir} is being trained by another initlab process; wait for it "
+                        f"or stop it first") from None
+    _HELD[key] = [fd, 1]
+    return key
+
+
+def release_lock(key: tuple[int, int] | None) -> None:
+    held = _HELD.get(key) if key is not None else None  # type: ignore[arg-type]
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]  # type: ignore[arg-type]
+        os.close(held[0])
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One process at a time per run directory (``--resume``, a run being set up): a second
+    one is refused. The lock goes with the process, even after kill -9."""
+    key = acquire_lock(run_dir)
+    try:
+        yield
+    finally:
+        release_lock(key)
+
+
+def writer_alive(run_dir: Path) -> bool | None:
+    """Whether a process (this one included) holds the writer's lock of ``run_dir``: True
+    while it is being written, False once its writer is gone; None where it cannot be told
+    (not POSIX, or not a directory)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if _dir_key(fd) in _HELD:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        return False
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to look
+
+
 class RunWriter:
-    """Writes one member's run directory."""
+    """Writes one member's run directory, holding its lock until ``close`` (or until the
+    process ends): readers tell a run being written from one whose writer died."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -228,6 +364,16 @@ class RunWriter:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise write_error(path, err) from err
+        self._lock = acquire_lock(path)
+
+    def close(self) -> None:
+        """Let go of the directory's lock (its summary is final)."""
+        release_lock(getattr(self, "_lock", None))
+        self._lock = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def write_config(self, config_yaml: str) -> None:
         atomic_write_text(self.path / CONFIG_FILE, config_yaml)
@@ -247,7 +393,9 @@ class RunWriter:
             raise write_error(path, err) from err
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        write_summary(self.path, summary)
+        if summary.get("status") != "running":  # final (or interrupted): nothing more to hold
+            self.close()
 
     def start_time(self, now: float) -> float:
         """When this member began training: the ``started_at`` its summary.json already
@@ -255,22 +403,54 @@ class RunWriter:
         (A subclass that writes nothing, e.g. on a rank that does not write, gets ``now``.)"""
         known = getattr(self, "_started_at", None)
         if known is None:
-            known = _recorded_start(self.path / SUMMARY_FILE) or now
+            known = _recorded_start(self.path) or now
             self._started_at = known
         return known
 
 
-def _recorded_start(path: Path) -> float | None:
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``: written whole, atomically."""
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def write_sweep_listing(top: Path, name: str, members: list[str]) -> None:
+    """``sweep.json``: the sweep's name and its members' directory names, written last."""
+    listing = {"name": name, "members": members}
+    atomic_write_text(top / SWEEP_FILE, json.dumps(listing, indent=2) + "\n")
+
+
+def mark_member_interrupted(run_dir: Path) -> bool:
+    """A member whose summary says "running" (its writer died) says "interrupted"; whether it
+    was changed. A summary that cannot be read is left as it is."""
     try:
-        text = json.loads(path.read_text())["started_at"]
-        return datetime.datetime.fromisoformat(text).timestamp()
-    except (OSError, ValueError, KeyError, TypeError):
+        summary = read_summary(run_dir)
+    except UsageError:
+        return False
+    if summary.get("status") != "running":
+        return False
+    with contextlib.suppress(RunWriteError):
+        write_summary(run_dir, {**summary, "status": "interrupted"})
+        return True
+    return False
+
+
+def _recorded_start(run_dir: Path) -> float | None:
+    try:
+        text = read_summary(run_dir).get("started_at")
+        return datetime.datetime.fromisoformat(str(text)).timestamp() if text else None
+    except (UsageError, ValueError, OverflowError):
         return None
 
 
 # --- Reading ------------------------------------------------------------------------------------
 
 SCALAR_KEYS = ("loss", "train_error", "test_error")  # numbers or null in every record
+WHAT = {CONFIG_FILE: "the run's resolved config", SUMMARY_FILE: "the run's summary",
+        STATS_FILE: "the run's statistics, one JSON object per line",
+        SWEEP_FILE: "the sweep's list of members", CHECKPOINT_FILE: "a checkpoint",
+        PREVIOUS_CHECKPOINT_FILE: "a checkpoint"}
+
+
 def _kind_of(value: object) -> str:
     if value is None:
         return "null"
@@ -282,16 +462,69 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: object) -> bool:
+    """A number a float can hold and that is not NaN or infinite (10**400 is not)."""
+    try:
+        return _is_number(value) and math.isfinite(float(value))  # type: ignore[arg-type]
+    except OverflowError:
+        return False
+
+
+def max_bytes(name: str) -> int:
+    """The most a reader takes of the run file ``name``."""
+    if name == CONFIG_FILE:
+        from initlab.config import MAX_CONFIG_BYTES  # the bound of a config given to `run`
+
+        return MAX_CONFIG_BYTES
+    return MAX_FILE_BYTES.get(name, 1 << 20)
+
+
+def read_run_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of one file of a run directory, trusting nothing: a regular file only (never
+    a link, FIFO, device or socket: opened with O_NOFOLLOW and O_NONBLOCK, then checked with
+    fstat), at most ``limit`` bytes (``max_bytes`` of its name); else one UsageError
+    naming the file and the problem. FileNotFoundError when it does not exist."""
+    limit = max_bytes(path.name) if limit is None else limit
+    what = WHAT.get(path.name, "a run file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UsageError(f"{path}: is a symbolic link; files in a run directory are read "
+                             f"only as regular files, never followed") from None
+        if err.errno in (errno.ENXIO, errno.ENODEV):
+            raise UsageError(f"{path}: is not a regular file (a socket or device), expected "
+                             f"{what}") from None
+        raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"{path}: is a directory, expected {what}")
+        raise UsageError(f"{path}: is not a regular file (a FIFO, device or socket), "
+                         f"expected {what}")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > limit:
+            raise UsageError(f"{path}: is {info.st_size:,} bytes; {path.name} is at most "
+                             f"{limit:,}")
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
+    if len(data) > limit:  # it grew while being read
+        raise UsageError(f"{path}: is more than {limit:,} bytes; {path.name} is at most "
+                         f"{limit:,}")
+    return data
+
+
 def _read_text(path: Path, what: str) -> str:
     """A file's text, or one UsageError naming the file and what is wrong with it."""
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, expected {what}") from None
+        data = read_run_bytes(path)
     except FileNotFoundError:
         raise UsageError(f"{path}: missing ({what})") from None
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -299,51 +532,109 @@ def _read_text(path: Path, what: str) -> str:
         raise UsageError(f"{path}: line {line}: not UTF-8 text") from None
 
 
+def _nesting(value: object) -> int:
+    """How deeply lists and mappings nest in ``value`` (iteratively: any depth is safe)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level > MAX_NESTING:
+                return level
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+_QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\n]|\'\')*\'|#[^\n]*')
+
+
+def _flow_nesting(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in YAML text outside quotes and comments (a cheap upper
+    view of its flow nesting; the parsed document is checked exactly afterwards)."""
+    codes = np.frombuffer(_QUOTED_OR_COMMENT.sub("", text).encode("utf-8"), dtype=np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(codes, (ord("]"), ord("}"))))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (initlab writes null for an undefined number)")
+
+
+def parse_json(text: str, where: str, record: bool = False) -> Any:
+    """One JSON document of a run file (``record``: one line of stats.jsonl): standard JSON
+    only (no NaN or Infinity), nested at most ``MAX_NESTING`` deep; else one UsageError
+    starting with ``where``."""
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise UsageError(f"{where}: nested more than {MAX_NESTING} levels deep") from None
+    except json.JSONDecodeError as err:
+        if record:  # one line of stats.jsonl: ``where`` names the line already
+            raise UsageError(f"{where} is not valid JSON") from None
+        raise UsageError(f"{where}: not valid JSON at line {err.lineno}") from None
+    except ValueError as err:
+        raise UsageError(f"{where}: {err}") from None
+    if _nesting(data) > MAX_NESTING:
+        raise UsageError(f"{where}: nested more than {MAX_NESTING} levels deep")
+    return data
+
+
 def _check_record(record: object, where: str) -> dict[str, Any]:
     """One stats.jsonl record, checked for what readers rely on: an object with an integer
-    ``step``, a string ``phase``, numbers (or null) for the scalars and lists of numbers (or
-    null) for the per-layer statistics. Other keys are left alone."""
+    ``step`` (at most ``MAX_STEP``), a string ``phase``, finite numbers (or null) for the
+    scalars and lists of finite numbers (or null) for the per-layer statistics. Other keys are
+    left alone."""
     if not isinstance(record, dict):
         raise UsageError(f"{where}: expected a JSON object, got {_kind_of(record)}")
     step = record.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise UsageError(f"{where}: \"step\" must be a whole number >= 0, got "
                          f"{bounded(step) if 'step' in record else 'nothing'}")
+    if step > MAX_STEP:
+        raise UsageError(f"{where}: \"step\" is {bounded(step, 40)}, more than 2**53: no run "
+                         f"takes that many steps")
     if not isinstance(record.get("phase"), str):
         raise UsageError(f"{where}: \"phase\" must be a string, got "
                          f"{bounded(record.get('phase')) if 'phase' in record else 'nothing'}")
     for key in ("epoch", *SCALAR_KEYS):
         value = record.get(key)
-        if value is not None and not _is_number(value):
-            raise UsageError(f"{where}: \"{key}\" must be a number or null, got "
+        if value is not None and not _is_finite(value):
+            raise UsageError(f"{where}: \"{key}\" must be a finite number or null, got "
                              f"{bounded(value)}")
     for key, value in record.items():
         if isinstance(value, list):
             for v in value:
-                if v is not None and not _is_number(v):
-                    raise UsageError(f"{where}: \"{key}\" must hold numbers or null, got "
-                                     f"{bounded(v)}")
+                if v is not None and not _is_finite(v):
+                    raise UsageError(f"{where}: \"{key}\" must hold finite numbers or null, "
+                                     f"got {bounded(v)}")
     return record
 
 
 def read_stats(path: Path) -> list[dict[str, Any]]:
     """The records of a stats.jsonl, skipping a torn last line with a warning. A damaged line
-    anywhere else (not JSON, not a record, per-layer lists whose length changes) is one
-    UsageError naming the file and line."""
+    anywhere else (not JSON, not a record, longer than ``MAX_RECORD_BYTES``, per-layer lists
+    whose length changes) is one UsageError naming the file and line. ``path``: the file, or
+    the run directory holding it."""
+    path = path / STATS_FILE if path.name != STATS_FILE else path
     records: list[dict[str, Any]] = []
-    lines = _read_text(path, "the run's statistics, one JSON object per line").splitlines(
-        keepends=True)
+    lines = _read_text(path, WHAT[STATS_FILE]).splitlines(keepends=True)
     widths: dict[str, tuple[int, int]] = {}  # key -> (entries, first line with it)
     for n, line in enumerate(lines):
         where = f"{path}: line {n + 1}"
+        if len(line) > MAX_RECORD_BYTES:
+            raise UsageError(f"{where}: is {len(line):,} characters; a record is at most "
+                             f"{MAX_RECORD_BYTES:,}")
         try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+            record = parse_json(line, where, record=True)
+        except UsageError:
             if n == len(lines) - 1:
                 warnings.warn(f"{path}: skipped a torn last line (run interrupted mid-write)",
                               stacklevel=2)
                 continue
-            raise UsageError(f"{where} is not valid JSON") from None
+            raise
         _check_record(record, where)
         for key, value in record.items():
             if isinstance(value, list):
@@ -355,22 +646,77 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_mapping(path: Path, what: str, *, required: bool = True) -> dict[str, Any]:
-    """A run directory's ``config.yaml`` (YAML, safe) or ``summary.json`` (JSON) as a dict;
-    {} for a missing optional file; any damage is one UsageError naming the file."""
-    if not required and not path.exists():
+def records_written(run_dir: Path) -> int:
+    """How many bytes of ``stats.jsonl`` there are (0 when there is none): what a checkpoint
+    records, so a resume can drop what was written after it."""
+    try:
+        info = os.lstat(run_dir / STATS_FILE)
+    except FileNotFoundError:
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def records_prefix_problem(run_dir: Path, size: int) -> str | None:
+    """Why the first ``size`` bytes of ``stats.jsonl`` (what a checkpoint recorded) cannot be
+    continued from: missing, shorter (records lost), or damaged within them. None when they
+    can."""
+    path = run_dir / STATS_FILE
+    if size == 0:
+        return None
+    try:
+        kept = read_run_bytes(path)[:size]
+    except FileNotFoundError:
+        return f"{path}: missing, but the checkpoint was taken after {size} bytes of records"
+    except UsageError as err:
+        return str(err)
+    if len(kept) < size:
+        return (f"{path}: {len(kept)} bytes, but the checkpoint was taken when it had {size}: "
+                f"records were lost")
+    if not kept.endswith(b"\n"):
+        return f"{path}: damaged (the checkpoint's last record does not end its line)"
+    for n, line in enumerate(kept.splitlines(), start=1):
+        where = f"{path}: line {n}"
+        try:
+            record = parse_json(line.decode("utf-8"), where)
+        except (UnicodeDecodeError, UsageError):
+            return f"{where} is not a JSON record"
+        try:
+            _check_record(record, where)
+        except UsageError as err:
+            return str(err)
+    return None
+
+
+def read_mapping(path: Path, what: str | None = None, *, required: bool = True
+                 ) -> dict[str, Any]:
+    """A run directory's ``config.yaml`` (YAML 1.2, the dialect and bounds of a config given
+    to ``initlab run``) or ``summary.json`` / ``sweep.json`` (JSON) as a dict; {} for a
+    missing optional file; any damage is one UsageError naming the file."""
+    from initlab.config import load_yaml  # the one YAML dialect (only a config needs it)
+
+    what = what or WHAT.get(path.name, "a run file")
+    if not required and not os.path.lexists(path):
         return {}
     text = _read_text(path, what)
     if not text.strip():
         raise UsageError(f"{path}: is empty, expected {what}")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError, RecursionError) as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else (
-            f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else "")
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise UsageError(f"{path}: not valid {kind}{at}") from None
+    if path.suffix == ".json":
+        data = parse_json(text, str(path))
+    else:
+        if _flow_nesting(text) > MAX_NESTING:  # before the parser spends seconds on it
+            raise UsageError(f"{path}: nested more than {MAX_NESTING} levels deep")
+        try:
+            data = load_yaml(text)
+        except RecursionError:
+            raise UsageError(f"{path}: nested more than {MAX_NESTING} levels deep") from None
+        except ValueError as err:  # an alias bomb
+            raise UsageError(f"{path}: {err}") from None
+        except Exception as err:  # noqa: BLE001 -- any YAML error, from any of its stages
+            mark = getattr(err, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise UsageError(f"{path}: not valid YAML{at}") from None
+        if _nesting(data) > MAX_NESTING:
+            raise UsageError(f"{path}: nested more than {MAX_NESTING} levels deep")
     if data is None:
         raise UsageError(f"{path}: is empty, expected {what}")
     if not isinstance(data, dict):
@@ -378,37 +724,96 @@ def read_mapping(path: Path, what: str, *, required: bool = True) -> dict[str, A
     return data
 
 
-SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
-    "status": (str,), "steps": (int,), "epochs": (int,), "final_test_error": (int, float),
-    "reached_target_epoch": (int,), "diverged_step": (int,), "wall_seconds": (int, float),
+def read_run_config(run_dir: Path, *, required: bool = True) -> dict[str, Any]:
+    """A member's ``config.yaml`` as a mapping, its sections and the numbers readers use
+    checked ({} when absent and not ``required``)."""
+    path = run_dir / CONFIG_FILE
+    config = read_mapping(path, WHAT[CONFIG_FILE], required=required)
+    _check_config(config, path)
+    return config
+
+
+# summary.json's fields readers use: their types and ranges.
+SUMMARY_FIELDS: dict[str, tuple[str, Any]] = {
+    "status": ("a string", lambda v: isinstance(v, str)),
+    "steps": ("a whole number in 0..2**53", lambda v: _whole(v, 0)),
+    "epochs": ("a whole number in 0..2**53", lambda v: _whole(v, 0)),
+    "final_test_error": ("a number in [0, 1]", lambda v: _is_finite(v) and 0 <= v <= 1),
+    "reached_target_epoch": ("a whole number in 0..2**53", lambda v: _whole(v, 0)),
+    "diverged_step": ("a whole number in 0..2**53", lambda v: _whole(v, 0)),
+    "wall_seconds": ("a finite number >= 0", lambda v: _is_finite(v) and v >= 0),
+    "members_in_group": ("a whole number in 1..2**53", lambda v: _whole(v, 1)),
+    "threads": ("a whole number in 1..2**53", lambda v: _whole(v, 1)),
 }
+
+
+def _whole(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_STEP
 
 
 def read_summary(path: Path) -> dict[str, Any]:
     """summary.json ({} when absent: a member not started yet), its fields readers use
-    checked."""
-    summary = read_mapping(path, "the run's summary", required=False)
-    for key, types in SUMMARY_TYPES.items():
+    checked. ``path``: the file, or the run directory holding it."""
+    path = path / SUMMARY_FILE if path.name != SUMMARY_FILE else path
+    summary = read_mapping(path, WHAT[SUMMARY_FILE], required=False)
+    for key, (expected, ok) in SUMMARY_FIELDS.items():
         value = summary.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
-            raise UsageError(f"{path}: \"{key}\" must be "
-                             f"{'a string' if types == (str,) else 'a number'} or null, got "
+        if value is not None and not ok(value):
+            raise UsageError(f"{path}: \"{key}\" must be {expected} or null, got "
                              f"{bounded(value)}")
     return summary
 
 
+def read_sweep_listing(top: Path) -> list[object]:
+    """The member names ``sweep.json`` lists, as written (each still to be checked as a plain
+    name of a subdirectory); one UsageError naming the file when it is damaged."""
+    path = top / SWEEP_FILE
+    listing = read_mapping(path, WHAT[SWEEP_FILE])
+    members = listing.get("members")
+    if not isinstance(members, list):
+        raise UsageError(f"{path}: \"members\" must be a list of names, got "
+                         f"{bounded(members) if 'members' in listing else 'nothing'}")
+    return members
+
+
+def config_text(run_dir: Path) -> str | None:
+    """A member's ``config.yaml`` exactly as written (the figures' cache compares it with the
+    config it wants); None when it is missing, not a regular file or not text."""
+    try:
+        return read_run_bytes(run_dir / CONFIG_FILE).decode("utf-8")
+    except (FileNotFoundError, UsageError, UnicodeDecodeError):
+        return None
+
+
+def config_dirs(top: Path) -> list[Path]:
+    """Every directory under ``top`` (itself included) holding a ``config.yaml``, links never
+    followed: the members a launch wrote."""
+    found = []
+    for folder, subdirs, files in os.walk(top):  # os.walk does not follow directory links
+        if CONFIG_FILE in files:
+            found.append(Path(folder))
+        subdirs.sort()
+    return sorted(found)
+
+
+def read_checkpoint_bytes(path: Path) -> bytes:
+    """A checkpoint file's bytes, read as any run file (regular, bounded, never a link)."""
+    return read_run_bytes(path)
+
+
 def _positive_int(config: dict[str, Any], section: str, key: str, default: int,
-                  source: Path) -> int:
+                  source: Path, high: int = MAX_STEP) -> int:
     value = (config.get(section) or {}).get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"{source}: {section}.{key}: expected a whole number >= 1, got "
-                         f"{bounded(value)}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+        raise UsageError(f"{source}: {section}.{key}: expected a whole number in 1..{high:,}, "
+                         f"got {bounded(value)}")
     return value
 
 
 def _check_config(config: dict[str, Any], source: Path) -> None:
     """What readers take from a run's config: sections are mappings; an MLP's depth and width
-    are positive integers; a watched run's layers each have a name and a fan-in."""
+    are positive integers in their ranges; a watched run's layers each have a name and a
+    fan-in."""
     for section, value in config.items():
         if section != "name" and value is not None and not isinstance(value, dict):
             raise UsageError(f"{source}: {section}: expected a mapping, got {_kind_of(value)}")
@@ -422,12 +827,27 @@ def _check_config(config: dict[str, Any], source: Path) -> None:
                 raise UsageError(f"{source}: watch.layers[{i}]: expected a mapping with a "
                                  f"name, got {bounded(layer)}")
             fan = layer.get("fan_in")
-            if fan is not None and (not _is_number(fan) or fan <= 0):
+            if fan is not None and (not _is_finite(fan) or fan <= 0):
                 raise UsageError(f"{source}: watch.layers[{i}].fan_in: expected a number "
                                  f"> 0, got {bounded(fan)}")
         return
-    _positive_int(config, "model", "depth", 1, source)
-    _positive_int(config, "model", "width", 1, source)
+    _positive_int(config, "model", "depth", 1, source, MAX_DEPTH)
+    _positive_int(config, "model", "width", 1, source, 1_000_000)
+
+
+def _check_layers_match(run: Run, source: Path) -> None:
+    """The number of layers the config says against the per-layer lists recorded: an MLP of
+    L layers records L values (L - 1 for hidden-layer statistics), a watched model one per
+    watched layer."""
+    widest = _widest(run.layers)
+    if not widest:
+        return
+    depth = run.depth
+    if not widest <= depth <= widest + 1:
+        key = "watch.layers" if run.kind == "watch" else "model.depth"
+        raise UsageError(f"{source}: {key} says {depth:,} layers, but the records in "
+                         f"{STATS_FILE} have {widest} per layer; the config does "
+                         f"not belong to these records")
 
 
 def _plural(n: int, word: str) -> str:
@@ -497,6 +917,11 @@ class Run:
             parts.append(how_it_ended(self.summary))
         elif not math.isnan(err):
             parts.append(f"test error {percent(err)}")
+        if self.status not in FINISHED:
+            parts.append(f"records reach step {self.reached}")
+            last = self.last_test_error
+            if last is not None:
+                parts.append(f"last test error {percent(last[0])} at step {last[1]}")
         parts.append(_plural(len(self.records), "record"))
         return f"Run({str(self.path)!r}: {', '.join(parts)})"
 
@@ -507,17 +932,37 @@ class Run:
     @property
     def sweep(self) -> str | None:
         """The sweep this run is a member of (its directory's name), else None."""
-        return self.path.parent.name if (self.path.parent / SWEEP_FILE).is_file() else None
+        return self.path.parent.name if is_sweep_dir(self.path.parent) else None
 
     @property
     def display_name(self) -> str:
         """``sweep/member`` for a sweep member, else the run's name."""
         return f"{self.sweep}/{self.name}" if self.sweep else self.name
 
-    @property
+    @cached_property
     def status(self) -> str:
-        """completed, diverged, interrupted or running ("unknown" without a summary)."""
-        return str(self.summary.get("status") or "unknown")
+        """completed, diverged, interrupted, running (a process is writing it) or stopped
+        (its summary says running, but no process holds its writer's lock: it was killed);
+        "unknown" without a summary."""
+        status = str(self.summary.get("status") or "unknown")
+        if status == "running" and writer_alive(self.path) is False:
+            return "stopped"
+        return status
+
+    @property
+    def reached(self) -> int:
+        """The step the records reach (the summary's count when none were read)."""
+        if len(self.records):
+            return int(self.step.max())
+        return int(self.summary.get("steps") or 0)
+
+    @property
+    def last_test_error(self) -> tuple[float, int] | None:
+        """The last test error measured and its step, whether or not the run finished."""
+        measured = np.flatnonzero(~np.isnan(self.test_error)) if len(self.records) else []
+        if not len(measured):
+            return None
+        return float(self.test_error[measured[-1]]), int(self.step[measured[-1]])
 
     @property
     def members(self) -> int:
@@ -569,7 +1014,7 @@ class Run:
         try:
             images = min(int(data.get("train_subset") or TRAIN_IMAGES), TRAIN_IMAGES)
             return max(steps_per_epoch(images, int(train.get("batch_size") or 128)), 1)
-        except (TypeError, ValueError):  # a hand-edited config: curves fall back to steps
+        except (TypeError, ValueError, OverflowError):  # hand-edited: curves use steps
             return None
 
     def plotted(self, key: str) -> np.ndarray:
@@ -597,15 +1042,17 @@ class Run:
 
     @property
     def final_test_error(self) -> float:
-        """The summary's final test error, else the last one measured; NaN if none. A
-        diverged run has none: its outcome is "diverged at step N" (``diverged_step``), told
-        the same way by the progress line, ``ls``, ``compare``, the figures and exports."""
+        """The summary's final test error; for a completed run without one, the last one
+        measured. NaN if none: a run that did not finish (running, stopped, interrupted) has
+        no final error (``last_test_error`` is the last measured, e.g. at initialization), nor
+        has a diverged run, whose outcome is "diverged at step N" (``diverged_step``), told the
+        same way by the progress line, ``ls``, ``compare``, the figures and exports."""
         if self.status == "diverged":
             return float("nan")
         err = self.summary.get("final_test_error")
-        if err is None and len(self.records):
-            measured = self.test_error[~np.isnan(self.test_error)]
-            err = measured[-1] if len(measured) else None
+        if err is None and self.status == "completed":
+            last = self.last_test_error
+            err = None if last is None else last[0]
         return float("nan") if err is None else float(err)
 
     def layer_stat(self, key: str, phase: str = "final") -> np.ndarray:
@@ -665,12 +1112,30 @@ def load_run(path: str | Path, records: bool = True) -> Run:
     """Load one member's run directory (the one holding stats.jsonl); ``records=False`` reads
     only its config and summary (a listing of many runs)."""
     path = Path(path).expanduser()
-    if not (path / STATS_FILE).exists():
+    if not is_run_dir(path):
         raise UsageError(not_a_run(path))
-    config = read_mapping(path / CONFIG_FILE, "the run's resolved config", required=False)
-    _check_config(config, path / CONFIG_FILE)
-    summary = read_summary(path / SUMMARY_FILE)
-    return Run(path, config, summary, read_stats(path / STATS_FILE) if records else [])
+    config = read_run_config(path, required=False)
+    summary = read_summary(path)
+    run = Run(path, config, summary, read_stats(path) if records else [])
+    _check_layers_match(run, path / CONFIG_FILE)
+    return run
+
+
+def is_run_dir(path: Path) -> bool:
+    """A member's run directory: ``stats.jsonl`` beside its ``config.yaml`` or
+    ``summary.json`` (a stray ``stats.jsonl`` in a folder of runs does not make the folder a
+    run; a link named so counts, to be refused when read, never followed)."""
+    return os.path.lexists(path / STATS_FILE) and not is_sweep_dir(path) and (
+        os.path.lexists(path / CONFIG_FILE) or os.path.lexists(path / SUMMARY_FILE))
+
+
+def command_path(path: Path) -> str:
+    """``path`` as a shell command line names it: quoted, and never read as an option (a run
+    named ``-rf`` is ``./-rf``)."""
+    import shlex
+
+    text = str(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def not_a_run(path: Path) -> str:
@@ -689,10 +1154,13 @@ def not_a_run(path: Path) -> str:
     if found:
         return (f"{path} is a directory of runs ({_listing([e.path.name for e in found])}): "
                 f"load one by its directory, e.g. {found[-1].path}, or every run under it "
-                f"with load_runs({str(path)!r}); `initlab ls {path}` lists them")
-    if (path / CONFIG_FILE).is_file():
+                f"with load_runs({str(path)!r}); `initlab ls {command_path(path)}` lists them")
+    if os.path.lexists(path / CONFIG_FILE):
         return (f"{path}: no {STATS_FILE} yet (a run set up but not started, or stopped "
                 f"before its first record)")
+    if os.path.lexists(path / STATS_FILE):
+        return (f"{path} is not a run directory: its {STATS_FILE} has no {CONFIG_FILE} or "
+                f"{SUMMARY_FILE} beside it (a stray file?)")
     return f"{path} is not a run directory (no {STATS_FILE})"
 
 
@@ -703,20 +1171,15 @@ def _listing(names: list[str], shown: int = 4) -> str:
 
 def is_sweep_dir(path: Path) -> bool:
     """A sweep's directory: it has ``sweep.json`` (written once every member directory
-    exists)."""
-    return (path / SWEEP_FILE).is_file()
+    exists; a link named so counts too, to be refused when read)."""
+    return os.path.lexists(path / SWEEP_FILE)
 
 
 def sweep_members(path: Path) -> list[Path]:
     """A sweep's member directories in sweep order (``sweep.json``), else sorted; only those
-    holding statistics."""
-    order: list[str] = []
-    try:
-        listed = json.loads((path / SWEEP_FILE).read_text()).get("members", [])
-        order = [str(name) for name in listed if isinstance(name, (str, int, float))]
-    except (OSError, ValueError, AttributeError):
-        pass
-    found = {p.name: p for p in _subdirs(path) if (p / STATS_FILE).exists()}
+    holding statistics. A damaged ``sweep.json`` is one UsageError naming it."""
+    order = [name for name in read_sweep_listing(path) if isinstance(name, str)]
+    found = {p.name: p for p in _subdirs(path) if os.path.lexists(p / STATS_FILE)}
     ordered = [found.pop(name) for name in order if name in found]
     return ordered + sorted(found.values())
 
@@ -743,7 +1206,7 @@ class RunEntry:
         first = self.path / SWEEP_FILE if self.is_sweep else self.path / CONFIG_FILE
         for candidate in (first, self.path / STATS_FILE, self.path):
             try:
-                return candidate.stat().st_mtime
+                return os.lstat(candidate).st_mtime  # the link itself, never what it names
             except OSError:
                 continue
         return 0.0
@@ -753,10 +1216,14 @@ def find_runs(parent: Path) -> list[RunEntry]:
     """The runs and sweeps directly inside ``parent``, oldest first."""
     entries = []
     for path in _subdirs(parent):
-        if (path / STATS_FILE).exists():
+        if is_run_dir(path):
             entries.append(RunEntry(path, (path,), False))
         elif is_sweep_dir(path):
-            entries.append(RunEntry(path, tuple(sweep_members(path)), True))
+            try:
+                members = tuple(sweep_members(path))
+            except UsageError:  # listed as one unreadable entry: `ls` names the problem
+                members = (path,)
+            entries.append(RunEntry(path, members, True))
     return sorted(entries, key=lambda e: (e.started, e.path.name))
 
 
@@ -764,7 +1231,7 @@ def nested_run_dirs(parent: Path) -> Iterator[tuple[Path, int]]:
     """Directories inside ``parent`` that are neither runs nor sweeps but hold runs (such as
     ``runs/figures-cache``), with how many."""
     for path in sorted(_subdirs(parent)):
-        if not (path / STATS_FILE).exists() and not is_sweep_dir(path):
+        if not is_run_dir(path) and not is_sweep_dir(path):
             count = sum(len(e.members) for e in find_runs(path))
             if count:
                 yield path, count
@@ -774,7 +1241,7 @@ def load_runs(path: str | Path) -> list[Run]:
     """A run directory as a list of one, a sweep directory as its members (in sweep order),
     or a directory of runs as every run in it (sweeps' members included), oldest first."""
     path = Path(path).expanduser()
-    if (path / STATS_FILE).exists():
+    if is_run_dir(path):
         return [load_run(path)]
     if is_sweep_dir(path):
         return [load_run(p) for p in sweep_members(path)]

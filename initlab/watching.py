@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
@@ -136,6 +137,11 @@ def find_layers(root: nn.Module) -> list[WatchedLayer]:
         kind = next((t for t in LAYER_TYPES if isinstance(module, t.module)), None)
         if kind is None:
             continue
+        if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+            raise UsageError(f"initlab.watch: layer {name or type(module).__name__!r} "
+                             f"({type(module).__name__}) has no weights before the model's "
+                             f"first forward pass; run one batch through the model, then "
+                             f"call initlab.watch")
         weight = kind.weight(module)
         layers.append(WatchedLayer(name or type(module).__name__, type(module).__name__,
                                    int(kind.fan_in(module)),
@@ -731,12 +737,16 @@ class Watch:
             self.diverged(self.steps)  # after the last capture (an earlier one comes first)
         self.status = status
         self.write()
+        self.writer.close()  # its summary is final: readers no longer see it running
         if self.active and status == "completed":  # diverged, stalled or trained badly: say so
             from initlab.diagnosis import print_top_finding
 
             print_top_finding(self.path)  # type: ignore[arg-type]
 
     def __enter__(self) -> Watch:
+        if getattr(self, "status", "running") != "running":  # closed: it would record nothing
+            raise UsageError(f"initlab.watch: this watch of {self.path} is closed; start a "
+                             f"new one with initlab.watch(model, ...)")
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -6,6 +6,11 @@
   modules ask for it with ``pytestmark = pytest.mark.usefixtures("mnist_env")``.
 - ``synthetic``: a small random data set with the shapes and dtypes of the real tensors, for
   unit tests of the model, optimizer, statistics and checkpoints, which need no MNIST.
+- Hypothesis profiles: ``ci`` (the default, what ``make test`` runs) draws the same examples on
+  every run (derandomized, no example database), so whether a change lands never depends on a
+  random draw; ``fuzz`` (``make fuzz``, ``HYPOTHESIS_PROFILE=fuzz``) draws fresh ones, many
+  more of them. ``examples(n)`` is a property test's settings: n examples under ``ci``,
+  ``FUZZ_FACTOR`` x n under ``fuzz``.
 """
 
 from __future__ import annotations
@@ -19,9 +24,28 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from initlab import data
 from initlab.data import MNIST_FILES, MNISTTensors, raw_dir
+
+# Property tests build run directories and call the CLI: slow examples are expected, and a
+# function-scoped tmp_path is shared by the examples on purpose (each makes its own subfolder).
+_SLOW_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+            HealthCheck.data_too_large]
+settings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                          print_blob=True, suppress_health_check=_SLOW_OK)
+settings.register_profile("fuzz", derandomize=False, deadline=None, print_blob=True,
+                          suppress_health_check=_SLOW_OK)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+FUZZ_FACTOR = int(os.environ.get("INITLAB_FUZZ_FACTOR", "50"))
+
+
+def examples(n: int) -> settings:
+    """A property test's settings: ``n`` fixed examples under ``make test``, ``FUZZ_FACTOR``
+    times as many fresh ones under ``make fuzz``."""
+    return settings(max_examples=n * FUZZ_FACTOR if PROFILE == "fuzz" else n)
 
 
 @pytest.fixture(scope="session")

@@ -94,9 +94,9 @@ def test_run_tensorboard_writes_events_as_it_trains(sweep_dir: Path) -> None:
 
 def test_export_tensorboard_replaces_its_own_events(sweep_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "tb"
-    for _ in range(2):  # a second export replaces the first one's file
+    for force in ([], ["--force"]):  # a second export (--force) replaces the first one's file
         result = runner.invoke(app, ["export", str(sweep_dir), "--to", "tensorboard", "--out",
-                                     str(out)])
+                                     str(out), *force])
         assert result.exit_code == 0, result.output
     assert f"open with: tensorboard --logdir {out}" in result.output
     for member in ("c=1.5", "c=2.0"):

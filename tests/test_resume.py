@@ -188,3 +188,51 @@ def test_a_sweep_copied_elsewhere_resumes_there(tmp_path: Path) -> None:
     assert cli("run", "--resume", moved).exit_code == 0
     assert all(json.loads((p / "summary.json").read_text())["status"] == "completed"
                for p in moved.iterdir() if p.is_dir())
+
+
+# --------------------------------------------------------------------------- issue 20
+
+
+@pytest.mark.parametrize("summary", ["missing", "damaged"])
+def test_a_completed_run_without_checkpoints_or_summary_is_refused_and_kept(
+        tmp_path: Path, summary: str) -> None:
+    """--resume deleted stats.jsonl with its final record and trained again from step 0."""
+    run = make_run(tmp_path, SINGLE)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / name).unlink(missing_ok=True)
+    if summary == "missing":
+        (run / "summary.json").unlink()
+        refused(run, "its records reach step", "no checkpoint", "records are kept")
+    else:
+        (run / "summary.json").write_text('{"status": "comp')
+        refused(run, "summary.json: not valid JSON")
+
+
+def test_a_flipped_byte_in_a_checkpoint_key_is_refused_not_a_key_error(tmp_path: Path) -> None:
+    """hypothesis once drew this in make test: KeyError: 'buffers' with a traceback."""
+    run = make_run(tmp_path, SINGLE, stop_at=17)
+    raw = (run / "checkpoint.pt").read_bytes()
+    at = raw.index(b"buffers")
+    (run / "checkpoint.pt").write_bytes(raw[:at] + b"b" + bytes([raw[at + 1] ^ 0x20])
+                                        + raw[at + 2:])
+    refused(run, "checkpoint.pt: damaged checkpoint: model.buffers is missing",
+            "nothing was changed")
+
+
+@pytest.mark.parametrize("damage", ["a buffer's name", "an optimizer key", "a shape"])
+def test_a_checkpoint_that_does_not_fit_its_network_is_refused(tmp_path: Path,
+                                                               damage: str) -> None:
+    from initlab import checkpoint
+
+    run = make_run(tmp_path, {**SINGLE, "model": {**BASE["model"], "norm": "batch"},
+                              "train": {**BASE["train"], "momentum": 0.9}}, stop_at=17)
+    state = checkpoint.read_checkpoint(run / "checkpoint.pt")
+    if damage == "a buffer's name":
+        buffers = state["model"]["buffers"]
+        buffers["norm.running_meen"] = buffers.pop("norm.running_mean")
+    elif damage == "an optimizer key":
+        state["optimizer"]["momentun"] = state["optimizer"].pop("momentum")
+    else:
+        state["params_init"] = state["params_init"][:-1]
+    torch.save(state, run / "checkpoint.pt")
+    refused(run, "checkpoint.pt: ")

@@ -145,3 +145,34 @@ def test_readers_never_follow_a_link_out_of_a_sweep(tmp_path: Path) -> None:
     victim = interrupted_run(tmp_path / "v")
     (top / "elsewhere").symlink_to(victim)
     assert [run.path.name for run in initlab.load_runs(top)] == ["c=1.0", "c=2.0"]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "stats.jsonl", "summary.json",
+                                  "checkpoint.pt", "checkpoint.prev.pt"])
+def test_a_file_link_out_of_a_run_is_never_followed(tmp_path: Path, name: str) -> None:
+    """Issue 20: readers followed a file link (summary.json -> ../../elsewhere), while this
+    file said links are never followed. Each run file that is a link is refused by name, by
+    every reader that opens it, and nothing outside is read into a result."""
+    from initlab.runs import load_run
+
+    run = interrupted_run(tmp_path)
+    outside = tmp_path / "elsewhere"
+    shutil.copyfile(run / name, outside)  # the same bytes: following it would "work"
+    (run / name).unlink()
+    (run / name).symlink_to(outside)
+    kept = outside.read_bytes()
+    if not name.startswith("checkpoint"):
+        before = digest(run)
+        result = cli("plot", run, "--out", tmp_path / "f.png")
+        assert result.exit_code == 2, result.output
+        assert f"{name}: is a symbolic link" in result.output, result.output
+        with pytest.raises(UsageError, match="is a symbolic link"):
+            load_run(run)
+        assert digest(run) == before
+    result = cli("run", "--resume", run)
+    if result.exit_code == 2:
+        assert f"{name}: is a symbolic link" in result.output, result.output
+    else:  # summary.json is only written by resume: the link is replaced, never written through
+        assert name == "summary.json" and result.exit_code == 0, result.output
+        assert not (run / name).is_symlink()
+    assert outside.read_bytes() == kept

@@ -13,7 +13,6 @@ retrained from scratch.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -27,7 +26,14 @@ from initlab.experiment import group_indices, train_written_members, training_co
 from initlab.figures.core import Launch, RunSet
 from initlab.jobs import Job, run_jobs, torch_threads
 from initlab.progress import ProgressFactory, quiet_progress
-from initlab.runs import CONFIG_FILE, FINISHED, STATS_FILE, SUMMARY_FILE, RunWriter
+from initlab.runs import (
+    FINISHED,
+    RunWriter,
+    config_dirs,
+    config_text,
+    is_run_dir,
+    read_summary,
+)
 
 DEFAULT_CACHE = Path("runs") / "figures-cache"
 LAUNCH_PREFIX = ".launch-"  # a launch's temporary directory inside the cache
@@ -41,12 +47,12 @@ def run_path(cache: Path, cfg: RunConfig) -> Path:
 
 def is_cached(path: Path, cfg: RunConfig) -> bool:
     """A finished run of exactly this config (completed, or diverged: that is a result too)."""
-    try:
-        summary = json.loads((path / SUMMARY_FILE).read_text())
-        same = (path / CONFIG_FILE).read_text() == dump_yaml(cfg)
-    except (OSError, ValueError):
+    if config_text(path) != dump_yaml(cfg) or not is_run_dir(path):
         return False
-    return same and summary.get("status") in FINISHED and (path / STATS_FILE).exists()
+    try:
+        return read_summary(path).get("status") in FINISHED
+    except UsageError:  # damaged: trained again
+        return False
 
 
 def ensure_runs(run_sets: Sequence[RunSet], cache: Path, data_root: str | None,
@@ -135,8 +141,8 @@ def train_launched(spec: Launch, configs: Sequence[RunConfig], cache: Path,
             raise UsageError(f"{spec.source.name}: the {spec.nproc} launched workers failed "
                              f"(exit {code})")
         wanted = {dump_yaml(cfg): run_path(cache, cfg) for cfg in configs}
-        for member in sorted(p.parent for p in scratch.rglob(CONFIG_FILE)):
-            target = wanted.pop((member / CONFIG_FILE).read_text(), None)
+        for member in config_dirs(scratch):
+            target = wanted.pop(config_text(member) or "", None)
             if target is not None:
                 os.replace(member, target)
         if wanted:  # the launch's configs are not the ones the figure asked for: a bug

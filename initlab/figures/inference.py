@@ -21,6 +21,7 @@ from initlab.runs import CHECKPOINT_FILE, CONFIG_FILE, Run
 def load_model(run: Run) -> tuple[StackedMLP, RunConfig, State]:
     """The trained model of a run directory as a K = 1 stack (weights and buffers, such as
     batch norm's running averages), its config and its checkpoint state."""
+    # run.config was read by the run format's reader: the YAML dialect `initlab run` writes.
     cfg = config_from_dict(run.config, str(run.path / CONFIG_FILE))
     state = read_checkpoint(run.path / CHECKPOINT_FILE)
     model = StackedMLP(cfg.model, 1)
