@@ -737,7 +737,7 @@ class Watch:
             self.diverged(self.steps)  # after the last capture (an earlier one comes first)
         self.status = status
         self.write()
-        self.writer.close()  # its summary is final: readers no longer see it running
+        self.log.writer.close()  # its summary is final: readers no longer see it running
         if self.active and status == "completed":  # diverged, stalled or trained badly: say so
             from initlab.diagnosis import print_top_finding
 

@@ -64,8 +64,9 @@ def fake_member(path: Path, norm: str, weight_norm: str, seed: int, error: float
                         "seed": seed}}
     (path / CONFIG_FILE).write_text(json.dumps(config))  # JSON is YAML
     record = {"step": 384, "epoch": 3, "phase": "final", "loss": 0.2, "train_error": error,
-              "test_error": error, "act_norm": [1.0], "grad_norm": [1.0], "weight_var": [1.0],
-              "weight_rel_change": [0.1]}
+              "test_error": error, "act_norm": [1.0] * 10, "grad_norm": [1.0] * 10,
+              "weight_var": [1.0] * 10,
+              "weight_rel_change": [0.1] * 10}
     (path / STATS_FILE).write_text(json.dumps(record) + "\n")
     (path / SUMMARY_FILE).write_text(json.dumps({"status": "completed", "epochs": 3,
                                                  "final_test_error": error}))

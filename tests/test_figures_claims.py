@@ -102,8 +102,9 @@ def fake_run(path: Path, norm: str, batch: int, error: float, seconds: float = 1
                         "epochs": 2, "seed": seed}}
     (path / CONFIG_FILE).write_text(json.dumps(config))  # JSON is YAML
     record = {"step": 1, "epoch": 2, "phase": "final", "loss": 0.5, "train_error": error,
-              "test_error": error, "act_norm": [1.0], "grad_norm": [1.0], "weight_var": [1.0],
-              "weight_rel_change": [0.1]}
+              "test_error": error, "act_norm": [1.0] * 10, "grad_norm": [1.0] * 10,
+              "weight_var": [1.0] * 10,
+              "weight_rel_change": [0.1] * 10}
     (path / STATS_FILE).write_text(json.dumps(record) + "\n")
     summary = {"status": "completed", "final_test_error": error, "epochs": 2,
                "wall_seconds": seconds}

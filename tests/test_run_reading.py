@@ -471,16 +471,20 @@ def test_plot_never_overwrites_a_file_it_was_not_named(tmp_path: Path) -> None:
 
 def test_compare_never_overwrites_a_compare_png_it_was_not_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --out, compare draws compare.png beside the first run (never into the current
+    folder), and never over an existing one without --force."""
     a, b = make_run(tmp_path / "a"), make_run(tmp_path / "b")
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    (here / "compare.png").write_bytes(b"an earlier comparison")
-    one_line_refusal(["compare", str(a), str(b)], "compare.png exists here", "--force")
-    assert (here / "compare.png").read_bytes() == b"an earlier comparison"
+    beside = tmp_path / "compare.png"
+    beside.write_bytes(b"an earlier comparison")
+    one_line_refusal(["compare", str(a), str(b)], "compare.png exists", "--force")
+    assert beside.read_bytes() == b"an earlier comparison"
     result = runner.invoke(app, ["compare", str(a), str(b), "--force"])
     assert result.exit_code == 0, result.output
-    assert (here / "compare.png").read_bytes() != b"an earlier comparison"
+    assert beside.read_bytes() != b"an earlier comparison"
+    assert not list(here.iterdir())
     assert "--force" in runner.invoke(app, ["compare", "--help"]).output
 
 
