@@ -186,22 +186,21 @@ def test_model_memory_is_refused_before_any_directory(tmp_path: Path, mnist_env)
 # --------------------------------------------------------------------------- run directories
 
 
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory, mnist_env) -> Path:
-    """A tiny run stopped by SIGINT after its first checkpoint."""
+def interrupted_run(tmp: Path, name: str, sweep: dict | None = None) -> Path:
+    """A tiny run (or sweep) stopped by SIGINT after its first checkpoint, on one thread."""
     from conftest import sigint_after
 
     from initlab.config import load_experiment
     from initlab.errors import RunInterrupted
     from initlab.experiment import run_experiment
 
-    tmp = tmp_path_factory.mktemp("hostile")
-    path = tmp / "tiny.yaml"
+    path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "tiny", "model": {"depth": 2, "width": 8},
+        "name": name, "model": {"depth": 2, "width": 8},
         "data": {"train_subset": 200, "test_subset": 50},
         "train": {"batch_size": 20, "epochs": 2, "device": "cpu"},
-        "log": {"every": 3, "checkpoint_every": 4, "probe_size": 16}}))
+        "log": {"every": 3, "checkpoint_every": 4, "probe_size": 16},
+        **({"sweep": sweep} if sweep else {})}))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -210,6 +209,12 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, mnist_env) -> Path:
     finally:
         torch.set_num_threads(before)
     return stop.value.path
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory, mnist_env) -> Path:
+    """A tiny run stopped by SIGINT after its first checkpoint."""
+    return interrupted_run(tmp_path_factory.mktemp("hostile"), "tiny")
 
 
 def files(top: Path) -> dict[str, str]:
@@ -282,28 +287,8 @@ WRONG_VALUES: tuple[object, ...] = ("x", -1, 10**30, 1.5, None, True, [], {}, [[
 @pytest.fixture(scope="module")
 def interrupted_sweep(tmp_path_factory: pytest.TempPathFactory, mnist_env) -> Path:
     """A two-member sweep stopped by SIGINT after its first checkpoints."""
-    from conftest import sigint_after
-
-    from initlab.config import load_experiment
-    from initlab.errors import RunInterrupted
-    from initlab.experiment import run_experiment
-
-    tmp = tmp_path_factory.mktemp("hostile-sweep")
-    path = tmp / "sweep.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "sweep", "model": {"depth": 2, "width": 8},
-        "data": {"train_subset": 200, "test_subset": 50},
-        "train": {"batch_size": 20, "epochs": 2, "device": "cpu"},
-        "log": {"every": 3, "checkpoint_every": 4, "probe_size": 16},
-        "sweep": {"init.c": [1.0, 2.0]}}))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.raises(RunInterrupted) as stop:
-            run_experiment(load_experiment(path), tmp / "runs", progress=sigint_after(6))
-    finally:
-        torch.set_num_threads(before)
-    return stop.value.path
+    return interrupted_run(tmp_path_factory.mktemp("hostile-sweep"), "sweep",
+                           {"init.c": [1.0, 2.0]})
 
 
 def _replace_somewhere(value: object, rng: random.Random) -> object:
