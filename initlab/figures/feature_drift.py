@@ -113,8 +113,9 @@ FIGURE = Figure(
     "of the Group Norm video, not in the lecture). Here: the 15th, 50th and 85th percentiles "
     "over the batch of one fixed unit's nonlinearity input in the last hidden layer of the "
     "50-layer net, over one epoch of Adam on 30,000 images, the first seed (the runs of "
-    "normalized-training, each normalization at its best learning rate). Top row: normalization before the ReLU, Ioffe & Szegedy's placement, "
-    "where the unit's input is the normalized value; bottom row: after the ReLU, the "
+    "normalized-training, each normalization at its best learning rate). Top row: "
+    "normalization before the ReLU, Ioffe & Szegedy's placement, where the unit's input is "
+    "the normalized value; bottom row: after the ReLU, the "
     "lecture's placement, where only the layer's input is normalized. The drift number is how "
     "far the median moves, on the same 512 probe images, in units of its initial spread.",
     (STEM,), plot, claims, recipe=recipe)
