@@ -154,7 +154,7 @@ FIGURE = Figure(
     "activations at c ≥ 2.5 grow ~(c/2)^25 over 50 layers and a smaller lr might train it, so "
     "it is not proof that no lr does. The mean field says the activations change by "
     "(c/2)^((L−1)/2) over L layers (dashed: a change of 100× either way), so it predicts "
-    "that a shallow net tolerates almost any c while a 50-layer one trains only in a narrow band around c = 2, "
-    "the band narrowing like 1/L — the reason the lecture's deep network needs the right "
-    "initial scale.",
+    "that a shallow net tolerates almost any c while a 50-layer one trains only in a narrow "
+    "band around c = 2, the band narrowing like 1/L — the reason the lecture's deep network "
+    "needs the right initial scale.",
     (STEM,), plot, claims, plots_seeds=True)
