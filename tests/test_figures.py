@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from initlab.cli import app
@@ -22,22 +23,22 @@ pytestmark = pytest.mark.usefixtures("mnist_env")
 
 # Each figure's claim rows, in registry order: adding a figure adds its line here.
 EXPECTED_ROWS = {
-    "init-norms": 9,
+    "init-norms": 11,
     "trainability": 4,
     "zero-init": 4,
-    "trained-variance": 6,
-    "weights-move-little": 3,
+    "trained-variance": 8,
+    "weights-move-little": 6,
     "layernorm-norms": 1,
     "batchnorm-norms": 1,
     "norm-spread": 4,
     "normalized-gradients": 4,
-    "normalized-training": 4,
+    "normalized-training": 6,
     "feature-drift": 3,
-    "trained-norms": 5,
+    "trained-norms": 3,
     "regularization": 2,
-    "dropout": 6,
+    "dropout": 8,
     "weight-decay-bn": 3,
-    "batchnorm-eval": 2,
+    "batchnorm-eval": 3,
     "small-batch": 3,
     "sync-bn": 4,
     "weight-standardization": 3,
@@ -78,7 +79,7 @@ def test_quick_suite_writes_every_figure_and_claim(tmp_path: Path) -> None:
     rows = report_rows(report)
     for name in QUICK_SUITE:
         assert sum(row[0] == name for row in rows) == EXPECTED_ROWS[name], name
-    assert all(row[-1] in ("PASS", "FAIL") for row in rows)
+    assert all(row[-1] in ("PASS", "FAIL", "INCONCLUSIVE") for row in rows)
     # Every row says whose claim it is, and the report opens with every figure's summary.
     kinds = ("lecture", "paper", "initlab's hypothesis")
     assert all(row[2].split("*")[0] in kinds for row in rows), [r[2] for r in rows]
@@ -95,6 +96,26 @@ def test_quick_suite_writes_every_figure_and_claim(tmp_path: Path) -> None:
     again = CliRunner().invoke(app, args + ["--only", "zero-init"])
     assert again.exit_code == 0, again.output
     assert "training 0" in again.output
+
+
+def test_a_rerun_on_disjoint_seeds_keeps_every_verdict(tmp_path: Path) -> None:
+    """--seed-offset shifts every seed: zero-init's runs on seeds 0-2 and on 1000-1002 (quick
+    mode keeps three) are different runs, and every row keeps its verdict (issue 19)."""
+    cache = tmp_path / "cache"
+    verdicts = []
+    for offset in (0, 1000):
+        out = tmp_path / f"offset{offset}"
+        args = ["figures", "--quick", "--only", "zero-init", "--out", str(out), "--cache",
+                str(cache), "--seed-offset", str(offset)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        rows = report_rows((out / REPORT_FILE).read_text())
+        assert rows and all("3 seeds" in row[3] for row in rows), rows
+        verdicts.append([(row[1], row[-1]) for row in rows])
+    assert verdicts[0] == verdicts[1]
+    seeds = sorted(int(yaml.safe_load((path / CONFIG_FILE).read_text())["train"]["seed"])
+                   for path in cache.iterdir())
+    assert seeds == [0, 1, 2, 1000, 1001, 1002]
 
 
 def test_unknown_figure_is_a_usage_error(tmp_path: Path) -> None:

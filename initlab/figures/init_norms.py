@@ -147,7 +147,8 @@ def claims(inp: FigureInput) -> list[Claim]:
                        "across the layers (the span rows), not their level: that is set by the "
                        "loss at init and initlab's mean over the batch of 128, and a reading "
                        "of the lecture's plot can be off by a constant factor"))
-    linear = inp.runs(LINEAR_STEM)[0] if inp.runs(LINEAR_STEM) else None
+    linear_runs = inp.runs(LINEAR_STEM) if LINEAR_STEM in inp.paths else []
+    linear = linear_runs[0] if linear_runs else None
     linear_act = stat(linear, "act_norm", "init")
     found.append(Claim(f, "linear activation, c = 1: ‖Z_50‖ / ‖Z_1‖ at init is within 10×",
                        float(linear_act[-1] / linear_act[0]), "in", (0.1, 10.0),
