@@ -68,10 +68,16 @@ def plot(inp: FigureInput) -> MplFigure:
     fig, axes = new_figure(inp, "Unit 0 of the last hidden layer (49): its nonlinearity's "
                            "input over training, percentiles 15 / 50 / 85 over the batch\n"
                            "lines: each training batch (every 20 steps); dots: the fixed probe "
-                           "batch at init and after each epoch", 3, nrows=2, size=(4.6, 3.4))
+                           "batch at init and after each epoch", 3, nrows=2, size=(4.6, 3.4),
+                           sharey="row")
     for row, (placement, row_title) in enumerate(ROWS):
         for col, norm in enumerate(("none", "batch", "layer")):
             ax = axes[row][col]
+            if norm == "none" and row > 0:  # the plain net has no placement: shown once
+                ax.axis("off")
+                ax.text(0.5, 0.5, "no normalization:\nthe panel above", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=9, color="gray")
+                continue
             variant = (norm, "post" if norm == "none" else placement)
             run = runs.get(variant)
             name, color, _ = STYLES[variant]

@@ -20,6 +20,7 @@ from initlab.figures.core import (
     cfg_value,
     new_figure,
     plain_log_ticks,
+    seed_of,
     status_mark,
 )
 from initlab.report import Claim, hypothesis, lecture
@@ -103,8 +104,11 @@ def plot(inp: FigureInput) -> MplFigure:
     runs = inp.runs(STEM)
     epochs = cfg_value(runs[0], "train.epochs") if runs else "?"
     budget = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    seeds = sorted({seed_of(r) for r in runs})
     fig, axes = new_figure(inp, f"The lecture's 50-layer net (c = 2) under one budget: {budget} "
-                           "of Adam at each learning rate", 2)
+                           "of Adam at each learning rate (seed "
+                           f"{seeds[0] if seeds else '?'}; the claims use every seed)", 2,
+                           size=(5.6, 5.6))
     for ax, key, label in ((axes[0][0], "error", "final test error (%)"),
                            (axes[0][1], "loss", "last epoch's mean training loss")):
         for variant in VARIANTS:
@@ -125,7 +129,8 @@ def plot(inp: FigureInput) -> MplFigure:
         ax.set_xlabel("Adam learning rate")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        # Below the panel, never over the data (the plain net's best points sit in a corner).
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return fig
 
 
