@@ -68,10 +68,10 @@ COMPOUNDS = hypothesis("each dropout layer multiplies the activations' second mo
 def measure(inp: FigureInput, data_root: str | None) -> None:
     for run, target in unmeasured(inp, STEM):
         save_measure(target, error_rates(run, data_root))
-    run = deep_run(inp)
-    if run is not None and not measure_path(run.path, inp.name).exists():
-        save_measure(measure_path(run.path, inp.name),
-                     dropout_noise(run, data_root, SNR_IMAGES, SNR_DRAWS, SNR_SEED))
+    for run in deep_runs(inp):  # every seed's: the claims are evaluated seed by seed
+        if not measure_path(run.path, inp.name).exists():
+            save_measure(measure_path(run.path, inp.name),
+                         dropout_noise(run, data_root, SNR_IMAGES, SNR_DRAWS, SNR_SEED))
 
 
 def variant_of(run: Run) -> tuple[str, float]:
@@ -89,10 +89,15 @@ def measured(inp: FigureInput, variant: tuple[str, float], key: str) -> list[flo
     return [float(v) for v in values]
 
 
+def deep_runs(inp: FigureInput) -> list[Run]:
+    """The lecture's 50-layer net with dropout and no weight decay, each seed's."""
+    return [r for r in inp.runs(DEEP_STEM) if float(cfg_value(r, "model.dropout")) > 0
+            and not cfg_value(r, "train.weight_decay")]
+
+
 def deep_run(inp: FigureInput) -> Run | None:
-    """The lecture's 50-layer net with dropout and no weight decay."""
-    return next((r for r in inp.runs(DEEP_STEM) if float(cfg_value(r, "model.dropout")) > 0
-                 and not cfg_value(r, "train.weight_decay")), None)
+    """The first seed's of ``deep_runs``."""
+    return next(iter(deep_runs(inp)), None)
 
 
 def snr(noise: dict[str, Any], which: str) -> np.ndarray:

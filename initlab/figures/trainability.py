@@ -126,7 +126,8 @@ def claims(inp: FigureInput) -> list[Claim]:
     far_best = min((0.9 if math.isnan(e) else e) for e in far) if far else math.nan
     counts = [len(trained(table[d])) for d in sorted(table)]
     increases = sum(b > a for a, b in zip(counts, counts[1:], strict=False)) if counts else math.nan
-    count_text = ", ".join(f"{d}: {n}" for d, n in zip(sorted(table), counts, strict=True))
+    count_text = "first seed: " + ", ".join(f"{d}: {n}" for d, n in zip(sorted(table), counts,
+                                                                 strict=True))
     return [
         Claim(f, f"depth {deepest}, c = {CENTRE:g} trains: test error after the budget",
               errors.get(CENTRE, math.nan), "<=", TRAINS, unit="%", source=BAND,
