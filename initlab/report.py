@@ -224,7 +224,9 @@ def report_markdown(claims: Sequence[Claim], title: str, notes: Sequence[str],
     lines = [f"# {title}", ""]
     for note in notes:
         lines += [note, ""]
-    lines += _rows([c for c in claims if not c.check], sources)
+    counted = [c for c in claims if not c.check]
+    if counted:
+        lines += _rows(counted, sources)
     lines += ["", tally(claims)]
     checks = [c for c in claims if c.check]
     if checks:
