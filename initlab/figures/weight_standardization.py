@@ -34,7 +34,8 @@ GN_WS_GAP = (("group", "standardize"), ("batch", "none"))
 
 WU_HE = paper("Wu & He, “Group Normalization”, ECCV 2018, table 1 (ResNet-50 on ImageNet, 32 "
               "images per GPU)", "at a batch large enough for batch norm, group norm is "
-              "slightly worse: 24.1% against 23.6% top-1 error")
+              "slightly worse: 24.1% against 23.6% top-1 error (the Group Norm video: GN is "
+              "usually slightly worse than BN at large batch)")
 QIAO = paper("Qiao et al., “Micro-Batch Training with Batch-Channel Normalization and Weight "
              "Standardization”, 2019", "standardizing each output unit's weights over its "
              "fan-in lowers group norm's error, and group norm with weight standardization "
