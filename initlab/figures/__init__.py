@@ -216,6 +216,16 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path) -> list[str
                  "W_i ~ N(0, c/n), MNIST pixels in [0, 1], batch 128. Every number is read from "
                  f"the run directories in `{cache}` (named by config hash); a FAIL is reported "
                  "as measured.")
+    notes.append("Seeds: every claim that depends on training is measured on each seed's runs "
+                 "(a seed sets the weights' draw and the data order; 5 seeds, 8 for "
+                 "weight-standardization, trained as stacked members) and reported as the mean "
+                 "over the seeds with its 95% Student t interval. A row PASSes only when the "
+                 "whole interval is on the claim's side of its threshold, FAILs when it is "
+                 "wholly on the other side, and is INCONCLUSIVE otherwise: more seeds or a "
+                 "longer budget would decide it. A stacked member's numbers are bit for bit "
+                 "those of the same config trained alone, whatever its company (measured, and "
+                 "tested in tests/test_train.py), so a run cached by its config is what that "
+                 "config gives. Claims about every layer report their worst layer.")
     notes.append("Whose claim: *lecture* rows check a statement of Kolter & Chen's lectures "
                  "(quoted or paraphrased, with the part of the lecture); *paper* rows a "
                  "published result; *initlab's hypothesis* rows are our own expectations, with "
