@@ -556,6 +556,10 @@ def figures(
     jobs: Annotated[int | None, typer.Option(
         "--jobs", min=1, help="Train this many groups at once, each in its own process "
         "(default: one per CPU core without a GPU, else 1).")] = None,
+    seed_offset: Annotated[int, typer.Option(
+        "--seed-offset", min=0, help="Add this to every seed of every figure's runs: a rerun "
+        "on disjoint seeds (e.g. 1000) must keep every verdict (default 0: the reference "
+        "seeds; another offset draws into runs/figures-preview unless --out is given).")] = 0,
 ) -> None:
     """Redraw every lecture figure from real runs (training only what is not cached) and
     check every lecture claim in REPORT.md."""
@@ -566,7 +570,7 @@ def figures(
     from initlab.report import report_table
 
     if out is None:  # a quick or partial run never lands in the committed reference figures
-        out = Path("figures") if not (quick or only) else PREVIEW_FIGURES
+        out = Path("figures") if not (quick or only or seed_offset) else PREVIEW_FIGURES
     out = user_path(out, "--out")  # type: ignore[assignment]
     cache = user_path(cache, "--cache")
     data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
@@ -575,7 +579,7 @@ def figures(
         try:
             result = build_figures(only, quick, out, cache, data_root, progress.factory, log,
                                    overrides=set_ or (), max_group=max_group,
-                                   jobs=jobs or default_jobs())
+                                   jobs=jobs or default_jobs(), seed_offset=seed_offset)
         except RunInterrupted as stop:
             progress.stop()
             log("interrupted: unfinished runs start afresh on the next `initlab figures`")

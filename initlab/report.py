@@ -77,16 +77,19 @@ class Claim:
     # What a FAIL of this claim suggests, in the report under the table when it fails: written
     # with the claim, from what the other figures show, never a change of its threshold.
     if_fails: str = ""
-    # A mean over seeds: its 95% interval (``mean_interval``), which decides the verdict.
+    # A mean over seeds: its 95% interval (``mean_interval``), which decides the verdict, and
+    # how many seeds it is over (0: one run, no interval).
     interval: tuple[float, float] | None = None
+    seeds: int = 0
+    # A check of the implementation (true by construction when the code is right): reported in
+    # its own table, never counted among the claims.
+    check: bool = False
 
     def __post_init__(self) -> None:
         if self.op not in OPS:  # a typo would otherwise fail every claim silently
             raise ValueError(f"claim {self.claim!r}: op must be one of {OPS}, got {self.op!r}")
         if (self.op == "in") != isinstance(self.bound, tuple):
             raise ValueError(f"claim {self.claim!r}: 'in' takes (low, high), others a number")
-        if self.interval is not None and self.op not in ("<", "<=", ">", ">="):
-            raise ValueError(f"claim {self.claim!r}: an interval needs <, <=, > or >=")
 
     def holds(self, v: float | None) -> bool:
         """Whether a number is on the claim's side of its threshold."""
@@ -110,18 +113,27 @@ class Claim:
         low, high = self.interval
         if any(v is None or math.isnan(v) for v in (self.value, low, high)):
             return "FAIL"
-        if self.holds(low) and self.holds(high):  # an ordering: both ends hold, so all between
+        # Every op's region is an interval of the line: both ends in it, all between is.
+        if self.holds(low) and self.holds(high):
             return "PASS"
-        flipped = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}[self.op]
-        other = Claim(self.figure, self.claim, self.value, flipped, self.bound)
-        return "FAIL" if other.holds(low) and other.holds(high) else "INCONCLUSIVE"
+        return "FAIL" if self._misses(low, high) else "INCONCLUSIVE"
+
+    def _misses(self, low: float, high: float) -> bool:
+        """Whether [low, high] lies wholly outside the claim's side of its threshold."""
+        if self.op == "in":
+            lo, hi = self.bound  # type: ignore[misc]
+            return high < lo or low > hi
+        b = float(self.bound)  # type: ignore[arg-type]
+        return {"<": low >= b, "<=": low > b, ">": high <= b, ">=": high < b,
+                "==": high < b or low > b}[self.op]
 
     @property
     def measured(self) -> str:
         if self.interval is None:
             return format_number(self.value, self.unit)
         low, high = (format_number(v, self.unit) for v in self.interval)
-        return f"{format_number(self.value, self.unit)} (95% CI {low} to {high})"
+        seeds = f"{self.seeds} seeds, " if self.seeds else ""
+        return f"{format_number(self.value, self.unit)} ({seeds}95% t CI {low} to {high})"
 
     @property
     def threshold(self) -> str:
@@ -181,11 +193,24 @@ def report_table(claims: Sequence[Claim], title: str) -> Table:
 
 
 def tally(claims: Sequence[Claim]) -> str:
-    """"n of m claims PASS", with how many of them are the lecture's."""
+    """"n of m claims PASS" (checks of the implementation not counted), how many are
+    INCONCLUSIVE, and how many of them are the lecture's."""
+    claims = [c for c in claims if not c.check]
     passed = sum(c.passed for c in claims)
+    open_ = sum(c.verdict == "INCONCLUSIVE" for c in claims)
     own = [c for c in claims if c.source is not None and c.source.kind == "lecture"]
-    return (f"{passed} of {len(claims)} claims PASS ({sum(c.passed for c in own)} of the "
-            f"{len(own)} that are the lecture's own).")
+    return (f"{passed} of {len(claims)} claims PASS, {open_} INCONCLUSIVE, "
+            f"{len(claims) - passed - open_} FAIL ({sum(c.passed for c in own)} of the "
+            f"{len(own)} that are the lecture's own PASS).")
+
+
+def verdict_counts(claims: Sequence[Claim]) -> dict[str, int]:
+    """PASS / INCONCLUSIVE / FAIL counts over the claims (checks not counted)."""
+    counts = {"PASS": 0, "INCONCLUSIVE": 0, "FAIL": 0}
+    for c in claims:
+        if not c.check:
+            counts[c.verdict] += 1
+    return counts
 
 
 def report_markdown(claims: Sequence[Claim], title: str, notes: Sequence[str],
@@ -201,17 +226,21 @@ def report_markdown(claims: Sequence[Claim], title: str, notes: Sequence[str],
     lines = [f"# {title}", ""]
     for note in notes:
         lines += [note, ""]
-    lines += ["| figure | claim | whose claim | measured | threshold | result |",
-              "|---|---|---|---|---|---|"]
-    for c in claims:
-        verdict = "PASS" if c.passed else f"**{c.verdict}**"
-        whose = f"*{c.source.label}* [{sources[c.source]}]" if c.source is not None else "—"
-        lines.append(f"| `{c.figure}` | {_cell(c.claim)} | {whose} | {c.measured} "
-                     f"| {c.threshold} | {verdict} |")
+    counted = [c for c in claims if not c.check]
+    if counted:
+        lines += _rows(counted, sources)
     lines += ["", tally(claims)]
+    checks = [c for c in claims if c.check]
+    if checks:
+        passed = sum(c.passed for c in checks)
+        lines += ["", "### Checks of the implementation", "",
+                  "Rows true by construction when the code is right (the math guarantees "
+                  "them): they test initlab, not the lecture, and are not counted above.", ""]
+        lines += _rows(checks, sources)
+        lines += ["", f"{passed} of {len(checks)} checks PASS."]
     explained = [c for c in claims if not c.passed and c.if_fails]
     if explained:
-        lines += ["", "What the FAILs suggest:", ""]
+        lines += ["", "What the FAILs and INCONCLUSIVEs suggest:", ""]
         lines += [f"- `{c.figure}`, {_cell(c.claim)} ({c.measured}): {c.if_fails}"
                   for c in explained]
     if sources:
@@ -227,6 +256,17 @@ def write_report(path: Path, claims: Sequence[Claim], title: str, notes: Sequenc
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, report_markdown(claims, title, notes, appendix))
     path.chmod(0o644)  # a file to commit and read, like the figures beside it
+
+
+def _rows(claims: Sequence[Claim], sources: dict[Source, int]) -> list[str]:
+    lines = ["| figure | claim | whose claim | measured | threshold | result |",
+             "|---|---|---|---|---|---|"]
+    for c in claims:
+        verdict = "PASS" if c.passed else f"**{c.verdict}**"
+        whose = f"*{c.source.label}* [{sources[c.source]}]" if c.source is not None else "—"
+        lines.append(f"| `{c.figure}` | {_cell(c.claim)} | {whose} | {c.measured} "
+                     f"| {c.threshold} | {verdict} |")
+    return lines
 
 
 def _cell(text: str) -> str:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from initlab.cli import app
@@ -75,7 +76,7 @@ def test_quick_figure_writes_its_files_and_claims(name: str, tmp_path: Path,
     assert Mode(quick=True).banner in report
     rows = report_rows(report)
     assert sum(row[0] == name for row in rows) == EXPECTED_ROWS[name], name
-    assert all(row[-1] in ("PASS", "FAIL") for row in rows)
+    assert all(row[-1] in ("PASS", "FAIL", "INCONCLUSIVE") for row in rows)
     # Every row says whose claim it is, and the report opens with the figure's summary.
     kinds = ("lecture", "paper", "initlab's hypothesis")
     assert all(row[2].split("*")[0] in kinds for row in rows), [r[2] for r in rows]
@@ -86,6 +87,26 @@ def test_quick_figure_writes_its_files_and_claims(name: str, tmp_path: Path,
         again = CliRunner().invoke(app, [*args, "--only", name])
         assert again.exit_code == 0, again.output
         assert "training 0" in again.output
+
+
+def test_a_rerun_on_disjoint_seeds_keeps_every_verdict(tmp_path: Path) -> None:
+    """--seed-offset shifts every seed: zero-init's runs on seeds 0-2 and on 1000-1002 (quick
+    mode keeps three) are different runs, and every row keeps its verdict (issue 19)."""
+    cache = tmp_path / "cache"
+    verdicts = []
+    for offset in (0, 1000):
+        out = tmp_path / f"offset{offset}"
+        args = ["figures", "--quick", "--only", "zero-init", "--out", str(out), "--cache",
+                str(cache), "--seed-offset", str(offset)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        rows = report_rows((out / REPORT_FILE).read_text())
+        assert rows and all("3 seeds" in row[3] for row in rows), rows
+        verdicts.append([(row[1], row[-1]) for row in rows])
+    assert verdicts[0] == verdicts[1]
+    seeds = sorted(int(yaml.safe_load((path / CONFIG_FILE).read_text())["train"]["seed"])
+                   for path in cache.iterdir())
+    assert seeds == [0, 1, 2, 1000, 1001, 1002]
 
 
 def test_unknown_figure_is_a_usage_error(tmp_path: Path) -> None:

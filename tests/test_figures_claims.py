@@ -17,6 +17,7 @@ from initlab.figures import cache as figure_cache
 from initlab.figures.core import (
     CONFIG_DIR,
     QUICK_EPOCHS,
+    QUICK_SEEDS,
     QUICK_TEST_IMAGES,
     QUICK_TRAIN_IMAGES,
     FigureInput,
@@ -71,7 +72,7 @@ def test_init_claims_pass_and_fail_from_run_directories(tmp_path: Path) -> None:
     assert not explode.passed and explode.value == pytest.approx(10.0)
     spread = [c for t, c in claims.items() if t.startswith("c = 3: gradient")][0]
     assert not spread.passed and spread.value == pytest.approx(100.0)
-    assert len(claims) == 9  # every claim text is distinct
+    assert len(claims) == 11  # every claim text is distinct
     markdown = report_markdown(list(claims.values()), "t", [])
     assert markdown.count("| PASS |") + markdown.count("| **FAIL** |") == len(claims)
 
@@ -172,7 +173,7 @@ def test_the_small_batch_recipe_scales_the_learning_rate_linearly_with_the_batch
         lrs.setdefault(cfg.train.batch_size, []).append(cfg.train.lr)
     assert sorted(lrs) == list(small_batch.BATCH_SIZES)
     for b, lr in lrs.items():
-        assert lr == pytest.approx([0.02 * b / 128] * 8)  # 2 seeds x 4 norms
+        assert lr == pytest.approx([0.02 * b / 128] * 20)  # 5 seeds x 4 norms
     assert run_set.threads == 1 and run_set.launch is None
 
 
@@ -188,13 +189,52 @@ def test_the_sync_bn_recipe_launches_the_configs_it_expands() -> None:
     assert launched.base.train.batch_size // launch.nproc == 4
 
 
+def test_a_seed_offset_shifts_every_seed_of_every_recipe() -> None:
+    """--seed-offset: every config of every figure, its base seed and its seed sweep, moves by
+    the offset and nothing else changes; the two seed sets are disjoint."""
+    for figure in FIGURES.values():
+        for stem in figure.configs:
+            reference = figure.recipe(stem, Mode())
+            shifted = figure.recipe(stem, Mode(seed_offset=1000))
+            assert len(shifted.configs) == len(reference.configs), stem
+            for before, after in zip(reference.configs, shifted.configs, strict=True):
+                assert after.train.seed == before.train.seed + 1000, stem
+                assert set_dotted(before, "train.seed", after.train.seed).model == after.model
+                assert (set_dotted(before, "train.seed", after.train.seed).train
+                        == after.train), stem
+
+
+def test_claims_over_seeds_pass_fail_or_stay_inconclusive() -> None:
+    """A claim over seeds: PASS when its whole interval is on its side, FAIL when wholly on the
+    other, INCONCLUSIVE otherwise, for every kind of threshold; checks are not counted."""
+    def over(op: str, bound: float | tuple[float, float], low: float, high: float) -> str:
+        return Claim("f", "c", (low + high) / 2, op, bound, interval=(low, high),
+                     seeds=5).verdict
+
+    assert over(">", 0.0, 0.1, 0.2) == "PASS"
+    assert over(">", 0.0, -0.2, -0.1) == "FAIL"
+    assert over(">", 0.0, -0.1, 0.1) == "INCONCLUSIVE"
+    assert over("in", (1.0, 2.0), 1.2, 1.8) == "PASS"
+    assert over("in", (1.0, 2.0), 2.1, 2.5) == "FAIL"
+    assert over("in", (1.0, 2.0), 0.5, 1.5) == "INCONCLUSIVE"
+    assert over("==", 0.0, 0.0, 0.0) == "PASS"
+    assert over("==", 0.0, 0.1, 0.2) == "FAIL"
+    assert over("==", 0.0, -0.1, 0.1) == "INCONCLUSIVE"
+    claims = [Claim("f", "a", 1.0, ">", 0.0), Claim("f", "b", -1.0, ">", 0.0, check=True)]
+    text = report_markdown(claims, "t", [])
+    assert "1 of 1 claims PASS" in text and "### Checks of the implementation" in text
+
+
 def test_quick_mode_is_one_subset_and_epoch_cap_for_every_figure() -> None:
     for figure in FIGURES.values():
         for stem in figure.configs:
             full = figure.recipe(stem, Mode())
             quick = figure.recipe(stem, Mode(quick=True))
-            assert len(quick.configs) == len(full.configs)
-            for slow, fast in zip(full.configs, quick.configs, strict=True):
+            # Quick mode keeps a seed sweep's first QUICK_SEEDS seeds.
+            kept = sorted({cfg.train.seed for cfg in full.configs})[:QUICK_SEEDS]
+            slow_configs = [cfg for cfg in full.configs if cfg.train.seed in kept]
+            assert len(quick.configs) == len(slow_configs)
+            for slow, fast in zip(slow_configs, quick.configs, strict=True):
                 assert fast.data.train_subset == QUICK_TRAIN_IMAGES
                 assert fast.data.test_subset == QUICK_TEST_IMAGES
                 assert fast.train.epochs == min(slow.train.epochs, QUICK_EPOCHS)
@@ -286,9 +326,11 @@ def test_a_launch_moves_each_member_to_its_hash_name(tmp_path: Path,
     monkeypatch.setattr(figure_cache, "launch", fake_launch)
     paths, n_trained, n_cached = figure_cache.ensure_runs([run_set], cache, None,
                                                           log=lambda m: None)
-    assert len(launches) == 1 and launches[0][:2] == ["run", str(source)]
+    # Quick mode launches its own copy of the recipe (its first seeds), named as the file.
+    assert len(launches) == 1 and launches[0][:2] == ["run", str(mode.source(source))]
+    assert Path(launches[0][1]).name == source.name
     assert "--split" in launches[0] and "batches" in launches[0]
-    assert (n_trained, n_cached) == (5, 1)
+    assert (n_trained, n_cached) == (len(run_set.configs) - 1, 1)
     assert paths["sync-bn"] == [cache / config_hash(c) for c in run_set.configs]
     assert {p.name for p in cache.iterdir()} == {config_hash(c) for c in run_set.configs}
     for path, cfg in zip(paths["sync-bn"], run_set.configs, strict=True):

@@ -11,8 +11,12 @@ Plots and claims read run directories only (``FigureInput``) and never train;
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
+import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +28,7 @@ from initlab.config import Experiment, ModelConfig, RunConfig, load_experiment
 from initlab.data import TRAIN_IMAGES
 from initlab.model import layer_widths
 from initlab.plot import layer_values, use_headless_backend
-from initlab.report import Claim, Source
+from initlab.report import Claim, Source, mean_interval
 from initlab.runs import FINISHED, Run, atomic_write_text, load_run
 from initlab.stats import LAYER_STATS
 from initlab.wording import how_it_ended
@@ -37,6 +41,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: the fi
 TARGET = 0.05  # the lecture's test-error target
 # Quick mode, for every figure: a smoke test of the whole pipeline, not the reference numbers.
 QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES, QUICK_EPOCHS = 2048, 1000, 2
+# Quick mode keeps the first seeds of a recipe's seed sweep: enough for a t interval.
+QUICK_SEEDS = 3
 
 
 # --- How this invocation trains -----------------------------------------------------------------
@@ -48,6 +54,9 @@ class Mode:
     overrides: tuple[str, ...] = ()  # --set, applied to every figure's config
     max_group: int | None = None  # at most this many members per stacked model
     jobs: int = 1  # groups trained at once, each in its own worker process
+    # Added to every seed of every recipe (its base ``train.seed`` and its seed sweep): a rerun
+    # with disjoint seeds (``--seed-offset``).
+    seed_offset: int = 0
 
     @property
     def banner(self) -> str:
@@ -63,13 +72,51 @@ class Mode:
         settings = (*self.overrides, *extra)
         if not self.quick:
             return settings
-        epochs = load_experiment(source, settings).base.train.epochs  # capped, never raised
+        epochs = load_experiment(self.source(source), settings).base.train.epochs  # capped
         return (*settings, f"data.train_subset={QUICK_TRAIN_IMAGES}",
                 f"data.test_subset={QUICK_TEST_IMAGES}",
                 f"train.epochs={min(epochs, QUICK_EPOCHS)}")
 
     def load(self, source: Path, extra: Sequence[str] = ()) -> Experiment:
-        return load_experiment(source, self.settings(source, extra))
+        return load_experiment(self.source(source), self.settings(source, extra))
+
+    def source(self, path: Path) -> Path:
+        """The recipe file this mode reads: ``path`` itself, or a copy whose seeds are shifted
+        by ``seed_offset`` and, in quick mode, whose seed sweep keeps its first QUICK_SEEDS."""
+        limit = QUICK_SEEDS if self.quick else None
+        if not self.seed_offset and limit is None:
+            return path
+        return seeded_source(path, self.seed_offset, limit)
+
+
+# A recipe's base seed (``seed: N`` under ``train:``) and its seed sweep (``train.seed: [...]``).
+_BASE_SEED = re.compile(r"^(train:\n(?:[ \t]+.*\n|[ \t]*#.*\n|\n)*?[ \t]+seed:[ \t]*)(\d+)",
+                        re.MULTILINE)
+_SEED_SWEEP = re.compile(r"^([ \t]+train\.seed:[ \t]*)\[([^\]]*)\]", re.MULTILINE)
+_seeded_dir: list[Path] = []  # this process's directory of rewritten recipes
+
+
+def seeded_source(path: Path, offset: int, limit: int | None) -> Path:
+    """A copy of the recipe ``path`` (same file name, so the same experiment name) with every
+    seed shifted by ``offset`` and at most ``limit`` seeds in its seed sweep. The copy lives in
+    a directory of this process, removed at exit; a launched run reads it by its path."""
+    text = path.read_text(encoding="utf-8")
+    text = _BASE_SEED.sub(lambda m: f"{m.group(1)}{int(m.group(2)) + offset}", text, count=1)
+
+    def sweep(m: re.Match[str]) -> str:
+        seeds = [int(v) for v in m.group(2).split(",") if v.strip()][:limit]
+        return f"{m.group(1)}[{', '.join(str(v + offset) for v in seeds)}]"
+
+    text = _SEED_SWEEP.sub(sweep, text)
+    if not _seeded_dir:
+        _seeded_dir.append(Path(tempfile.mkdtemp(prefix="initlab-seeds-")))
+        atexit.register(shutil.rmtree, _seeded_dir[0], True)
+    folder = _seeded_dir[0] / f"offset{offset}-limit{limit}"
+    folder.mkdir(exist_ok=True)
+    target = folder / path.name
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+    return target
 
 
 # --- What a figure reads ------------------------------------------------------------------------
@@ -116,6 +163,36 @@ class FigureInput:
             self._loaded[stem] = [load_run(p) for p in self.paths[stem]]
         return self._loaded[stem]
 
+    def seeds(self) -> list[list[int]]:
+        """Per replica, each trained stem's seed: the stems whose runs trained (seeds there
+        are an axis of the claims; an untrained stem's seeds are draws its figure reads itself)
+        and span several seeds, aligned by rank (the i-th smallest seed of each), as many
+        replicas as the fewest seeds; [] when no trained stem spans several seeds."""
+        spans = [self._seed_span(stem) for stem in self.paths]
+        spans = [s for s in spans if len(s) > 1]
+        if not spans:
+            return []
+        return [[s[i] for s in spans] for i in range(min(len(s) for s in spans))]
+
+    def _seed_span(self, stem: str) -> list[int]:
+        runs = self.runs(stem)
+        if not any(int(cfg_value(r, "train.epochs") or 0) > 0 for r in runs):
+            return []
+        return sorted({seed_of(r) for r in runs})
+
+    def replica(self, index: int) -> FigureInput:
+        """The runs of the index-th seed of every stem that spans several seeds (the other
+        stems whole): what one seed of the figure's experiment gives."""
+        paths, loaded = {}, {}
+        for stem in self.paths:
+            runs = self.runs(stem)
+            seeds = self._seed_span(stem)
+            keep = [i for i, r in enumerate(runs)
+                    if len(seeds) <= 1 or seed_of(r) == seeds[index]]
+            paths[stem] = [self.paths[stem][i] for i in keep]
+            loaded[stem] = [runs[i] for i in keep]
+        return FigureInput(self.name, paths, self.banner, loaded)
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -135,6 +212,34 @@ class Figure:
     # them -- initialization (10-50), normalization (60-120), regularization (130-150),
     # batch norm's dependence on the batch (160-); ties by name.
     order: int = 1000
+    # Whether ``plot`` draws every seed itself; otherwise it is given the first seed's runs.
+    plots_seeds: bool = False
+
+    def evaluate(self, inp: FigureInput) -> list[Claim]:
+        """The figure's claims over its seeds: ``claims`` evaluated on each seed's runs alone,
+        each claim then the mean over the seeds with its 95% t interval (which decides its
+        verdict, ``Claim.verdict``); plain ``claims`` when no run set spans several seeds."""
+        count = len(inp.seeds())
+        if count < 2:
+            return self.claims(inp)
+        per_seed = [self.claims(inp.replica(i)) for i in range(count)]
+        return [over_seeds(list(rows)) for rows in zip(*per_seed, strict=True)]
+
+    def draw(self, inp: FigureInput) -> MplFigure:
+        return self.plot(inp if self.plots_seeds or not inp.seeds() else inp.replica(0))
+
+
+def over_seeds(rows: Sequence[Claim]) -> Claim:
+    """One claim measured on each seed: the first seed's claim with the mean over the seeds and
+    its 95% t interval."""
+    first = rows[0]
+    centre, low, high = mean_interval([c.value for c in rows])
+    return Claim(first.figure, first.claim, centre, first.op, first.bound, first.unit,
+                 first.source, first.if_fails, (low, high), len(rows), first.check)
+
+
+def seed_of(run: Run) -> int:
+    return int(cfg_value(run, "train.seed") or 0)
 
 
 # --- Reading runs -------------------------------------------------------------------------------
@@ -195,6 +300,12 @@ def agreement(curves: Sequence[np.ndarray]) -> float:
 def median(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=float)
     return math.nan if values.size == 0 or np.isnan(values).any() else float(np.median(values))
+
+
+def worst(values: np.ndarray) -> float:
+    """The largest value over layers (a claim about every layer is as good as its worst)."""
+    values = np.asarray(values, dtype=float)
+    return math.nan if values.size == 0 or np.isnan(values).any() else float(values.max())
 
 
 def mean(values: Sequence[float]) -> float:
@@ -271,8 +382,10 @@ def unmeasured(inp: FigureInput, stem: str) -> Iterator[tuple[Run, Path]]:
 
 # --- Drawing ------------------------------------------------------------------------------------
 
-C_COLORS = {1.0: "tab:blue", 1.7: "tab:orange", 2.0: "tab:green", 2.3: "tab:red",
-            3.0: "tab:purple"}
+# The lecture's colours: matplotlib's default order (blue, orange, green) for increasing c,
+# both for c = 1, 2, 3 and for c = 1.7, 2, 2.3 (the notes' "yellow line" is c = 2).
+C_COLORS = {1.0: "tab:blue", 1.7: "tab:blue", 2.0: "tab:orange", 2.3: "tab:green",
+            3.0: "tab:green"}
 
 
 def c_color(run: Run) -> str:
@@ -369,7 +482,7 @@ def agree_at_init_claim(inp: FigureInput, stem: str, norm: str, source: Source) 
     acts = [stat(r, "act_norm", "init") for r in inp.runs(stem)]
     return Claim(inp.name, f"{norm} norm at init: activation norms for c = 1, 2, 3 agree "
                  "within 5% at every layer (largest max/min − 1 over layers)", agreement(acts),
-                 "<", 0.05, unit="%", source=source)
+                 "<", 0.05, unit="%", source=source, check=True)
 
 
 # --- Few examples per worker: small-batch, sync-bn ----------------------------------------------

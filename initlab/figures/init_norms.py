@@ -20,6 +20,7 @@ from initlab.figures.core import (
     c_of,
     layer_axis,
     layer_shapes,
+    median,
     new_figure,
     span,
     stat,
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
 
 STEM = "init-norms"
 SEEDS_STEM = "init-norms-seeds"
+LINEAR_STEM = "init-norms-linear"
+LINEAR = lecture("Initialization", "with a linear activation, W_i ~ N(0, 1/n) keeps the "
+                 "variance of the activations from layer to layer (the first step of the "
+                 "Kaiming derivation; the ReLU then halves it, hence 2/n)", LECTURE_INIT)
+ABOUT_ONE = lecture("Initialization", "with c = 2 the gradient norms are about 1 at every "
+                    "layer (its plot; “about” read here as within 2× of 1)", LECTURE_INIT)
 CS = (1.0, 2.0, 3.0)
 BAND_SD = 2.0  # the band: predicted mean of log‖Z_l‖ ± 2 standard deviations
 # A Gaussian puts 95.4% of its mass within ±2 s.d.; 90% leaves room for the batch mean of
@@ -134,6 +141,18 @@ def claims(inp: FigureInput) -> list[Claim]:
                        "typical c = 1 network ends below the mean field (the band: its centre "
                        "puts ‖Z_50‖/‖Z_1‖ near 8e-9, a span of ~1.2e8), and the measured curves "
                        "lie in that band"))
+    found.append(Claim(f, "c = 2: gradient norm at init, median over the 50 layers (“≈ 1”)",
+                       median(grad[2.0]), "in", (0.5, 2.0), source=ABOUT_ONE,
+                       if_fails="what c = 2 guarantees is that the gradient norms are level "
+                       "across the layers (the span rows), not their level: that is set by the "
+                       "loss at init and initlab's mean over the batch of 128, and a reading "
+                       "of the lecture's plot can be off by a constant factor"))
+    linear_runs = inp.runs(LINEAR_STEM) if LINEAR_STEM in inp.paths else []
+    linear = linear_runs[0] if linear_runs else None
+    linear_act = stat(linear, "act_norm", "init")
+    found.append(Claim(f, "linear activation, c = 1: ‖Z_50‖ / ‖Z_1‖ at init is within 10×",
+                       float(linear_act[-1] / linear_act[0]), "in", (0.1, 10.0),
+                       source=LINEAR))
     ratio = grad[3.0] / grad[1.0]
     found.append(Claim(f, "gradient norm c = 3 / c = 1 at init (smallest over layers)",
                        float(np.min(ratio)) if not np.isnan(ratio).any() else math.nan, ">",
@@ -163,11 +182,12 @@ FIGURE = Figure(
     "s.d.; Hanin & Rolnick 2018). For c = 1 the mean field puts ‖Z_50‖/‖Z_1‖ at 1.5e-8 "
     "(with the first layer's 784 → 100), the finite-width centre at 8e-9: the thin curves, "
     "five more draws of the weights, show the spread.",
-    (STEM, SEEDS_STEM), plot, claims,
+    (STEM, SEEDS_STEM, LINEAR_STEM), plot, claims,
     headline=(
         "With W_i ~ N(0, c/n) and no normalization, activations vanish for c = 1, stay level "
-        "for c = 2 and explode for c = 3, while gradients stay level within each c (lecture). "
-        "Theory: mean field E‖Z_{l+1}‖² = (c/2)‖Z_l‖², and at finite width log‖Z_l‖ spreads "
-        "(Hanin & Rolnick 2018)."),
+        "for c = 2 and explode for c = 3, while gradients stay level within each c, about 1 at "
+        "c = 2; with a linear activation N(0, 1/n) keeps the variance (lecture). Theory: mean "
+        "field E‖Z_{l+1}‖² = (c/2)‖Z_l‖², and at finite width log‖Z_l‖ spreads (Hanin & Rolnick"
+        " 2018)."),
     order=10,
 )

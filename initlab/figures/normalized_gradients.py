@@ -36,11 +36,11 @@ YANG = ("Yang, Pennington, Rao, Sohl-Dickstein & Schoenholz, “A Mean Field The
 RATE_TEXT = "sqrt(π/(π−1)) ≈ 1.21"
 # (norm, placement): the predicted rate per layer and whose prediction it is.
 PREDICTIONS: dict[tuple[str, str], tuple[float, Source]] = {
-    ("batch", "post"): (NORMALIZED_RELU_GRADIENT_RATE, paper(
-        YANG, f"batch norm makes gradients explode with depth at init, by {RATE_TEXT} per "
-        "layer for ReLU; after the ReLU (the lecture's placement) by the same argument: the "
-        "backward pass divides by the ReLU output's std, the forward keeps its RMS, std/RMS = "
-        "sqrt((π−1)/π)")),
+    ("batch", "post"): (NORMALIZED_RELU_GRADIENT_RATE, hypothesis(
+        f"Yang et al. 2019 derive {RATE_TEXT} per layer for batch norm before the ReLU; we "
+        "expect the same after it (the lecture's placement), by a std/RMS argument that is "
+        "ours, not theirs: the backward pass divides by the ReLU output's std, the forward "
+        "keeps its RMS, std/RMS = sqrt((π−1)/π)")),
     ("layer", "post"): (NORMALIZED_RELU_GRADIENT_RATE, hypothesis(
         "the same std/RMS argument, per example across the features: layer norm after a "
         f"ReLU divides by the std of a ReLU output too, so {RATE_TEXT} per layer")),
@@ -136,7 +136,8 @@ FIGURE = Figure(
     "that rate. With layer norm before the ReLU the mean field predicts no growth at all.",
     (STEM,), plot, claims,
     headline=(
-        "Normalized deep MLPs' gradients explode at init by sqrt(π/(π−1)) ≈ 1.21 per layer "
-        "(Yang et al. 2019)."),
+        "Batch norm before the ReLU makes gradients explode at init by sqrt(π/(π−1)) ≈ 1.21 per"
+        " layer (Yang et al. 2019); after the ReLU, and for layer norm, our hypotheses by the "
+        "same argument."),
     order=90,
 )

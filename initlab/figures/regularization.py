@@ -18,16 +18,18 @@ from initlab.figures.core import (
     unmeasured,
 )
 from initlab.figures.inference import weight_norms
-from initlab.report import Claim, lecture
+from initlab.report import Claim, hypothesis, lecture
 from initlab.runs import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
 
 STEM = "regularization"
-DECAY = lecture("L2 regularization a.k.a. weight decay", "weight decay shrinks the weights "
-                "towards 0 each step, yet in deep networks it often barely changes the result: "
-                "one of the techniques the lecture says can be skipped")
+DECAY = lecture("L2 regularization a.k.a. weight decay", "on the lecture's network, weight "
+                "decay 1e-4 works slightly better than no weight decay")
+SHRINKS = hypothesis("weight decay subtracts lr·λ·W every step, so the weights end smaller "
+                     "than without it (true by construction: a check of the implementation)")
+
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
 
 
@@ -101,25 +103,28 @@ def claims(inp: FigureInput) -> list[Claim]:
     base, decayed = pick(0.0, 0.0), pick(1e-4, 0.0)
     epochs = base.summary.get("epochs") if base is not None else "?"
     return [
-        Claim(inp.name, f"weight decay 1e-4 vs 0 (dropout 0, {epochs} epochs each): change of "
-              "the final test error", abs(final_error(decayed) - final_error(base)), "<", 0.01,
-              unit="pp", source=DECAY),
+        Claim(inp.name, f"weight decay 1e-4 lowers the test error (dropout 0, {epochs} epochs "
+              "each, same seed): error with − without", final_error(decayed)
+              - final_error(base), "<", 0.0, unit="pp", source=DECAY,
+              if_fails="\"slightly better\" is the lecture's 50-layer net at its own budget; "
+              "over this shorter one, 1e-4 shrinks ‖W‖_F by a fraction of a percent (the "
+              "check below), too little to change what the net learns"),
         Claim(inp.name, "weight decay 1e-4 shrinks the weights: 1 − final ‖W‖_F with / "
               "without (dropout 0)", 1.0 - final_norm(decayed) / final_norm(base), ">", 0.0,
-              source=DECAY),
+              source=SHRINKS, check=True),
     ]
 
 
 FIGURE = Figure(
     "regularization",
-    "The lecture's network (c = 2, SGD lr 0.01, 8 epochs) with weight decay 0 or 1e-4 and "
-    "dropout 0 or 0.1 after each of the 49 hidden layers. The lecture expects weight decay "
-    "to shrink the weights yet barely matter. Dropout is shown for comparison only: this "
+    "The lecture's network (c = 2, SGD lr 0.01, 4 epochs) with weight decay 0 or 1e-4 and "
+    "dropout 0 or 0.1 after each of the 49 hidden layers. The lecture finds weight decay "
+    "1e-4 slightly better than none. Dropout is shown for comparison only: this "
     "50-layer net is not in the regime the lecture's dropout claim is about (an "
     "over-parameterized net that overfits), and 49 dropout layers are expected to drown the "
     "signal rather than regularize — the dropout figure shows both.",
     (STEM,), plot, claims, measure,
     headline=(
-        "Weight decay 1e-4 barely matters (lecture: \"I often skip it\")."),
+        "On the lecture's net, weight decay 1e-4 works slightly better than none (lecture)."),
     order=130,
 )

@@ -45,7 +45,8 @@ def recipe(stem: str, mode: Mode) -> RunSet:
     source = CONFIG_DIR / f"{stem}.yaml"
     settings = mode.settings(source)
     configs = tuple(member.config for member in mode.load(source).members)
-    return RunSet(stem, configs, launch=Launch(WORKERS, source, settings))
+    # The file this mode reads (seeds shifted by --seed-offset): the launch trains from it.
+    return RunSet(stem, configs, launch=Launch(WORKERS, mode.source(source), settings))
 
 
 @dataclass
@@ -136,7 +137,7 @@ FIGURE = Figure(
     "synchronized batch norm all-reduces the batch statistics over the 16, which should "
     "restore it at the price of communication in every step (right: time per epoch); group "
     "norm needs no batch statistics, so neither problem should arise.",
-    (STEM,), plot, claims, recipe=recipe,
+    (STEM,), plot, claims, recipe=recipe, plots_seeds=True,
     headline=(
         "Synchronizing batch statistics across workers fixes BN, at a communication cost."),
     order=180,
