@@ -15,7 +15,7 @@ from initlab.cli import app
 from initlab.config import config_hash
 from initlab.figures import FIGURES, REPORT_FILE, build_figures, run_sets
 from initlab.figures.cache import LAUNCH_PREFIX
-from initlab.figures.core import CONFIG_DIR, Mode
+from initlab.figures.core import CONFIG_DIR, QUICK_SEEDS, Mode
 from initlab.figures.small_batch import BATCH_SIZES
 from initlab.reference import REPORT
 from initlab.report import read_report_rows
@@ -156,8 +156,10 @@ def test_batch_figures_land_in_the_one_hash_cache(tmp_path: Path) -> None:
     result = build_figures(list(BATCH_FIGURES), quick=True, out=out, cache=cache,
                            overrides=mode.overrides, log=lambda m: None)
     expected = {s.stem: s.configs for s in run_sets([FIGURES[n] for n in BATCH_FIGURES], mode)}
-    assert len(expected["small-batch"]) == 8 * len(BATCH_SIZES)  # 2 seeds x 4 norms per b
-    assert len(expected["sync-bn"]) == 6
+    seeds = {cfg.train.seed for cfg in expected["small-batch"]}
+    assert len(seeds) == QUICK_SEEDS  # quick mode keeps the first seeds
+    assert len(expected["small-batch"]) == 4 * QUICK_SEEDS * len(BATCH_SIZES)  # 4 norms per b
+    assert len(expected["sync-bn"]) == 3 * QUICK_SEEDS  # BN, SyncBN, GN per seed
     hashes = {config_hash(cfg) for configs in expected.values() for cfg in configs}
     assert {p.name for p in cache.iterdir()} == hashes  # no sweep or launch directory left
     assert result.trained == len(hashes) and result.cached == 0
@@ -166,8 +168,8 @@ def test_batch_figures_land_in_the_one_hash_cache(tmp_path: Path) -> None:
             summary = json.loads((cache / config_hash(cfg) / SUMMARY_FILE).read_text())
             assert summary["status"] == "completed"
             assert summary["threads"] == 1  # one thread per group, and per sync-bn worker
-            # Two seeds stack per norm (and batch size), as before the one cache.
-            assert summary["members_in_group"] == 2, stem
+            # The seeds stack per norm (and batch size), as before the one cache.
+            assert summary["members_in_group"] == QUICK_SEEDS, stem
     rows = report_rows((out / REPORT_FILE).read_text())
     for name in BATCH_FIGURES:
         assert sum(row[0] == name for row in rows) == EXPECTED_ROWS[name]
