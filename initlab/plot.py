@@ -183,7 +183,7 @@ def run_colors(runs: Sequence[Run]) -> list:
     import matplotlib.pyplot as plt
 
     keys = varying(runs)
-    values = [tuple(flat_config(r.config).get(k) for k in keys) if keys else (i,)
+    values = [tuple(_scalar(flat_config(r.config).get(k)) for k in keys) if keys else (i,)
               for i, r in enumerate(runs)]
     order = {v: i for i, v in enumerate(sorted(set(values), key=_value_order))}
     n = len(order)
@@ -193,6 +193,12 @@ def run_colors(runs: Sequence[Run]) -> list:
         cmap = plt.get_cmap("viridis")
         palette = [cmap(i / max(n - 1, 1)) for i in range(n)]
     return [palette[order[v] % len(palette)] for v in values]
+
+
+def _scalar(value: object) -> object:
+    """A config value as a colour key: a list or mapping (a hand-edited config.yaml) by its
+    text, so that it can be hashed and ordered like any other value."""
+    return value if value is None or isinstance(value, int | float | str) else repr(value)
 
 
 def _value_order(values: tuple) -> tuple:

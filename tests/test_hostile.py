@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from conftest import examples
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
@@ -447,6 +447,8 @@ def test_every_reader_refuses_or_reads_a_damaged_file(interrupted_sweep: Path, t
 @given(target=st.sampled_from(TARGETS), how=st.sampled_from(DAMAGES),
        command=st.sampled_from(["ls", "plot", "compare", "export", "resume"]),
        seed=st.integers(0, 2**32 - 1))
+# Found by `make fuzz`: a list in config.yaml's varied key made plot's colours a TypeError.
+@example(target="config.yaml", how="wrong-type", command="plot", seed=109254510)
 def test_every_command_refuses_or_reads_a_damaged_file(interrupted_sweep: Path,
                                                        tmp_path_factory, target: str, how: str,
                                                        command: str, seed: int) -> None:
