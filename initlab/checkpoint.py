@@ -35,7 +35,7 @@ from initlab.runs import (
     write_error,
 )
 
-VERSION = 2
+VERSION = 3
 State = dict[str, Any]
 
 
@@ -126,9 +126,9 @@ SCHEMA: dict[str, Any] = {
     "accumulators": {"epoch_loss": (Tensor, int, float), "epoch_errors": (Tensor, int, float),
                      "first_bad_step": (Tensor, int, float)},
     "last_epoch": (dict, type(None)), "order": (Tensor, type(None)), "data_rng": Tensor,
+    "dropout_rng": (Tensor, type(None)),
     "group": {"step": int, "epoch": int, "step_in_epoch": int, "step_count": Tensor,
-              "wall_seconds": (int, float), "dropout_rng": (Tensor, type(None)),
-              "cuda_rng": (Tensor, type(None))},
+              "wall_seconds": (int, float), "cuda_rng": (Tensor, type(None))},
 }
 STATUSES = ("running", "interrupted", "completed", "diverged")
 
@@ -168,7 +168,7 @@ def structure_problem(state: State) -> str | None:
             return f"optimizer.{str(name)[:40]} does not match the weights"
     rng_size = torch.Generator().get_state().shape
     for name, rng in (("data_rng", state["data_rng"]),
-                      ("group.dropout_rng", state["group"]["dropout_rng"])):
+                      ("dropout_rng", state["dropout_rng"])):
         if rng is not None and (rng.dtype != torch.uint8 or rng.shape != rng_size):
             return f"{name} is not a generator's state"
     if state["group"]["step_count"].numel() != 1:
@@ -204,6 +204,13 @@ def upgrade(state: Any, path: Path) -> State:
                            {"loss": state["last_epoch_loss"], "error": state["last_epoch_error"]}),
             "order": state["order"], "data_rng": state["data_rng"], "group": state["group"],
         }
+    if state["version"] == 2 and isinstance(state.get("group"), dict):
+        # One dropout generator per group then, one per member now: the member continues from
+        # the group's generator state (its own stream from there on; the same run resumed by
+        # the version that wrote it would have drawn other masks).
+        group = dict(state["group"])
+        state = {**state, "version": 3, "group": group,
+                 "dropout_rng": group.pop("dropout_rng", None)}
     if state["version"] != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state['version']!r} is not one "
                               f"this initlab reads (it writes {VERSION})")

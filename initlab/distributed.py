@@ -114,13 +114,13 @@ class Comm:
             raise message[0]
         return Path(message[0])
 
-    def wrap(self, model: StackedMLP, dropout_stream: int) -> nn.Module:
+    def wrap(self, model: StackedMLP) -> nn.Module:
         """The module a training step calls: the model itself, or the model under
         DistributedDataParallel (one gradient all-reduce per step, averaging over ranks), each
         rank drawing its own dropout masks (rank 0 the single-process ones)."""
         if self.world == 1:
             return model
-        model.reseed_dropout(dropout_stream + self.rank)
+        model.reseed_dropout(self.rank)
         return ddp(model, self.group)
 
     # -- during training ------------------------------------------------------------------------

@@ -164,7 +164,10 @@ class StackedMLP(nn.Module):
         # 1 while a member trains, 0 once stopped: its norm's running statistics freeze too.
         self.register_buffer("active", torch.ones(members, 1, 1, device=device))
         self.uses_dropout = False
-        self.dropout_generator: torch.Generator | None = None
+        # One generator per member with dropout (CPU): a member's masks never depend on which
+        # members share its stack, so a run is what its config gives, alone or in a sweep.
+        self.dropout_generators: dict[int, torch.Generator] = {}  # member -> its generator
+        self.dropout_seeds: dict[int, int] = {}  # member -> its generator's seed
         self.dropout_members: Tensor | None = None  # None: every member drops out
         self.masks: dict[int, tuple[Tensor, Tensor]] = {}  # per batch size, see dropout_masks
         self.scratch: dict[int, Scratch] = {}  # hand-written backward's buffers, per batch size
@@ -300,7 +303,9 @@ class StackedMLP(nn.Module):
                     member_view.fill_(self.norm.PARAMETERS[block.role])
         self.norm.reset()
 
-    def set_dropout(self, ps: Sequence[float], seed: int):
+    def set_dropout(self, ps: Sequence[float], seeds: Sequence[int]) -> None:
+        """Member k drops out with probability ``ps[k]``, its masks drawn from its own stream of
+        the user seed ``seeds[k]``."""
         self.dropout_p.copy_(torch.tensor(ps, dtype=torch.float32).view(-1, 1, 1))
         self.uses_dropout = any(p > 0 for p in ps)
         # Masks are drawn for these members only: random numbers are most of dropout's cost
@@ -309,17 +314,19 @@ class StackedMLP(nn.Module):
         self.dropout_members = (None if len(dropping) == len(ps) else
                                 torch.tensor(dropping, dtype=torch.long, device=self.flat.device))
         self.masks.clear()
-        if self.flat.device.type == "cpu":
-            self.dropout_generator = torch.Generator().manual_seed(member_seed(seed, "dropout"))
-        else:  # graph-capturable: the device's default generator, seeded by the trainer
-            self.dropout_generator = None
+        self.dropout_seeds = {k: member_seed(seeds[k], "dropout") for k in dropping}
+        # On CUDA, the device's default generator (graph-capturable), seeded by the trainer.
+        self.dropout_generators = ({k: torch.Generator().manual_seed(seed)
+                                    for k, seed in self.dropout_seeds.items()}
+                                   if self.flat.device.type == "cpu" else {})
 
-    def reseed_dropout(self, stream: int) -> None:
-        """Another dropout stream (each of several processes draws its own masks)."""
-        if self.dropout_generator is not None:
-            self.dropout_generator.manual_seed(stream)
-        elif self.flat.device.type == "cuda":
-            torch.manual_seed(stream)
+    def reseed_dropout(self, offset: int) -> None:
+        """Other dropout streams (each of several processes draws its own masks: rank r adds
+        r to every member's seed, so rank 0 draws the single-process masks)."""
+        for k, generator in self.dropout_generators.items():
+            generator.manual_seed(self.dropout_seeds[k] + offset)
+        if self.flat.device.type == "cuda" and self.dropout_seeds:
+            torch.manual_seed(next(iter(self.dropout_seeds.values())) + offset)
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, x: Tensor, recorder: ActivityRecorder | None = None,
@@ -453,23 +460,29 @@ class StackedMLP(nn.Module):
 
     def dropout_masks(self, batch: int) -> Tensor:
         """Fresh dropout masks for every hidden layer, [L - 1, K, B, width]: 0 with probability
-        p, else 1 / (1 - p), per member (1 for members without dropout). One draw for all
-        layers, into buffers kept per batch size (fixed addresses for a CUDA graph)."""
+        p, else 1 / (1 - p), per member (1 for members without dropout). Each member's masks
+        for all layers are one draw from its own generator, into buffers laid out member-major
+        and kept per batch size (fixed addresses for a CUDA graph); the result is a view."""
         if batch not in self.masks:
-            shape = (self.depth - 1, self.members, batch, self.config.width)
+            shape = (self.members, self.depth - 1, batch, self.config.width)
             masks = torch.ones(shape, device=self.flat.device)
             drawn = masks  # where the random numbers go: only the members with dropout
             if self.dropout_members is not None:
-                drawn = masks.new_empty((shape[0], len(self.dropout_members), *shape[2:]))
+                drawn = masks.new_empty((len(self.dropout_members), *shape[1:]))
             self.masks[batch] = (masks, drawn)
         masks, drawn = self.masks[batch]
         ps = self.dropout_p if self.dropout_members is None else \
             self.dropout_p.index_select(0, self.dropout_members)
-        torch.rand(drawn.shape, generator=self.dropout_generator, out=drawn)
+        if self.dropout_generators:
+            for j, generator in enumerate(self.dropout_generators.values()):
+                torch.rand(drawn.shape[1:], generator=generator, out=drawn[j])
+        else:  # CUDA: one draw from the default generator (masks depend on the stack there)
+            torch.rand(drawn.shape, out=drawn)
+        ps = ps.unsqueeze(1)  # [K, 1, 1, 1] against [K, L - 1, B, width]
         drawn.ge_(ps).div_(1.0 - ps)  # in place: keep with probability 1 - p, rescaled
         if drawn is not masks:
-            masks.index_copy_(1, self.dropout_members, drawn)
-        return masks
+            masks.index_copy_(0, self.dropout_members, drawn)
+        return masks.transpose(0, 1)
 
 
 @dataclass

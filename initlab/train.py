@@ -234,10 +234,10 @@ class GroupTrainer:
         self.model = StackedMLP(self.cfg.model, self.K, device, comm.group)
         self.model.initialize([c.init.scheme for c in cfgs], [c.init.c for c in cfgs],
                               [c.train.seed for c in cfgs])
-        self.model.set_dropout([c.model.dropout for c in cfgs], self.cfg.train.seed)
+        self.model.set_dropout([c.model.dropout for c in cfgs], [c.train.seed for c in cfgs])
         if device.type == "cuda":
             torch.manual_seed(member_seed(self.cfg.train.seed, "dropout"))
-        self.net = comm.wrap(self.model, member_seed(self.cfg.train.seed, "dropout"))
+        self.net = comm.wrap(self.model)
         # DDP all-reduces from autograd's hooks, so several processes keep autograd.
         manual = (self.cfg.train.backward == "auto" and comm.world == 1
                   and self.model.supports_manual_backward())
@@ -510,7 +510,7 @@ class GroupTrainer:
     def member_state(self, k: int) -> dict[str, Any]:
         """Everything needed to continue member k exactly: its weights and buffers, its initial
         weights, optimizer state, accumulators, data order and generator, its bookkeeping, and
-        the group's position and dropout generator. Tensors are copies on the CPU."""
+        its dropout generator, and the group's position. Tensors are copies on the CPU."""
         member = self.members[k]
         last = None if self.last_epoch_loss is None else {
             "loss": self.last_epoch_loss[k], "error": self.last_epoch_error[k]}
@@ -528,14 +528,14 @@ class GroupTrainer:
             "last_epoch": last,
             "order": None if self.order is None else self.order[k],
             "data_rng": self.data_generators[k].get_state(),
+            "dropout_rng": (model.dropout_generators[k].get_state()
+                            if k in model.dropout_generators else None),
             "group": {
                 "step": self.step,
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
                 "step_count": self.step_count,
                 "wall_seconds": self.wall_seconds(),
-                "dropout_rng": (model.dropout_generator.get_state()
-                                if model.dropout_generator is not None else None),
                 "cuda_rng": (torch.cuda.get_rng_state() if self.device.type == "cuda"
                              else None),
             },
@@ -552,8 +552,6 @@ class GroupTrainer:
         self.step_in_epoch = group["step_in_epoch"]
         self.step_count.copy_(group["step_count"])
         self.wall_offset = group["wall_seconds"]
-        if group["dropout_rng"] is not None and model.dropout_generator is not None:
-            model.dropout_generator.set_state(group["dropout_rng"])
         if group["cuda_rng"] is not None and dev.type == "cuda":
             torch.cuda.set_rng_state(group["cuda_rng"])
         have_last = all(s["last_epoch"] is not None for s in states)
@@ -574,6 +572,8 @@ class GroupTrainer:
                 self.last_epoch_loss[k] = state["last_epoch"]["loss"]
                 self.last_epoch_error[k] = state["last_epoch"]["error"]
             self.data_generators[k].set_state(state["data_rng"])
+            if state["dropout_rng"] is not None and k in model.dropout_generators:
+                model.dropout_generators[k].set_state(state["dropout_rng"])
             if state["order"] is not None:
                 orders.append(state["order"])
             if member.status == "interrupted":  # it stopped for a signal: it trains on

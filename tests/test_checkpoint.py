@@ -102,7 +102,8 @@ def test_a_checkpoint_of_the_first_format_is_upgraded(tmp_path: Path,
         "buffers": {name.removeprefix("norm."): v for name, v in now["model"]["buffers"].items()},
         **now["accumulators"],
         "last_epoch_loss": None, "last_epoch_error": None,
-        "order": now["order"], "data_rng": now["data_rng"], "group": now["group"],
+        "order": now["order"], "data_rng": now["data_rng"],
+        "group": {**now["group"], "dropout_rng": now["dropout_rng"]},  # one per group then
     }
     path = tmp_path / "old.pt"
     torch.save(v1, path)

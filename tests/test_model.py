@@ -152,7 +152,7 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool, dro
     def build() -> StackedMLP:
         model = StackedMLP(cfg, members=3)
         model.initialize(["normal"] * 3, [1.0, 2.0, 3.0], [0, 1, 2])
-        model.set_dropout([dropout, dropout / 2, 0.0], seed=7)  # same masks in both
+        model.set_dropout([dropout, dropout / 2, 0.0], seeds=[7, 7, 7])  # same masks in both
         with torch.no_grad():  # nonzero biases too
             model.flat.add_(0.05 * torch.randn(model.flat.shape,
                                                generator=torch.Generator().manual_seed(3)))
@@ -196,19 +196,19 @@ def test_hand_written_backward_matches_autograd(activation: str, bias: bool, dro
 
 def test_tanh_with_dropout_and_no_norm_keeps_autograd() -> None:
     model = StackedMLP(ModelConfig(depth=3, width=8, activation="tanh"), members=1)
-    model.set_dropout([0.1], seed=0)
+    model.set_dropout([0.1], seeds=[0])
     assert not model.supports_manual_backward()
-    model.set_dropout([0.0], seed=0)
+    model.set_dropout([0.0], seeds=[0])
     assert model.supports_manual_backward()
 
 
 def test_pre_norm_with_tanh_and_dropout_keeps_autograd() -> None:
     model = StackedMLP(ModelConfig(depth=3, width=8, activation="tanh", norm="layer",
                                    norm_position="pre"), members=1)
-    model.set_dropout([0.1], seed=0)
+    model.set_dropout([0.1], seeds=[0])
     assert not model.supports_manual_backward()
     post = StackedMLP(ModelConfig(depth=3, width=8, activation="tanh", norm="layer"), members=1)
-    post.set_dropout([0.1], seed=0)
+    post.set_dropout([0.1], seeds=[0])
     assert post.supports_manual_backward()
 
 

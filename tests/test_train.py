@@ -170,19 +170,26 @@ def test_cli_run_writes_the_run_directory_contract(tmp_path: Path) -> None:
     assert again.exit_code == 0 and (tmp_path / "runs" / "small-2" / "stats.jsonl").exists()
 
 
-@pytest.mark.parametrize("norm", ["none", "batch"])
-def test_a_member_does_not_depend_on_its_company(tmp_path: Path, norm: str) -> None:
-    """A member trained beside others (other seeds, another c) ends with the very bits it ends
-    with alone: a run cached by its config is what that config gives (issue 19)."""
-    base = {**SMALL, "name": "alone", "model": {**SMALL["model"], "norm": norm},
+@pytest.mark.parametrize(("norm", "dropout"), [("none", 0.0), ("batch", 0.0), ("none", 0.1)])
+def test_a_member_does_not_depend_on_its_company(tmp_path: Path, norm: str,
+                                                 dropout: float) -> None:
+    """A member trained beside others (other seeds, another c, members with and without
+    dropout) ends with the very bits it ends with alone: a run cached by its config is what
+    that config gives (issue 19). Dropout masks come from each member's own generator."""
+    base = {**SMALL, "name": "alone",
+            "model": {**SMALL["model"], "norm": norm, "dropout": dropout},
             "init": {"c": 2.2}, "train": {**SMALL["train"], "optimizer": "adam", "lr": 1e-3}}
     alone = load_experiment(write_config(tmp_path / "alone.yaml", base))
-    crowd = load_experiment(write_config(tmp_path / "crowd.yaml", with_sweep(
-        base, "crowd", {"init.c": [2.2, 2.0], "train.seed": [0, 1, 2]})))
-    assert len(crowd.members) == 6
+    sweep: dict[str, list] = {"init.c": [2.2, 2.0], "train.seed": [0, 1, 2]}
+    if dropout:
+        sweep = {"init.c": [2.2, 2.0], "model.dropout": [dropout, 0.0], "train.seed": [0, 1]}
+    crowd = load_experiment(write_config(tmp_path / "crowd.yaml", with_sweep(base, "crowd",
+                                                                             sweep)))
+    assert len(crowd.members) > 1
     single = run_experiment(alone, tmp_path / "a")[0].path
     grouped = [r.path for r in run_experiment(crowd, tmp_path / "b")]
-    assert initlab.load_run(grouped[0]).summary["members_in_group"] == 6
+    assert initlab.load_run(grouped[0]).summary["members_in_group"] == len(crowd.members)
+    assert initlab.load_run(grouped[0]).config["model"]["dropout"] == dropout
     assert (single / "stats.jsonl").read_bytes() == (grouped[0] / "stats.jsonl").read_bytes()
 
 

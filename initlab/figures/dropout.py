@@ -233,7 +233,7 @@ def mask_bias(p: float) -> float:
 
     width, depth = 100, 11
     model = StackedMLP(ModelConfig(depth=depth, width=width), 1)
-    model.set_dropout([p], SNR_SEED)
+    model.set_dropout([p], [SNR_SEED])
     masks = model.dropout_masks(MASK_DRAWS // (width * (depth - 1)))
     return abs(float(masks.double().mean()) - 1.0)
 

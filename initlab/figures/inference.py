@@ -128,7 +128,7 @@ def dropout_noise(run: Run, data_root: str | None, images: int, draws: int,
     model, cfg, state = load_model(run)
     data = load_data(cfg, data_root)
     x = data.train_x[:images].unsqueeze(0)
-    model.set_dropout([cfg.model.dropout], seed)
+    model.set_dropout([cfg.model.dropout], [seed])
     model.train()
     result: dict[str, Any] = {"dropout": cfg.model.dropout, "images": int(x.shape[1]),
                               "draws": draws}
