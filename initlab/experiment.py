@@ -187,7 +187,8 @@ def train_members(members: list[MemberState], data_root: str | None,
                 trainer.load_member_states(group_states)  # type: ignore[arg-type]
                 on_event({"kind": "resume", "step": trainer.step})
             try:
-                trainer.run(stop, on_event)
+                while not trainer.run(stop, on_event, pause_when_members_stop=comm.world == 1):
+                    trainer = smaller_stack(trainer, data, device)
             except RunInterrupted as err:
                 mark_not_started(members, groups)
                 raise RunInterrupted(err.signum, resume_path(members)) from None
@@ -202,6 +203,19 @@ def train_members(members: list[MemberState], data_root: str | None,
         return []
     return [Outcome(m.writer.path.name, m.writer.path, read_summary(m.writer.path))
             for m in members]
+
+
+def smaller_stack(trainer: GroupTrainer, data: MNISTTensors, device: Any) -> GroupTrainer:
+    """The members of ``trainer`` still running, as a stack of their own, each where it left
+    off (its checkpoint state, in memory): the stopped ones no longer cost arithmetic. A
+    member's numbers do not depend on its company (tests/test_train.py), so none changes."""
+    keep = trainer.active()
+    running = [trainer.members[k] for k in keep]
+    states = [trainer.member_state(k) for k in keep]
+    smaller = GroupTrainer(running, data, device, LOCAL, saver(running),
+                           group_size=trainer.group_size)
+    smaller.load_member_states(states)
+    return smaller
 
 
 def resume_hint(group: Sequence[MemberState], top: Path) -> str:

@@ -222,12 +222,15 @@ class GroupTrainer:
 
     def __init__(self, members: Sequence[MemberState], data: MNISTTensors,
                  device: torch.device, comm: Comm = LOCAL,
-                 save_checkpoint: SaveCheckpoint | None = None):
+                 save_checkpoint: SaveCheckpoint | None = None, group_size: int | None = None):
+        """``group_size``: how many members the group started with (``members_in_group``),
+        when these are what is left of it (``smaller_stack``)."""
         self.members = list(members)
         self.comm = comm  # several processes: see initlab.distributed
         self.save_checkpoint = save_checkpoint
         self.cfg = members[0].config
         self.K = len(members)
+        self.group_size = group_size or self.K
         self.device = device
         self.data = data
         cfgs = [m.config for m in members]
@@ -381,7 +384,12 @@ class GroupTrainer:
         self.model.stop_member(k)
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self, stop: StopFlag, progress: Callable[[dict[str, Any]], None]) -> None:
+    def run(self, stop: StopFlag, progress: Callable[[dict[str, Any]], None],
+            pause_when_members_stop: bool = False) -> bool:
+        """Train to the end; True when every member has finished. With
+        ``pause_when_members_stop``, returns False at the end of an epoch where some members
+        stopped while others run on: the caller continues those as a smaller stack
+        (``smaller_stack``), so stopped members cost no more arithmetic."""
         self.started = time.perf_counter()
         cfg, log = self.cfg.train, self.cfg.log
         if self.step == 0 and self.epoch == 0 and self.step_in_epoch == 0:
@@ -413,8 +421,12 @@ class GroupTrainer:
             if self.step_in_epoch < self.steps_per_epoch:
                 break  # max_steps reached mid-epoch
             self.end_epoch(progress)
+            if pause_when_members_stop and 0 < len(self.active()) < self.K \
+                    and self.epoch < cfg.epochs and self.step < max_steps:
+                return False
         self.finish()
         progress({"kind": "done", "diverged": self.diverged_steps()})
+        return True
 
     def close_epoch_means(self) -> None:
         self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors)  # over ranks
@@ -494,7 +506,7 @@ class GroupTrainer:
             diverged_step=at,
             wall_seconds=round(self.wall_seconds(), 3),
             device=str(self.device),
-            members_in_group=self.K,
+            members_in_group=self.group_size,
             threads=torch.get_num_threads(),
             # versions, commit, host; the start is kept across resumes
             started_at=member.writer.start_time(time.time() - self.wall_seconds()),

@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 import initlab
+from initlab import experiment
 from initlab.choices import NORM_CHOICES, WEIGHT_NORM_CHOICES
 from initlab.cli import app
 from initlab.config import load_experiment
@@ -214,6 +215,34 @@ def test_target_test_error_stops_a_member(tmp_path: Path) -> None:
     assert full["reached_target_epoch"] is None and full["epochs"] == 3
     run = initlab.load_run(tmp_path / "runs" / "t" / "target_test_error=0.99")
     assert run.phase[-1] == "final" and run.step[-1] == 1280 // 64
+
+
+def test_members_that_stop_leave_the_stack_and_change_no_number(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When members reach their target, the others go on as a smaller stack (their states
+    carried over: weights, Adam's moments, data order, dropout generator), and end with the
+    very bits they end with alone."""
+    base = {**SMALL, "name": "alone", "model": {**SMALL["model"], "dropout": 0.1},
+            "train": {**SMALL["train"], "epochs": 3, "optimizer": "adam", "lr": 1e-3}}
+    shrunk: list[int] = []
+    real = experiment.smaller_stack
+
+    def counted(trainer, *args):
+        smaller = real(trainer, *args)
+        shrunk.append(smaller.K)
+        return smaller
+
+    monkeypatch.setattr(experiment, "smaller_stack", counted)
+    alone = run_experiment(load_experiment(write_config(tmp_path / "a.yaml", base)),
+                           tmp_path / "a")[0].path
+    crowd = write_config(tmp_path / "c.yaml", with_sweep(
+        base, "crowd", {"train.target_test_error": [None, 0.99], "train.seed": [0, 1]}))
+    outcomes = {o.name: o for o in run_experiment(load_experiment(crowd), tmp_path / "c")}
+    assert shrunk == [2]  # after epoch 1 the two members with a target of 99% stopped
+    went_on = outcomes["seed=0_target_test_error=none"]
+    assert went_on.summary["epochs"] == 3 and went_on.summary["members_in_group"] == 4
+    assert outcomes["seed=0_target_test_error=0.99"].summary["epochs"] == 1
+    assert (alone / "stats.jsonl").read_bytes() == (went_on.path / "stats.jsonl").read_bytes()
 
 
 def test_zero_init_gradients_are_exactly_zero_but_the_last_bias(tmp_path: Path) -> None:
