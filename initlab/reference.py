@@ -52,17 +52,28 @@ def figure_table(report: Path = REPORT) -> str:
     from initlab.figures import FIGURES
     from initlab.report import read_report_rows
 
-    rows = read_report_rows(report.read_text(encoding="utf-8"))
+    rows = read_report_rows(report.read_text(encoding="utf-8"), checks=True)
     lines = ["| Figure | The claim (whose) | Measured (figures/REPORT.md) |", "|---|---|---|"]
     for name, figure in FIGURES.items():
-        own = [row for row in rows if row.figure == name]
-        passed = sum(row.passed for row in own)
-        measured = "; ".join(f"{row.claim.replace('|', chr(92) + '|')}: {row.measured}"
-                             + ("" if row.passed else " (FAIL)") for row in own)
-        cell = f"**{passed} of {len(own)} PASS.** {measured}" if own else "not in the report yet"
+        claims = [row for row in rows if row.figure == name and not row.check]
+        checks = [row for row in rows if row.figure == name and row.check]
+        parts = []
+        if claims:
+            parts.append(f"**{sum(r.passed for r in claims)} of {len(claims)} PASS.** "
+                         + measured_rows(claims))
+        if checks:  # true by construction: not counted among the claims (the report's table)
+            parts.append(f"Checks of the implementation, {sum(r.passed for r in checks)} of "
+                         f"{len(checks)} PASS: " + measured_rows(checks))
+        cell = " ".join(parts) if parts else "not in the report yet"
         lines.append(f"| ![](figures/{name}.png) | {figure.headline or name} "
                      f"| {cell.replace(chr(10), ' ')} |")
     return "\n".join(lines)
+
+
+def measured_rows(rows: list[Any]) -> str:
+    """Each row's claim and measured value, its verdict added unless it passed."""
+    return "; ".join(f"{row.claim.replace('|', chr(92) + '|')}: {row.measured}"
+                     + ("" if row.passed else f" ({row.verdict})") for row in rows)
 
 
 BLOCKS = {BEGIN: (END, reference_table), FIGURES_BEGIN: (FIGURES_END, figure_table)}

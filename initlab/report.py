@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,23 +276,78 @@ def _cell(text: str) -> str:
 
 @dataclass(frozen=True)
 class ReportRow:
-    """One row of a written report's claims table, as text."""
+    """One row of a written report's claims or checks table, as text."""
 
     figure: str
     claim: str
     measured: str
-    passed: bool
+    verdict: str  # PASS, FAIL or INCONCLUSIVE
+    check: bool = False  # a row of "Checks of the implementation", not a claim
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASS"
 
 
-def read_report_rows(text: str) -> list[ReportRow]:
+CHECKS_HEADING = "### Checks of the implementation"
+
+
+def read_report_rows(text: str, checks: bool = False) -> list[ReportRow]:
     """The claims table of a report ``report_markdown`` wrote, row by row (the README's figure
-    table and the figure tests read the committed report with it)."""
+    table and the figure tests read the committed report with it); with ``checks``, the
+    checks of the implementation follow."""
     rows = []
+    in_checks = False
     for line in text.splitlines():
-        if not line.startswith("| `"):
+        if line.startswith("#"):
+            in_checks = line.strip() == CHECKS_HEADING
+        if not line.startswith("| `") or (in_checks and not checks):
             continue
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
         figure, claim, _, measured, _, result = cells
         rows.append(ReportRow(figure.strip("`"), claim.replace("\\|", "|"), measured,
-                              result == "PASS"))
+                              result.strip("*"), in_checks))
     return rows
+
+
+def compare_verdicts(reference: str, rerun: str, labels: tuple[str, str]) -> str:
+    """Markdown: every row of two reports side by side (matched by figure and claim text),
+    whether its verdict is the same, and a count. A row in only one report is listed too."""
+    first = {(r.figure, r.claim): r for r in read_report_rows(reference, checks=True)}
+    second = {(r.figure, r.claim): r for r in read_report_rows(rerun, checks=True)}
+    lines = [f"| | figure | claim | {labels[0]}: measured | verdict | {labels[1]}: measured "
+             f"| verdict | same |", "|---|---|---|---|---|---|---|---|"]
+    same = 0
+    for key in [*first, *(k for k in second if k not in first)]:
+        a, b = first.get(key), second.get(key)
+        kept = a is not None and b is not None and a.verdict == b.verdict
+        same += kept
+        row = a or b
+        assert row is not None
+        lines.append("| " + " | ".join([
+            "check" if row.check else "claim", f"`{key[0]}`", _cell(key[1]),
+            _cell(a.measured) if a else "—", a.verdict if a else "—",
+            _cell(b.measured) if b else "—", b.verdict if b else "—",
+            "yes" if kept else "**no**"]) + " |")
+    total = len(set(first) | set(second))
+    return f"{same} of {total} rows keep their verdict.\n\n" + "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m initlab.report REFERENCE.md RERUN.md``: the verdict comparison."""
+    if len(argv) != 2:
+        print("usage: python -m initlab.report REFERENCE.md RERUN.md", file=sys.stderr)
+        return 2
+    texts = []
+    for name in argv:
+        try:
+            texts.append(Path(name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"initlab: {name}: cannot read it ({err.__class__.__name__})", file=sys.stderr)
+            return 2
+    print(compare_verdicts(texts[0], texts[1], (argv[0], argv[1])), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -28,7 +28,7 @@ from initlab.figures.core import (
 )
 from initlab.jobs import Job
 from initlab.progress import ProgressFactory
-from initlab.report import Claim, report_markdown
+from initlab.report import Claim, compare_verdicts, read_report_rows, report_markdown
 from initlab.runs import CONFIG_FILE, STATS_FILE, SUMMARY_FILE, RunWriter
 
 L = 50
@@ -348,3 +348,21 @@ def test_a_failed_launch_leaves_no_directory_behind(tmp_path: Path,
         with pytest.raises(error):
             figure_cache.ensure_runs([run_set], tmp_path, None, log=lambda m: None)
         assert not any(tmp_path.iterdir())
+
+
+def test_two_reports_are_compared_row_by_row() -> None:
+    """`python -m initlab.report A B` (docs/rerun.md): every claim and check of the committed
+    report matched by figure and claim text; a changed verdict is marked, a missing row too."""
+    text = (Path(__file__).resolve().parent.parent / "figures" / "REPORT.md").read_text()
+    rows = read_report_rows(text, checks=True)
+    assert any(r.check for r in rows) and any(not r.check for r in rows)
+    assert not any(r.check for r in read_report_rows(text))
+    first = next(r for r in rows if r.verdict == "PASS" and not r.check)
+    line = next(line for line in text.splitlines() if line.startswith("| `")
+                and f"| {first.measured} |" in line)
+    changed = text.replace(line, line.replace("| PASS |", "| **FAIL** |"), 1)
+    changed = changed.replace(next(line for line in text.splitlines()
+                                   if line.startswith("| `") and "| **FAIL** |" in line), "", 1)
+    table = compare_verdicts(text, changed, ("a", "b"))
+    assert table.startswith(f"{len(rows) - 2} of {len(rows)} rows keep their verdict.")
+    assert table.count("| **no** |") == 2 and "| FAIL | — | — | **no** |" in table
