@@ -205,7 +205,7 @@ class Gauges:
 class GroupTrainer:
     """Trains K members of one shape together.
 
-    Why one class of ~370 lines: it is one loop's state -- its position, the on-device
+    Why one class of ~400 lines: it is one loop's state -- its position, the on-device
     accumulators, the members' bookkeeping and the checkpoint form of all three -- and each
     part reads the others (a record needs the position and who still trains; a checkpoint is
     position, accumulators and members). What it measures and how is ``Gauges``; what a
