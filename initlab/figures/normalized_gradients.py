@@ -90,9 +90,9 @@ def mean_rate(runs: Sequence[Run]) -> float:
 
 def plot(inp: FigureInput) -> MplFigure:
     fig, axes = new_figure(inp, "At initialization, c = 2, width 100: ‖∇W_i ℓ‖ relative to the "
-                           "last hidden layer's\n(thick: the first seed, thin: the others); "
-                           f"dashed: mean-field growth per layer, {RATE_TEXT} (1 for layer "
-                           "norm before the ReLU)", 2, nrows=2, sharey=True)
+                           "last hidden layer's (thick: the first seed)\ndashed: mean-field "
+                           f"growth per layer, {RATE_TEXT} (1 for layer norm before the ReLU)",
+                           2, nrows=2, sharey=True)
     for row, placement in enumerate(PLACEMENTS):
         for col, norm in enumerate(NORM_LABELS):
             ax = axes[row][col]
