@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from initlab.figures import FIGURES, member_labels
-from initlab.figures.core import FigureInput, Mode
+from initlab.figures.core import FigureInput, Mode, config_runs
 from initlab.figures.feature_drift import drift
 from initlab.figures.normalized_gradients import growth_rate
 from initlab.figures.normalized_training import recipe
@@ -159,6 +159,20 @@ def test_gradient_claims_are_a_mean_over_draws_with_a_t_interval(tmp_path: Path)
         gradient_runs(tmp_path / "one", rates, {7: 1.0}))
     assert [c.interval for c in one] == [None] * 4
     assert [c.verdict for c in one] == ["PASS", "FAIL", "PASS", "PASS"]
+
+
+@pytest.mark.parametrize(("mode", "seeds"), [(Mode(), [0, 1, 2, 3, 4]),
+                                             (Mode(seed_offset=1000), [1000, 1001, 1002, 1003,
+                                                                       1004]),
+                                             (Mode(quick=True, seed_offset=1000),
+                                              [1000, 1001, 1002])])
+def test_the_gradient_draws_are_five_seeds_shifted_by_the_offset(mode: Mode,
+                                                                 seeds: list[int]) -> None:
+    """normalized-gradients' claims rest on 5 draws of the weights (quick mode: the first 3),
+    and a rerun with --seed-offset draws other weights."""
+    configs = config_runs("normalized-gradients", mode).configs
+    assert sorted({c.train.seed for c in configs}) == seeds
+    assert len(configs) == 3 * 2 * 2 * len(seeds)  # depths x norms x placements x draws
 
 
 def percentile_records(medians: list[float], spread: float) -> list[dict[str, Any]]:
