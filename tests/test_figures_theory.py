@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from initlab.figures import FIGURES, member_labels
-from initlab.figures.core import FigureInput, Mode
+from initlab.figures.core import FigureInput, Mode, config_runs
 from initlab.figures.feature_drift import drift
 from initlab.figures.normalized_gradients import growth_rate
 from initlab.figures.normalized_training import recipe
@@ -104,11 +104,15 @@ def test_growth_rate_is_the_geometric_mean_over_the_hidden_layers(tmp_path: Path
     assert growth_rate(run) == pytest.approx(rate)
 
 
-def gradient_runs(tmp_path: Path, rates: dict[tuple[str, str], float]) -> FigureInput:
+def gradient_runs(tmp_path: Path, rates: dict[tuple[str, str], float],
+                  per_seed: dict[int, float] | None = None) -> FigureInput:
+    """Gradient norms growing at ``rates`` per layer, times ``per_seed[seed]`` for each seed
+    (1 for all of seeds 0, 1, 2 when not given)."""
     dirs = []
-    for (norm, placement), rate in rates.items():
+    for (norm, placement), base in rates.items():
         for depth in (10, 20, 50):
-            for seed in (0, 1, 2):
+            for seed, factor in (per_seed or dict.fromkeys((0, 1, 2), 1.0)).items():
+                rate = base * factor
                 grads = [rate ** (depth - 1 - i) for i in range(depth)]
                 config = {"model": {"depth": depth, "norm": norm, "norm_position": placement},
                           "train": {"seed": seed}}
@@ -131,6 +135,44 @@ def test_gradient_claims_compare_each_placement_with_its_prediction(tmp_path: Pa
     # Yang et al. analyse normalization before the nonlinearity: that placement is their claim;
     # after the ReLU (the lecture's placement) the same argument is initlab's hypothesis.
     assert [c.source.kind for c in claims] == ["hypothesis", "hypothesis", "paper", "hypothesis"]
+
+
+def test_gradient_claims_are_a_mean_over_draws_with_a_t_interval(tmp_path: Path) -> None:
+    """At init, each draw of the weights (seed) is one measurement: a claim is the mean over the
+    draws with its 95% t interval, which decides the verdict as for a trained claim."""
+    rates = {("batch", "post"): NORMALIZED_RELU_GRADIENT_RATE,
+             ("layer", "post"): NORMALIZED_RELU_GRADIENT_RATE * 1.5,
+             ("batch", "pre"): NORMALIZED_RELU_GRADIENT_RATE,
+             ("layer", "pre"): 1.0}
+    # Draws 5%, 15%, 10% and 10% above the prediction: mean 10%, the interval straddles 10%.
+    per_seed = {0: 1.05, 1: 1.15, 2: 1.10, 3: 1.10}
+    claims = FIGURES["normalized-gradients"].claims(gradient_runs(tmp_path, rates, per_seed))
+    assert [c.seeds for c in claims] == [4, 4, 4, 4]
+    assert [c.verdict for c in claims] == ["INCONCLUSIVE", "FAIL", "INCONCLUSIVE",
+                                           "INCONCLUSIVE"]
+    low, high = claims[3].interval
+    assert claims[3].value == pytest.approx(0.10)
+    assert low < 0.10 < high
+    assert "4 seeds, 95% t CI" in claims[3].measured
+    # One draw: a plain number, no interval.
+    one = FIGURES["normalized-gradients"].claims(
+        gradient_runs(tmp_path / "one", rates, {7: 1.0}))
+    assert [c.interval for c in one] == [None] * 4
+    assert [c.verdict for c in one] == ["PASS", "FAIL", "PASS", "PASS"]
+
+
+@pytest.mark.parametrize(("mode", "seeds"), [(Mode(), [0, 1, 2, 3, 4]),
+                                             (Mode(seed_offset=1000), [1000, 1001, 1002, 1003,
+                                                                       1004]),
+                                             (Mode(quick=True, seed_offset=1000),
+                                              [1000, 1001, 1002])])
+def test_the_gradient_draws_are_five_seeds_shifted_by_the_offset(mode: Mode,
+                                                                 seeds: list[int]) -> None:
+    """normalized-gradients' claims rest on 5 draws of the weights (quick mode: the first 3),
+    and a rerun with --seed-offset draws other weights."""
+    configs = config_runs("normalized-gradients", mode).configs
+    assert sorted({c.train.seed for c in configs}) == seeds
+    assert len(configs) == 3 * 2 * 2 * len(seeds)  # depths x norms x placements x draws
 
 
 def percentile_records(medians: list[float], spread: float) -> list[dict[str, Any]]:

@@ -200,7 +200,9 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path) -> list[str
                  "longer budget would decide it. A stacked member's numbers are bit for bit "
                  "those of the same config trained alone, whatever its company (measured, and "
                  "tested in tests/test_train.py), so a run cached by its config is what that "
-                 "config gives. Claims about every layer report their worst layer.")
+                 "config gives. Claims about every layer report their worst layer. "
+                 "normalized-gradients' claims at initialization are measured the same way on "
+                 "each of its 5 draws of the weights.")
     notes.append("Whose claim: *lecture* rows check a statement of Kolter & Chen's lectures "
                  "(quoted or paraphrased, with the part of the lecture); *paper* rows a "
                  "published result; *initlab's hypothesis* rows are our own expectations, with "

@@ -117,14 +117,16 @@ def plot(inp: FigureInput) -> MplFigure:
     ax.set_title(nonempty_lines(inp.banner, f"Test error vs batch size, mean of {seeds} seeds "
                              f"(dots: each seed)", setup_text(reference)), fontsize=8)
     t, d = reference.config["train"], reference.config["data"]
-    fig.text(0.01, 0.01, f"Every b sees the same {t['epochs']} × {d['train_subset']} examples, "
-             f"in {t['epochs']} × {d['train_subset']}/b steps "
-             f"({t['epochs'] * d['train_subset'] // t['batch_size']} at b = {t['batch_size']}). "
-             "At b = 2 an MLP's batch norm maps each feature's 2 values to exactly ±1 (a conv "
-             "net's normalizes over 2·H·W values): an extreme case.", fontsize=7)
+    # Two lines: as one, the note ran past both edges of the 7.5-inch figure.
+    fig.text(0.01, 0.01, nonempty_lines(
+        f"Every b sees the same {t['epochs']} × {d['train_subset']} examples, in "
+        f"{t['epochs']} × {d['train_subset']}/b steps "
+        f"({t['epochs'] * d['train_subset'] // t['batch_size']} at b = {t['batch_size']}).",
+        "At b = 2 an MLP's batch norm maps each feature's 2 values to exactly ±1 (a conv net's "
+        "normalizes over 2·H·W values): an extreme case."), fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))  # the note's two lines below the axes
     return fig
 
 

@@ -76,9 +76,10 @@ def plot(inp: FigureInput) -> MplFigure:
     lr = cfg_value(runs[0], "train.lr") if runs else "?"
     epochs = cfg_value(runs[0], "train.epochs") if runs else "?"
     seeds = len({seed_of(r) for r in runs})
-    fig, axes = new_figure(inp, f"Test error after {epochs} epochs of SGD (lr {lr}), width 100, "
-                           f"ReLU, no normalization, W_i ~ N(0, c/n); mean of {seeds} seeds\n"
-                           f"outlined: trains (≤ {TRAINS:.0%}); dashed: mean field "
+    # Three short lines: the figure is 8 inches wide, and one long line was cut at both ends.
+    fig, axes = new_figure(inp, f"Test error after {epochs} epochs of SGD (lr {lr}), mean of "
+                           f"{seeds} seeds\nwidth 100, ReLU, no normalization, W_i ~ N(0, c/n); "
+                           f"outlined: trains (≤ {TRAINS:.0%})\ndashed: mean field "
                            f"‖Z_L‖/‖Z_1‖ = 10^±{DECADES:g}; diverged: at this one lr",
                            1, size=(8.0, 4.6))
     ax = axes[0][0]
