@@ -50,20 +50,6 @@ settings.load_profile(PROFILE)
 FUZZ_FACTOR = int(os.environ.get("INITLAB_FUZZ_FACTOR", "50"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``), the tests that share a module-scoped
-    fixture (a trained run, a bench result, the quick figures' run cache) run on one worker,
-    so the fixture is built once, not once per worker; every other test goes to whichever
-    worker is free."""
-    for item in items:
-        fixture_defs = getattr(item, "_fixtureinfo", None)
-        if fixture_defs is None:
-            continue
-        if any(d.scope == "module" for defs in fixture_defs.name2fixturedefs.values()
-               for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 def examples(n: int) -> settings:
     """A property test's settings: ``n`` fixed examples under ``make test``, ``FUZZ_FACTOR``
     times as many fresh ones under ``make fuzz``."""
