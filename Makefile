@@ -21,9 +21,12 @@ data: $(STAMP)
 run: $(STAMP) data
 	$(BIN)/initlab run configs/kaiming.yaml --out $(RUNS) --plot
 
+# One pytest-xdist worker per core (one torch thread each: tests/conftest.py); a test file
+# runs on one worker, so its module-scoped fixtures are built once (--dist loadfile).
+# CONTRIBUTING.md: Checks.
 test: $(STAMP)
 	$(BIN)/ruff check initlab tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The property-based suites with fresh randomness and FUZZ_FACTOR times the examples `make test`
 # draws (its draws are fixed: CONTRIBUTING.md). Stop it with Ctrl-C; a failure prints the

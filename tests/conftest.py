@@ -38,6 +38,14 @@ settings.register_profile("ci", derandomize=True, database=None, deadline=None,
 settings.register_profile("fuzz", derandomize=False, deadline=None, print_blob=True,
                           suppress_health_check=_SLOW_OK)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+
+# `make test` runs the suite in pytest-xdist workers, one per core: each worker trains on one
+# torch thread, here and in the CLI subprocesses it starts, so that two workers do not
+# oversubscribe two cores (docs/benchmarks.md: a second thread beside a busy process costs
+# more than twice the time).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 settings.load_profile(PROFILE)
 FUZZ_FACTOR = int(os.environ.get("INITLAB_FUZZ_FACTOR", "50"))
 
