@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+import initlab
 from initlab.config import RunConfig, config_hash, dump_yaml, load_experiment, set_dotted
 from initlab.distributed import check_launch
 from initlab.figures import FIGURES, small_batch, sync_bn
 from initlab.figures import cache as figure_cache
 from initlab.figures.core import (
+    CHANCE_ERROR,
     CONFIG_DIR,
     QUICK_EPOCHS,
     QUICK_SEEDS,
@@ -24,6 +26,7 @@ from initlab.figures.core import (
     Launch,
     Mode,
     RunSet,
+    outcome_error,
     save_figure,
 )
 from initlab.jobs import Job
@@ -366,3 +369,21 @@ def test_two_reports_are_compared_row_by_row() -> None:
     table = compare_verdicts(text, changed, ("a", "b"))
     assert table.startswith(f"{len(rows) - 2} of {len(rows)} rows keep their verdict.")
     assert table.count("| **no** |") == 2 and "| FAIL | — | — | **no** |" in table
+
+
+def test_a_diverged_run_counts_as_chance_where_a_claim_asks_how_far_training_got(
+        tmp_path: Path) -> None:
+    """trained-variance's "reaches 5%": a seed that diverged did not reach it. Its final test
+    error is NaN by design (load_run), which would void the claim over all seeds; it counts
+    as chance instead, and the claim over the seeds stays a number."""
+    cfg = set_dotted(set_dotted(RunConfig(name="trained-variance"), "init.c", 2.3),
+                     "train.target_test_error", 0.05)
+    writer = RunWriter(tmp_path / "diverged")
+    writer.write_config(dump_yaml(cfg))
+    writer.append_stats([{"step": 0, "epoch": 0, "phase": "init", "loss": 2.3,
+                          "train_error": 0.9, "test_error": 0.9031}])
+    writer.write_summary({"status": "diverged", "steps": 4, "epochs": 0, "diverged_step": 4,
+                          "final_test_error": None})
+    run = initlab.load_run(tmp_path / "diverged")
+    assert math.isnan(run.final_test_error)
+    assert outcome_error(run) == CHANCE_ERROR

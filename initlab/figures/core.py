@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: the figures' recipes
 TARGET = 0.05  # the lecture's test-error target
+CHANCE_ERROR = 0.9  # MNIST's ten classes: where a diverged run's test error counts
 # Quick mode, for every figure: a smoke test of the whole pipeline, not the reference numbers.
 QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES, QUICK_EPOCHS = 2048, 1000, 2
 # Quick mode keeps the first seeds of a recipe's seed sweep: enough for a t interval.
@@ -311,6 +312,12 @@ def worst(values: np.ndarray) -> float:
 def mean(values: Sequence[float]) -> float:
     """NaN for none (a claim on it then FAILs with n/a)."""
     return float(np.mean(values)) if len(values) else math.nan
+
+
+def outcome_error(run: Run) -> float:
+    """The final test error, a diverged run's counting as chance: it did not train, and a
+    claim about how far training got must count it (as NaN it would void the claim)."""
+    return CHANCE_ERROR if run.status == "diverged" else run.final_test_error
 
 
 def status_mark(run: Run) -> str:

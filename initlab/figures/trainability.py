@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from initlab.figures.core import (
+    CHANCE_ERROR,
     Figure,
     FigureInput,
     c_of,
@@ -124,7 +125,7 @@ def claims(inp: FigureInput) -> list[Claim]:
     errors = table.get(deepest, {})
     far = [e for c, e in errors.items() if c <= FAR[0] or c >= FAR[1]]
     # A diverged run does not train: it counts as chance.
-    far_best = min((0.9 if math.isnan(e) else e) for e in far) if far else math.nan
+    far_best = min((CHANCE_ERROR if math.isnan(e) else e) for e in far) if far else math.nan
     counts = [len(trained(table[d])) for d in sorted(table)]
     increases = sum(b > a for a, b in zip(counts, counts[1:], strict=False)) if counts else math.nan
     count_text = "first seed: " + ", ".join(f"{d}: {n}" for d, n in zip(sorted(table), counts,
@@ -135,8 +136,8 @@ def claims(inp: FigureInput) -> list[Claim]:
               if_fails="the budget is short for 50 layers rather than c = 2 untrainable: "
               "the same network reaches 5% in 10-17 epochs (trained-variance)"),
         Claim(f, f"depth {deepest}: no c ≤ {FAR[0]:g} or c ≥ {FAR[1]:g} trains: lowest test "
-              "error among them (a diverged run counts as 90%)", far_best, ">", TRAINS,
-              unit="%", source=BAND),
+              f"error among them (a diverged run counts as {CHANCE_ERROR:.0%})", far_best, ">",
+              TRAINS, unit="%", source=BAND),
         Claim(f, f"the band narrows with depth: values of c that train at depth {shallowest} "
               f"minus at depth {deepest} (by depth: {count_text})",
               float(counts[0] - counts[-1]) if counts else math.nan, ">=", 1.0,
