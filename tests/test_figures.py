@@ -13,7 +13,15 @@ from typer.testing import CliRunner
 
 from initlab.cli import app
 from initlab.config import config_hash
-from initlab.figures import FIGURES, REPORT_FILE, build_figures, run_sets
+from initlab.errors import UsageError
+from initlab.figures import (
+    FIGURES,
+    REPORT_FILE,
+    SHIFTED_TITLE,
+    build_figures,
+    check_output,
+    run_sets,
+)
 from initlab.figures.cache import LAUNCH_PREFIX
 from initlab.figures.core import CONFIG_DIR, QUICK_SEEDS, Mode
 from initlab.figures.small_batch import BATCH_SIZES
@@ -179,6 +187,16 @@ def test_batch_figures_land_in_the_one_hash_cache(tmp_path: Path) -> None:
     assert (again.trained, again.cached) == (0, len(hashes))
 
 
+def test_a_full_rerun_on_shifted_seeds_may_redraw_its_own_folder(tmp_path: Path) -> None:
+    """A report written with --seed-offset is redrawn by the same full rerun (after a change
+    to a figure's claims); a partial run still never replaces it."""
+    (tmp_path / REPORT_FILE).write_text("# initlab figures: the lectures' claims, measured"
+                                        f"{SHIFTED_TITLE} 1000\n")
+    check_output(tmp_path, partial=False, shifted=True)
+    with pytest.raises(UsageError, match="--quick or --only"):
+        check_output(tmp_path, partial=True, shifted=True)
+
+
 def test_a_quick_or_partial_run_never_replaces_the_reference(tmp_path: Path,
                                                              monkeypatch) -> None:
     """D2: --quick and --only overwrote figures/REPORT.md (137 lines) with a 22-line QUICK
@@ -187,7 +205,7 @@ def test_a_quick_or_partial_run_never_replaces_the_reference(tmp_path: Path,
     reference.mkdir()
     (reference / REPORT_FILE).write_text("# initlab figures: the lectures' claims, measured\n")
     (reference / "init-norms.png").write_bytes(b"the reference")
-    for args in (["--quick"], ["--only", "init-norms"]):
+    for args in (["--quick"], ["--only", "init-norms"], ["--seed-offset", "1000"]):
         result = CliRunner().invoke(app, ["figures", *args, "--out", str(reference)])
         assert result.exit_code == 2 and "is a full report" in result.output, result.output
     assert (reference / "init-norms.png").read_bytes() == b"the reference"

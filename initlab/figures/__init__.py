@@ -44,6 +44,7 @@ from initlab.report import Claim, write_report
 from initlab.runs import Run, load_run
 
 REPORT_FILE = "REPORT.md"
+SHIFTED_TITLE = " — seeds shifted by"  # in the title of a report written with --seed-offset
 
 Log = Callable[[str], None]
 
@@ -110,7 +111,7 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     every seed (a rerun on disjoint seeds)."""
     figures = select(only)
     mode = Mode(quick, tuple(overrides), max_group, jobs, seed_offset)
-    check_output(out, partial=quick or bool(seed_offset) or len(figures) < len(FIGURES))
+    check_output(out, partial=quick or len(figures) < len(FIGURES), shifted=bool(seed_offset))
     cache = cache if cache is not None else DEFAULT_CACHE
     paths, trained, cached = ensure_runs(run_sets(figures, mode), cache, data_root, progress,
                                          log, max_group, jobs)
@@ -130,7 +131,7 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     if mode.quick:
         title += f" — {mode.banner}"
     if mode.seed_offset:
-        title += f" — seeds shifted by {mode.seed_offset}"
+        title += f"{SHIFTED_TITLE} {mode.seed_offset}"
     report = out / REPORT_FILE
     notes = ["## What each figure shows", *summaries, "## Claims",
              *report_notes(figures, mode, cache)]
@@ -138,15 +139,21 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     return Result([f.name for f in figures], files, claims, report, title, trained, cached)
 
 
-def check_output(out: Path, partial: bool) -> None:
-    """Before any training: ``out`` can take the figures, and a quick or partial report never
-    replaces a full one (the committed reference figures)."""
+def check_output(out: Path, partial: bool, shifted: bool = False) -> None:
+    """Before any training: ``out`` can take the figures; a quick or partial report never
+    replaces a full one, and a report on shifted seeds never replaces the reference (the
+    committed figures). A full rerun on shifted seeds may redraw its own folder."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, expected a directory for the figures")
     report = out / REPORT_FILE
-    if partial and report.is_file() and is_full_report(report):
+    if not report.is_file() or not is_full_report(report):
+        return
+    if partial:
         raise UsageError(f"{report} is a full report; a --quick or --only run would replace it "
                          f"and its figures with partial ones: give another --out")
+    if shifted and not is_shifted_report(report):
+        raise UsageError(f"{report} is a full report on the reference seeds; a --seed-offset "
+                         f"run would replace it with one on other seeds: give another --out")
 
 
 def is_full_report(report: Path) -> bool:
@@ -157,6 +164,15 @@ def is_full_report(report: Path) -> bool:
         return False
     title = text.split("\n", 1)[0]
     return "QUICK" not in title and "(`--only`)" not in text
+
+
+def is_shifted_report(report: Path) -> bool:
+    """Written with --seed-offset (its title says so)."""
+    try:
+        with report.open(encoding="utf-8", errors="replace") as f:
+            return SHIFTED_TITLE in f.readline()
+    except OSError:
+        return False
 
 
 def figure_summary(figure: Figure, claims: Sequence[Claim]) -> str:
