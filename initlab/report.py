@@ -311,26 +311,50 @@ def read_report_rows(text: str, checks: bool = False) -> list[ReportRow]:
 
 
 def compare_verdicts(reference: str, rerun: str, labels: tuple[str, str]) -> str:
-    """Markdown: every row of two reports side by side (matched by figure and claim text),
-    whether its verdict is the same, and a count. A row in only one report is listed too."""
-    first = {(r.figure, r.claim): r for r in read_report_rows(reference, checks=True)}
-    second = {(r.figure, r.claim): r for r in read_report_rows(rerun, checks=True)}
+    """Markdown: every row of two reports side by side, whether its verdict is the same, and a
+    count. Rows match by figure and claim text, else (a claim that quotes a number of its own
+    runs) by figure and place among that figure's rows; a row in only one report is listed."""
+    first = read_report_rows(reference, checks=True)
+    second = read_report_rows(rerun, checks=True)
+
+    def place(rows: list[ReportRow]) -> dict[tuple[str, bool, int], ReportRow]:
+        seen: dict[tuple[str, bool], int] = {}
+        placed = {}
+        for row in rows:
+            n = seen[(row.figure, row.check)] = seen.get((row.figure, row.check), -1) + 1
+            placed[(row.figure, row.check, n)] = row
+        return placed
+
+    by_text = {(r.figure, r.claim): r for r in second}
+    by_place = place(second)
+    pairs: list[tuple[ReportRow | None, ReportRow | None]] = []
+    matched: set[int] = set()
+    for key, a in place(first).items():
+        b = by_text.get((a.figure, a.claim))
+        if b is None or id(b) in matched:
+            b = by_place.get(key)
+            b = None if b is None or id(b) in matched or b.claim in \
+                {r.claim for r in first if r.figure == b.figure} else b
+        if b is not None:
+            matched.add(id(b))
+        pairs.append((a, b))
+    pairs += [(None, b) for b in second if id(b) not in matched]
     lines = [f"| | figure | claim | {labels[0]}: measured | verdict | {labels[1]}: measured "
              f"| verdict | same |", "|---|---|---|---|---|---|---|---|"]
     same = 0
-    for key in [*first, *(k for k in second if k not in first)]:
-        a, b = first.get(key), second.get(key)
+    for a, b in pairs:
         kept = a is not None and b is not None and a.verdict == b.verdict
         same += kept
         row = a or b
         assert row is not None
+        claim = row.claim if b is None or a is None or a.claim == b.claim else \
+            f"{a.claim} / *rerun:* {b.claim}"
         lines.append("| " + " | ".join([
-            "check" if row.check else "claim", f"`{key[0]}`", _cell(key[1]),
+            "check" if row.check else "claim", f"`{row.figure}`", _cell(claim),
             _cell(a.measured) if a else "—", a.verdict if a else "—",
             _cell(b.measured) if b else "—", b.verdict if b else "—",
             "yes" if kept else "**no**"]) + " |")
-    total = len(set(first) | set(second))
-    return f"{same} of {total} rows keep their verdict.\n\n" + "\n".join(lines) + "\n"
+    return f"{same} of {len(pairs)} rows keep their verdict.\n\n" + "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str]) -> int:

@@ -369,6 +369,14 @@ def test_two_reports_are_compared_row_by_row() -> None:
     table = compare_verdicts(text, changed, ("a", "b"))
     assert table.startswith(f"{len(rows) - 2} of {len(rows)} rows keep their verdict.")
     assert table.count("| **no** |") == 2 and "| FAIL | — | — | **no** |" in table
+    # A claim that quotes a number of its own runs matches by its place among its figure's.
+    last = next(line for line in reversed(text.splitlines()) if line.startswith("| `"))
+    cells = last.split(" | ")
+    quoted = text.replace(last, " | ".join([cells[0], cells[1] + " (first seed: 7)",
+                                            *cells[2:]]), 1)
+    table = compare_verdicts(text, quoted, ("a", "b"))
+    assert table.startswith(f"{len(rows)} of {len(rows)} rows keep their verdict.")
+    assert "(first seed: 7)" in table and "*rerun:*" in table
 
 
 def test_a_diverged_run_counts_as_chance_where_a_claim_asks_how_far_training_got(
