@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("mnist_env")
 # Each figure's claim rows, in registry order, as the committed full report (figures/REPORT.md,
 # `make figures`) has them: a new figure module is found by the registry, and its rows here
 # once the report has been drawn with it.
-COMMITTED = read_report_rows(REPORT.read_text(encoding="utf-8"))
+COMMITTED = read_report_rows(REPORT.read_text(encoding="utf-8"), checks=True)
 EXPECTED_ROWS = {name: sum(row.figure == name for row in COMMITTED) for name in FIGURES}
 # Trained by their own recipes (lr scaled per batch size; 4 processes): the cache test below
 # trains them a few steps each, and the quick suite leaves them out to keep `make test` short.
