@@ -643,6 +643,15 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
                     raise UsageError(f"{where}: \"{key}\" has {len(value)} values; line "
                                      f"{first} has {width}")
         records.append(record)
+    # A per-layer key is a list wherever it is given: a string or a number under a key another
+    # record lists would be read as one (the readers build [T, L] arrays). Records are lines
+    # 1..len(records): only a torn last line is ever skipped.
+    for n, record in enumerate(records, start=1):
+        for key, (_, first) in widths.items():
+            value = record.get(key)
+            if value is not None and not isinstance(value, list):
+                raise UsageError(f"{path}: line {n}: \"{key}\" must be a list of numbers, as "
+                                 f"on line {first}; got {bounded(value)}")
     return records
 
 
