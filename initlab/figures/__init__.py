@@ -146,33 +146,31 @@ def check_output(out: Path, partial: bool, shifted: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, expected a directory for the figures")
     report = out / REPORT_FILE
-    if not report.is_file() or not is_full_report(report):
+    kind = report_kind(report)
+    if kind in (None, "partial"):
         return
     if partial:
         raise UsageError(f"{report} is a full report; a --quick or --only run would replace it "
                          f"and its figures with partial ones: give another --out")
-    if shifted and not is_shifted_report(report):
+    if shifted and kind == "reference":
         raise UsageError(f"{report} is a full report on the reference seeds; a --seed-offset "
                          f"run would replace it with one on other seeds: give another --out")
 
 
-def is_full_report(report: Path) -> bool:
-    """Written by a run of every figure without --quick (its title and notes say so)."""
+def report_kind(report: Path) -> str | None:
+    """What a written report is, from its title and notes: "partial" (--quick or --only),
+    "shifted" (every figure, --seed-offset), "reference" (every figure, the reference seeds);
+    None when there is none to read (not a regular file: never block on a FIFO)."""
+    if not report.is_file():
+        return None
     try:
         text = report.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
+        return None
     title = text.split("\n", 1)[0]
-    return "QUICK" not in title and "(`--only`)" not in text
-
-
-def is_shifted_report(report: Path) -> bool:
-    """Written with --seed-offset (its title says so)."""
-    try:
-        with report.open(encoding="utf-8", errors="replace") as f:
-            return SHIFTED_TITLE in f.readline()
-    except OSError:
-        return False
+    if "QUICK" in title or "(`--only`)" in text:
+        return "partial"
+    return "shifted" if SHIFTED_TITLE in title else "reference"
 
 
 def figure_summary(figure: Figure, claims: Sequence[Claim]) -> str:
