@@ -470,6 +470,13 @@ def _is_finite(value: object) -> bool:
         return False
 
 
+def _all_plain_finite(values: list) -> bool:
+    """The common case of a per-layer list, decided fast: floats and nulls only, all finite.
+    False means "look closer" (``_is_finite`` on each), not "damaged"."""
+    present = [v for v in values if v is not None]
+    return all(type(v) is float for v in present) and all(map(math.isfinite, present))
+
+
 def max_bytes(name: str) -> int:
     """The most a reader takes of the run file ``name``."""
     if name == CONFIG_FILE:
@@ -543,7 +550,7 @@ def _nesting(value: object) -> int:
             deepest = max(deepest, level)
             if level > MAX_NESTING:
                 return level
-            stack.extend((v, level + 1) for v in item)
+            stack.extend((v, level + 1) for v in item if isinstance(v, (list, dict)))
     return deepest
 
 
@@ -606,6 +613,8 @@ def _check_record(record: object, where: str) -> dict[str, Any]:
                              f"{bounded(value)}")
     for key, value in record.items():
         if isinstance(value, list):
+            if _all_plain_finite(value):
+                continue
             for v in value:
                 if v is not None and not _is_finite(v):
                     raise UsageError(f"{where}: \"{key}\" must hold finite numbers or null, "

@@ -263,6 +263,7 @@ class GroupTrainer:
         self.step_count = torch.zeros((), dtype=torch.long, device=device)
         self.last_epoch_loss: Tensor | None = None
         self.last_epoch_error: Tensor | None = None
+        self.checkpointed_step: int | None = None  # the step of the last checkpoint written
         self.captures: list[tuple[int, int, dict[str, Tensor]]] = []  # step, epoch, stats
         self.started = time.perf_counter()
         self.wall_offset = 0.0  # seconds spent before a resume
@@ -443,18 +444,26 @@ class GroupTrainer:
         self.order = None
         self.flush_train_captures()
         test = self.capture_full("epoch")
+        last = self.epoch >= self.cfg.train.epochs or self.step >= (self.cfg.train.max_steps
+                                                                   or math.inf)
         for k in self.active():
             target = self.members[k].config.train.target_test_error
             if target is not None and test[k] <= target:
                 self.members[k].reached_target_epoch = self.epoch
+                self.stop_completed(k, test[k])
+            elif last:  # the final record is this one: no second probe of the same weights
                 self.stop_completed(k, test[k])
         self.flush(checkpoint=True)
         progress({"kind": "epoch", "epoch": self.epoch, "test_error": test,
                   "loss": self.last_epoch_loss.tolist(), "diverged": self.diverged_steps()})
 
     def finish(self) -> None:
-        """Final capture for members still running (all epochs done, or max_steps)."""
+        """Final capture for members still running (max_steps reached mid-epoch; at an
+        epoch's end ``end_epoch`` has completed them from its own capture), then the last
+        checkpoint unless ``end_epoch`` has just written this very state."""
         self.flush_train_captures()
+        if not self.active() and self.step_in_epoch == 0 and self.checkpointed_step == self.step:
+            return
         if self.active():
             if self.step_in_epoch:  # stopped mid-epoch: average what this epoch saw
                 self.close_epoch_means()
@@ -484,6 +493,7 @@ class GroupTrainer:
             self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors, keep_on_writer=True)
             if self.comm.is_writer and self.save_checkpoint is not None:
                 self.save_checkpoint([self.member_state(k) for k in range(self.K)])
+            self.checkpointed_step = self.step
         for member in self.members:
             if not member.summary_written:
                 member.writer.write_summary(self.summary(member))

@@ -74,7 +74,9 @@ def quick_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_quick_figure_writes_its_files_and_claims(name: str, tmp_path: Path,
                                                   quick_cache: Path) -> None:
     out = tmp_path / "figures"
-    args = ["figures", "--quick", "--out", str(out), "--cache", str(quick_cache)]
+    # One job: an xdist worker has one core, so a pool of job processes would only add their
+    # start-up (tests/test_jobs.py tests the pool).
+    args = ["figures", "--quick", "--out", str(out), "--cache", str(quick_cache), "--jobs", "1"]
     result = CliRunner().invoke(app, [*args, "--only", name])
     assert result.exit_code == 0, result.output
     for suffix in (".png", ".svg"):
@@ -129,7 +131,7 @@ def test_set_and_max_group_reach_every_run(tmp_path: Path) -> None:
     one model at a time."""
     out, cache = tmp_path / "figures", tmp_path / "cache"
     args = ["figures", "--quick", "--only", "layernorm-norms", "--out", str(out), "--cache",
-            str(cache), "--set", "train.backward=autograd", "--max-group", "1"]
+            str(cache), "--set", "train.backward=autograd", "--max-group", "1", "--jobs", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = (out / REPORT_FILE).read_text()

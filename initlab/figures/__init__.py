@@ -118,9 +118,10 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     files: list[Path] = []
     claims: list[Claim] = []
     summaries = []
+    known: dict[Path, Run] = {}  # every run read so far: each is read once
     for figure in figures:
         inp = FigureInput(figure.name, {stem: paths[stem] for stem in figure.configs},
-                          mode.banner)
+                          mode.banner, known=known)
         if figure.measure is not None:
             figure.measure(inp, data_root)
         files += save_figure(figure.draw(inp), out, figure.name)
@@ -135,7 +136,7 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     report = out / REPORT_FILE
     notes = ["## What each figure shows", *summaries, "## Claims",
              *report_notes(figures, mode, cache)]
-    write_report(report, claims, title, notes, ["## Runs", runs_table(paths)])
+    write_report(report, claims, title, notes, ["## Runs", runs_table(paths, known)])
     return Result([f.name for f in figures], files, claims, report, title, trained, cached)
 
 
@@ -232,13 +233,14 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path) -> list[str
     return notes
 
 
-def runs_table(paths: dict[str, list[Path]]) -> str:
+def runs_table(paths: dict[str, list[Path]], known: dict[Path, Run] | None = None) -> str:
     """What each run really did: status, epochs, final test error, wall time of its group and
-    the CPU threads it trained on."""
+    the CPU threads it trained on. ``known``: runs already read, by directory."""
+    known = {} if known is None else known
     lines = ["| config | run (config hash) | member | status | epochs | test error "
              "| group wall (s) | threads |", "|---|---|---|---|---|---|---|---|"]
     for stem, dirs in paths.items():
-        runs = [load_run(path) for path in dirs]
+        runs = [known[path] if path in known else load_run(path) for path in dirs]
         for path, run, label in zip(dirs, runs, member_labels(runs), strict=True):
             s = run.summary
             lines.append(f"| {stem} | `{path.name}` | {label} | "

@@ -158,11 +158,19 @@ class FigureInput:
     paths: dict[str, list[Path]]  # config stem -> member run directories, in sweep order
     banner: str = ""
     _loaded: dict[str, list[Run]] = field(default_factory=dict, repr=False)
+    # Runs already read, by directory: shared by the figures of one report, so a run that
+    # several figures (and the runs table) read is read once.
+    known: dict[Path, Run] = field(default_factory=dict, repr=False)
 
     def runs(self, stem: str) -> list[Run]:
         if stem not in self._loaded:
-            self._loaded[stem] = [load_run(p) for p in self.paths[stem]]
+            self._loaded[stem] = [self.run_at(p) for p in self.paths[stem]]
         return self._loaded[stem]
+
+    def run_at(self, path: Path) -> Run:
+        if path not in self.known:
+            self.known[path] = load_run(path)
+        return self.known[path]
 
     def seeds(self) -> list[list[int]]:
         """Per replica, each trained stem's seed: the stems whose runs trained (seeds there
@@ -192,7 +200,7 @@ class FigureInput:
                     if len(seeds) <= 1 or seed_of(r) == seeds[index]]
             paths[stem] = [self.paths[stem][i] for i in keep]
             loaded[stem] = [runs[i] for i in keep]
-        return FigureInput(self.name, paths, self.banner, loaded)
+        return FigureInput(self.name, paths, self.banner, loaded, self.known)
 
 
 @dataclass(frozen=True)

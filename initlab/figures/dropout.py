@@ -14,7 +14,10 @@ import numpy as np
 from initlab.figures.core import (
     Figure,
     FigureInput,
+    Mode,
+    RunSet,
     cfg_value,
+    config_runs,
     log_axis_plain_labels,
     mean,
     measure_path,
@@ -25,6 +28,8 @@ from initlab.figures.core import (
     unmeasured,
 )
 from initlab.figures.inference import dropout_noise, error_rates
+from initlab.figures.regularization import STEM as DEEP_STEM
+from initlab.figures.regularization import recipe as deep_recipe
 from initlab.figures.theory import dropout_noise_to_signal
 from initlab.report import Claim, hypothesis, lecture, paper
 from initlab.runs import Run
@@ -33,7 +38,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
 
 STEM = "dropout-overfit"
-DEEP_STEM = "regularization"
 # Each variant of the shallow net: (norm, dropout) -> label, colour.
 VARIANTS = {("none", 0.0): ("no regularization", "tab:gray"),
             ("none", 0.5): ("dropout 0.5", "tab:green"),
@@ -238,6 +242,12 @@ def mask_bias(p: float) -> float:
     return abs(float(masks.double().mean()) - 1.0)
 
 
+def recipe(stem: str, mode: Mode) -> RunSet:
+    """The 50-layer net's runs as the regularization figure trains them; the shallow net's
+    as its config sweeps them."""
+    return deep_recipe(stem, mode) if stem == DEEP_STEM else config_runs(stem, mode)
+
+
 FIGURE = Figure(
     "dropout",
     "The lecture calls dropout one of the two effective techniques (with batch norm); the "
@@ -249,7 +259,7 @@ FIGURE = Figure(
     "multiplies the activations' second moment by 1/(1−p) and the excess is noise; compounded "
     "over 49 layers of p = 0.1 the noise power is ~170 times the signal's (dashed), which is "
     "what the measured signal-to-noise ratio of each layer's input shows.",
-    (STEM, DEEP_STEM), plot, claims, measure, plots_seeds=True,
+    (STEM, DEEP_STEM), plot, claims, measure, recipe=recipe, plots_seeds=True,
     headline=(
         "Dropout lowers the test error of a net that overfits (Srivastava et al. 2014); with "
         "batch norm it is what works in practice (lecture); dropout is an unbiased stochastic "

@@ -196,7 +196,7 @@ def claims(inp: FigureInput) -> list[Claim]:
 FIGURE = Figure(
     "normalized-training",
     "What it takes to train the normalized 50-layer nets: one budget (1 epoch of Adam; plain "
-    "SGD leaves them near chance), five learning rates, for no normalization, batch norm and "
+    "SGD leaves them near chance), three learning rates, for no normalization, batch norm and "
     "layer norm, each after the ReLU (the lecture's placement) or before it. Left: final test "
     "error; right: the last epoch's training loss, against the learning rate. The lecture "
     "warns that layer norm makes fully connected nets hard to train to low loss (norm-spread "
