@@ -53,6 +53,7 @@ MNIST_FILES: dict[str, ExpectedFile] = {
 
 # Per-pixel mean and std of the MNIST training images in [0, 1], for scaling="standard".
 TRAIN_IMAGES = 60000  # in the training set (its IDX header says so too)
+TEST_IMAGES = 10000  # in the test set
 EVAL_CHUNK = 2000  # test images per forward pass in evaluation (and in the memory estimate)
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081

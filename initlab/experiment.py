@@ -18,9 +18,10 @@ from typing import Any
 
 from initlab import checkpoint, resources
 from initlab.config import Experiment, RunConfig, dump_yaml, group_key
-from initlab.data import TRAIN_IMAGES, MNISTTensors, load_mnist, steps_per_epoch
+from initlab.data import TEST_IMAGES, TRAIN_IMAGES, MNISTTensors, load_mnist, steps_per_epoch
 from initlab.distributed import LOCAL, Comm, NullWriter, announce_run_dir
 from initlab.errors import RunInterrupted, UsageError
+from initlab.model import layer_widths
 from initlab.progress import ProgressFactory, quiet_progress
 from initlab.resume import apply_plan, plan_resume
 from initlab.runs import (
@@ -274,16 +275,23 @@ def train_written_members(configs: Sequence[RunConfig], paths: Sequence[Path],
 
 def training_cost(configs: Sequence[RunConfig]) -> float:
     """A rough relative cost of training these members as one group, to start the longest
-    jobs first: steps x depth x (batch + a per-step overhead) per member, weighted by what
-    makes a step dearer. The weights are rough, from step times on 2 CPU cores: a normalized
-    net with Adam took 1.6-1.9x a plain SGD one, a group with dropout in half its members
-    1.5x one without."""
+    jobs first: per member, the multiply-adds of its steps (forward and backward over the
+    batch, plus a per-layer overhead worth 64 examples of a 100 x 100 layer) and of its test
+    passes (at init and after each epoch: as dear as the training itself for a wide net on a
+    few thousand images), the steps weighted by what makes them dearer. The weights are rough,
+    from step times on 2 CPU cores: a normalized net with Adam took 1.6-1.9x a plain SGD one, a
+    group with dropout in half its members 1.5x one without."""
     total = 0.0
     for cfg in configs:
         n = min(cfg.data.train_subset or TRAIN_IMAGES, TRAIN_IMAGES)
+        n_test = min(cfg.data.test_subset or TEST_IMAGES, TEST_IMAGES)
+        widths = layer_widths(cfg.model)
+        macs = sum(n_in * n_out for n_in, n_out in widths)  # one example's forward pass
         weight = (1.0 + 0.9 * (cfg.model.norm != "none") + 0.5 * (cfg.model.dropout > 0)
                   + 0.3 * (cfg.train.optimizer == "adam"))
-        total += total_steps(cfg, n) * cfg.model.depth * (cfg.train.batch_size + 64) * weight
+        step = 3 * (cfg.train.batch_size * macs + 64 * 100 * 100 * len(widths))
+        total += (weight * total_steps(cfg, n) * step
+                  + (cfg.train.epochs + 1) * n_test * macs)
     return total
 
 
