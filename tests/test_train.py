@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import initlab
 from initlab import experiment
+from initlab import train as train_module
 from initlab.choices import NORM_CHOICES, WEIGHT_NORM_CHOICES
 from initlab.cli import app
 from initlab.config import load_experiment
@@ -215,6 +216,35 @@ def test_target_test_error_stops_a_member(tmp_path: Path) -> None:
     assert full["reached_target_epoch"] is None and full["epochs"] == 3
     run = initlab.load_run(tmp_path / "runs" / "t" / "target_test_error=0.99")
     assert run.phase[-1] == "final" and run.step[-1] == 1280 // 64
+
+
+@pytest.mark.parametrize(("max_steps", "probes", "final_step"), [(None, 3, 40), (30, 3, 30)])
+def test_the_last_epochs_capture_is_the_final_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_steps: int | None, probes: int,
+        final_step: int) -> None:
+    """After the last epoch the weights are those its capture measured: the final record is
+    that capture, with no second probe and test pass of the same weights. A run that max_steps
+    stops mid-epoch measures its final weights itself. Either way one probe per record."""
+    counted: list[int] = []
+    real = train_module.Gauges.measure_probe
+
+    def measure_probe(self):  # noqa: ANN001, ANN202 -- the method, counted
+        counted.append(1)
+        return real(self)
+
+    monkeypatch.setattr(train_module.Gauges, "measure_probe", measure_probe)
+    cfg = write_config(tmp_path / "f.yaml", {**SMALL, "name": "f",
+                                             "train": {**SMALL["train"], "max_steps": max_steps}})
+    path = run_experiment(load_experiment(cfg), tmp_path / "runs")[0].path
+    records = [json.loads(line) for line in (path / "stats.jsonl").read_text().splitlines()]
+    probed = [r for r in records if r["phase"] != "train"]
+    assert [r["phase"] for r in probed][-1] == "final" and probed[-1]["step"] == final_step
+    assert len(counted) == probes == len(probed) - (max_steps is None)
+    if max_steps is None:  # the last epoch's record, relabelled
+        assert {**probed[-2], "phase": "final"} == probed[-1]
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == final_step
+    assert summary["final_test_error"] == probed[-1]["test_error"]
 
 
 def test_members_that_stop_leave_the_stack_and_change_no_number(

@@ -22,6 +22,7 @@ from initlab.figures.core import (
     layer_shapes,
     median,
     new_figure,
+    seed_of,
     span,
     stat,
 )
@@ -57,7 +58,7 @@ GRADIENTS = lecture("Initialization", "the gradient norms stay about level acros
 
 
 def seed_runs(inp: FigureInput, c: float) -> list[Run]:
-    """Every draw of the weights at this c: seed 0 (init-norms) first."""
+    """Every draw of the weights at this c: init-norms' own first."""
     return [r for r in (*inp.runs(STEM), *inp.runs(SEEDS_STEM)) if round(c_of(r), 6) == c]
 
 
@@ -82,8 +83,12 @@ def inside_fraction(runs: Sequence[Run]) -> float:
 
 
 def plot(inp: FigureInput) -> MplFigure:
+    first = inp.runs(STEM)
+    seed = seed_of(first[0]) if first else "?"
+    more = len({seed_of(r) for r in inp.runs(SEEDS_STEM)})
     fig, axes = new_figure(inp, "At initialization, no normalization: 50 layers of width 100, "
-                           "ReLU, W_i ~ N(0, c/n), MNIST — thick: seed 0, thin: 5 more seeds;\n"
+                           f"ReLU, W_i ~ N(0, c/n), MNIST — thick: seed {seed}, thin: {more} "
+                           "more seeds;\n"
                            "dashed: mean field E‖Z_l+1‖² = (c/2)‖Z_l‖², band: finite-width mean "
                            f"± {BAND_SD:g} s.d. of log‖Z_l‖", 2)
     act_ax, grad_ax = axes[0]
