@@ -118,18 +118,35 @@ def test_bad_load_arguments_are_data_errors(mnist_root: Path, kwargs: dict) -> N
         data.load_mnist(mnist_root, **kwargs)
 
 
+def test_idx_files_parse_like_torchvision(mnist_root: Path, tmp_path: Path) -> None:
+    """initlab's IDX reader gives torchvision's tensors (uint8 images, int64 labels), and a
+    file whose header does not match its size is a DataError naming it."""
+    from torchvision.datasets import MNIST
+
+    m = data.load_mnist(mnist_root)
+    reference = MNIST(str(mnist_root), train=False, download=False)
+    assert torch.equal(m.test_y, reference.targets)
+    assert torch.equal(m.test_x, reference.data.reshape(10000, -1).float() / 255)
+    bad = tmp_path / "t10k-labels-idx1-ubyte"
+    bad.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]))  # says 5 labels, holds 3
+    with pytest.raises(DataError, match=str(bad)):
+        data.read_idx(bad, 1)
+    bad.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))
+    assert data.read_idx(bad, 1).tolist() == [1, 2, 3]
+
+
 def test_parsed_tensors_are_cached_in_process(
     mnist_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A second load must neither reparse (torchvision) nor rehash (files unchanged).
-    class NoParse:
-        def __init__(self, *args, **kwargs):
-            raise AssertionError("MNIST was parsed again")
+    # A second load must neither reparse nor rehash (files unchanged).
+    def no_parse(path: Path, dims: int) -> None:
+        raise AssertionError(f"{path} was parsed again")
 
     def no_hash(path: Path) -> str:
         raise AssertionError(f"{path} was hashed again")
 
-    monkeypatch.setattr("torchvision.datasets.MNIST", NoParse)
+    data.load_mnist(mnist_root, train_subset=10)  # parsed once in this process (maybe already)
+    monkeypatch.setattr(data, "read_idx", no_parse)
     monkeypatch.setattr(data, "_hash_file", no_hash)
     m = data.load_mnist(mnist_root, train_subset=10)
     m.train_y += 1  # callers may modify what they get without touching the cache
