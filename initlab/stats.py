@@ -218,10 +218,15 @@ class PassTensors:
     updates: Sequence[Tensor] | None = None
     update_scale: Tensor | None = None  # [K]: the update is this times ``updates``
     weight_shapes: Sequence[Sequence[int]] = ()  # per weight group: one layer's weight shape
+    # The inputs' per-example norms [G, K, B] per group, where the caller has only these (what
+    # every statistic of ``inputs`` reads: ``initlab.watch`` keeps them, not a layer's output).
+    input_norms: Sequence[Tensor] | None = None
 
     # Shared by several statistics, computed once.
     @cached_property
     def example_norms(self) -> list[Tensor]:
+        if self.input_norms is not None:
+            return list(self.input_norms)
         return example_norms(self.inputs)
 
     @cached_property

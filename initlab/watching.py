@@ -383,8 +383,10 @@ class CaptureWindow:
         self.keys = keys  # the statistics this model allows (``SIDES``)
         self.armed = True  # step 1 is captured
         self.costly_due = True  # the next capture measures the costly statistics too
-        # What the window measured: key -> values [n], per layer (or weight, or group).
-        self.output_values: dict[int, dict[str, Tensor]] = {}
+        # What the window measured: each layer output's per-example norms [1, 1, B] (its
+        # statistics come from them at ``take``, all layers at once); key -> values [n], per
+        # layer (or weight, or group).
+        self.output_norms: dict[int, Tensor] = {}
         self.activation_values: dict[int, dict[str, Tensor]] = {}
         self.grads_from_optimizer: list[tuple[list[int], dict[str, Tensor]]] = []
         self.grads_accumulated: dict[int, dict[str, Tensor]] = {}
@@ -424,6 +426,20 @@ class CaptureWindow:
         return {key: v.reshape(-1).to(self.device, non_blocking=True)
                 for key, v in values.items()}
 
+    def output_measures(self, keys: Sequence[str]) -> list[tuple[str, list[int], Tensor]]:
+        """The output side's statistics among ``keys`` of every layer this window saw, from
+        their examples' norms, the layers of one batch size stacked: a few kernels per capture,
+        not a few per layer. (key, layers, values [n]) each."""
+        by_shape: dict[tuple[Any, ...], list[int]] = {}
+        for i, norms in self.output_norms.items():
+            by_shape.setdefault((tuple(norms.shape), norms.device), []).append(i)
+        if not by_shape:
+            return []
+        layers = [i for group in by_shape.values() for i in group]
+        groups = [torch.cat([self.output_norms[i] for i in group]) for group in by_shape.values()]
+        values = self.measure("output", stats.PassTensors(input_norms=groups))
+        return [(key, layers, v) for key, v in values.items() if key in keys]
+
     def layer_hook(self, i: int) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if not self.armed:
@@ -432,11 +448,10 @@ class CaptureWindow:
                 self.forward_order.append(i)
             self.last_layer = i
             y = first_tensor(output)
-            if i in self.output_values or y is None or not y.is_floating_point() \
+            if i in self.output_norms or y is None or not y.is_floating_point() \
                     or y.numel() == 0:
                 return  # the window's first forward pass counts
-            self.output_values[i] = self.measure(
-                "output", stats.PassTensors(inputs=[output_group(y)]))
+            self.output_norms[i] = stats.example_norms([output_group(y)])[0]
 
         return hook
 
@@ -481,10 +496,10 @@ class CaptureWindow:
         queued without waiting; the window's tensors are let go. The ``costly`` statistics
         only in the first capture and the first of each new epoch."""
         full = self.costly_due
-        self.costly_due = False
         pending.keys = tuple(k for k in self.keys if full or not stats.LAYER_STATS[k].costly)
-        parts: list[tuple[str, list[int], Tensor]] = []
-        per_one = [self.output_values, self.activation_values]  # one value per layer
+        parts = self.output_measures(pending.keys)
+        self.costly_due = False
+        per_one = [self.activation_values]  # one value per layer
         if not self.grads_from_optimizer and not self.optimizer_seen:
             per_one.append(self.grads_accumulated)  # one per weight
             # As backward left it: GradScaler may have scaled it (and then skip the step).
@@ -515,7 +530,7 @@ class CaptureWindow:
             pending.packed = to_host(pending.packed)
             pending.event = torch.cuda.Event()
             pending.event.record()
-        self.output_values = {}
+        self.output_norms = {}
         self.activation_values = {}
         self.grads_from_optimizer = []
         self.grads_accumulated = {}

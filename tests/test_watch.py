@@ -206,7 +206,7 @@ def test_captures_step_one_and_every_nth_and_records_errors_given(tmp_path: Path
             opt.step()
             opt.zero_grad()
             if step in (2, 4):  # between captures nothing is measured or kept
-                assert watch.window.output_values == {} and watch.window.activation_values == {}
+                assert watch.window.output_norms == {} and watch.window.activation_values == {}
             watch.step(loss.item(), epoch=step // 4,
                        test_error=0.5 if step == 7 else None)
     got = records(watch)
