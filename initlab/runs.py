@@ -849,6 +849,13 @@ def _check_config(config: dict[str, Any], source: Path) -> None:
                 raise UsageError(f"{source}: watch.layers[{i}].fan_in: expected a number "
                                  f"> 0, got {bounded(fan)}")
         return
+    # An MLP's config, as initlab writes it, holds single values only: readers group, label and
+    # compare runs by them (a list there once made `plot` a TypeError, twice; found by fuzz).
+    for section, value in config.items():
+        for key, leaf in value.items() if isinstance(value, dict) else ():
+            if isinstance(leaf, (list, dict)):
+                raise UsageError(f"{source}: {section}.{key}: expected a single value, got "
+                                 f"{_kind_of(leaf)}")
     _positive_int(config, "model", "depth", 1, source, MAX_DEPTH)
     _positive_int(config, "model", "width", 1, source, 1_000_000)
 

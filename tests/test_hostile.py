@@ -447,11 +447,13 @@ def test_every_reader_refuses_or_reads_a_damaged_file(interrupted_sweep: Path, t
 @given(target=st.sampled_from(TARGETS), how=st.sampled_from(DAMAGES),
        command=st.sampled_from(["ls", "plot", "compare", "export", "resume"]),
        seed=st.integers(0, 2**32 - 1))
-# Found by `make fuzz`: a list in config.yaml's varied key made plot's colours a TypeError.
+# Found by `make fuzz`: a list in config.yaml's varied key made plot's colours a TypeError;
+# a list as model.activation made plot's choice of panels one too (seed 6317).
 # Found by `make fuzz`: a string where stats.jsonl holds a per-layer list of numbers made plot
 # a ValueError.
 @example(target="config.yaml", how="wrong-type", command="plot", seed=109254510)
 @example(target="stats.jsonl", how="wrong-type", command="plot", seed=109254510)
+@example(target="config.yaml", how="wrong-type", command="plot", seed=6317)
 def test_every_command_refuses_or_reads_a_damaged_file(interrupted_sweep: Path,
                                                        tmp_path_factory, target: str, how: str,
                                                        command: str, seed: int) -> None:
