@@ -607,10 +607,18 @@ def bench(
         "--only", help="Time only this section (repeatable): mlp (initlab's trainer against "
         "plain PyTorch), watch (initlab.watch on a CNN and a transformer) or threads (whole "
         "runs with 1 or 2 threads, idle and beside a busy process; only when asked for).")] = None,
+    against: Annotated[str | None, typer.Option(
+        "--against", help="Compare with another version of initlab instead: a git revision of "
+        "this checkout or a folder holding initlab/. Both run at once and take turns a block "
+        "at a time; new / old per contender with its 95% interval (docs/benchmarks.md).")]
+    = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --against: blocks per "
+                                        "contender and side.")] = 30,
     data_root: DataRoot = None,
 ) -> None:
     """Seconds per epoch per model: the plain PyTorch way against initlab (one config, sweeps),
-    and the cost of initlab.watch on models that are not initlab's."""
+    and the cost of initlab.watch on models that are not initlab's; with --against, this code
+    against another version of it."""
     from initlab.bench import run_bench, settings_for
 
     out = user_path(out, "--out")  # type: ignore[assignment]
@@ -618,6 +626,11 @@ def bench(
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {bounded(device)!r}")
     settings = settings_for(device, steps, warmup, blocks, sweep, data_root, only)
+    if against is not None:
+        from initlab.bench_pair import run_pair
+
+        run_pair(against, settings, rounds, out, Console())
+        return
     run_bench(settings, out, Console())
 
 
