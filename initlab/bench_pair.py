@@ -18,6 +18,7 @@ without statistics) are the control: their interval shows how finely the machine
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -105,19 +106,19 @@ def revision_checkout(against: str, into: Path) -> Path:
     folder = Path(against)
     if (folder / "initlab" / "__init__.py").is_file():
         return folder.resolve()
-    found = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "--verify", "--quiet",
-                            f"{against}^{{commit}}"], capture_output=True, text=True)
-    if found.returncode != 0:
+    git = ["git", "-C", str(PACKAGE_ROOT)]
+    try:
+        found = subprocess.run([*git, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                f"{against}^{{commit}}"], capture_output=True, text=True)
+    except OSError:  # no git here
+        found = None
+    if found is None or found.returncode != 0:
         raise UsageError(f"--against {against!r}: neither a folder holding initlab/ nor a git "
                          f"revision of {PACKAGE_ROOT}")
-    commit = found.stdout.strip()
-    archive = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "archive", "--format=tar", commit,
-                              "initlab"], capture_output=True, check=True)
-    with tempfile.TemporaryFile() as tar_file:
-        tar_file.write(archive.stdout)
-        tar_file.seek(0)
-        with tarfile.open(fileobj=tar_file) as tar:
-            tar.extractall(into, filter="data")
+    archive = subprocess.run([*git, "archive", "--format=tar", found.stdout.strip(), "initlab"],
+                             capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
     return into
 
 
