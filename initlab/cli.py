@@ -613,7 +613,8 @@ def bench(
         "at a time; new / old per contender with its 95% interval (docs/benchmarks.md).")]
     = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --against: blocks per "
-                                        "contender and side.")] = 30,
+                                        "contender and side; two rounds, one with each side "
+                                        "first, make one sample.")] = 30,
     data_root: DataRoot = None,
 ) -> None:
     """Seconds per epoch per model: the plain PyTorch way against initlab (one config, sweeps),
