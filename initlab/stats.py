@@ -141,7 +141,8 @@ def saturated_fractions(output_groups: Sequence[Tensor], level: float = SATURATE
     failure mode, as dead units are ReLU's: a saturated tanh passes almost no gradient
     (meaningful for a bounded activation; plots show it for tanh runs). The comparison writes
     its 0/1 into the float tensor ``abs`` made: a bool mask and its conversion cost five times
-    more on the CPU, a quarter of a 50-layer step's statistics (``initlab bench --against``)."""
+    more on the CPU, and made a 50-layer step with statistics 26% slower (``initlab bench
+    --against``, docs/benchmarks.md)."""
     return _per_layer(output_groups, lambda g: g.abs().gt_(level).mean(dim=(-2, -1)))
 
 
