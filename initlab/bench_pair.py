@@ -257,7 +257,8 @@ def pair_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"this checkout against {result['against']}: {info['device_name']}, "
                         f"{info['cores']} cores, {result['rounds']} rounds",
                   caption="ms: new, per step, median over rounds. new/old: median of the "
-                          "rounds' paired ratios, with its 95% interval (CI). calls, ops: Python "
+                          "samples (two rounds' paired ratios, one each side first), with its "
+                          "95% interval (CI). calls, ops: Python "
                           "function calls and PyTorch operators per step, old→new. *: control, "
                           "no initlab code in its step; its interval is the machine's "
                           "resolution.",
