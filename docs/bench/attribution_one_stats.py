@@ -23,7 +23,9 @@ for keys in [["plain"], ["one"], ["one_stats"]]:
         for a, b in (("old", "nosat"), ("nosat", "new"), ("old", "new")):
             row = time_group(w[a], w[b], keys, rounds, settings)[0]
             out[f"{b} vs {a}"] = row.summary() | {"old": row.old, "new": row.new}
-            print(f"{b} vs {a}", {k: out[f'{b} vs {a}'][k] for k in ('ratio', 'low', 'high', 'verdict', 'work_old', 'work_new')} if False else (round(out[f'{b} vs {a}']['ratio'],3), round(out[f'{b} vs {a}']['low'],3), round(out[f'{b} vs {a}']['high'],3), out[f'{b} vs {a}']['verdict'], row.work_old, row.work_new), flush=True)
+            got = out[f"{b} vs {a}"]
+            print(f"{b} vs {a}", round(got["ratio"], 3), round(got["low"], 3),
+                  round(got["high"], 3), got["verdict"], row.work_old, row.work_new, flush=True)
         json.dump(out, open("/tmp/pairruns/attrib.json", "w"), indent=1)
     for s in w.values(): s.send(op="next")
 for s in w.values(): s.close()
