@@ -2,30 +2,46 @@
 worker processes at once -- 6f8abaa ("old", a git worktree), main without the saturated_fraction
 line of stats.LAYER_STATS ("nosat", a copy) and main ("new") -- compared pairwise with
 initlab.bench_pair's own functions, 150 rounds each: python -P attribution_one_stats.py 150"""
-import json, sys
+
+import json
+import sys
 from pathlib import Path
-from rich.console import Console
+
 sys.path.insert(0, "/work/main")
-from initlab.bench import settings_for
-from initlab.bench_pair import Side, time_group, PairRow
-rounds = int(sys.argv[1])
-sides = {"old": Path("/work/wt/before"), "nosat": Path("/tmp/nosat"), "new": Path("/work/main")}
-log = open("/tmp/attrib-workers.log", "w+")
-settings = settings_for("cpu", sweeps=[2], only=["mlp"])
-start = {"op": "start", "device": "cpu", "data_root": None, "sweeps": [2], "sections": ["mlp"], "warmup": 10}
-w = {name: Side(name, root, log) for name, root in sides.items()}
-for s in w.values():
-    print(s.name, s.ask(**start)["initlab"]); s.read()
-for keys in [["plain"], ["one"], ["one_stats"]]:
-    for s in w.values(): s.read()
-    if keys == ["one_stats"]:
-        out = {}
-        for a, b in (("old", "nosat"), ("nosat", "new"), ("old", "new")):
-            row = time_group(w[a], w[b], keys, rounds, settings)[0]
-            out[f"{b} vs {a}"] = row.summary() | {"old": row.old, "new": row.new}
-            got = out[f"{b} vs {a}"]
-            print(f"{b} vs {a}", round(got["ratio"], 3), round(got["low"], 3),
-                  round(got["high"], 3), got["verdict"], row.work_old, row.work_new, flush=True)
-        json.dump(out, open("/tmp/pairruns/attrib.json", "w"), indent=1)
-    for s in w.values(): s.send(op="next")
-for s in w.values(): s.close()
+
+from initlab.bench import settings_for  # noqa: E402 -- after the path above
+from initlab.bench_pair import Side, time_group  # noqa: E402
+
+ROOTS = {"old": Path("/work/wt/before"), "nosat": Path("/tmp/nosat"), "new": Path("/work/main")}
+PAIRS = (("old", "nosat"), ("nosat", "new"), ("old", "new"))
+
+
+def main(rounds: int) -> None:
+    settings = settings_for("cpu", sweeps=[2], only=["mlp"])
+    start = {"op": "start", "device": "cpu", "data_root": None, "sweeps": [2],
+             "sections": ["mlp"], "warmup": 10}
+    with open("/tmp/attrib-workers.log", "w+") as log:
+        sides = {name: Side(name, root, log) for name, root in ROOTS.items()}
+        for side in sides.values():
+            print(side.name, side.ask(**start)["initlab"])
+            side.read()  # the groups
+        for keys in (["plain"], ["one"], ["one_stats"]):
+            for side in sides.values():
+                side.read()  # ready
+            if keys == ["one_stats"]:
+                out = {}
+                for a, b in PAIRS:
+                    row = time_group(sides[a], sides[b], keys, rounds, settings)[0]
+                    got = out[f"{b} vs {a}"] = row.summary() | {"old": row.old, "new": row.new}
+                    print(f"{b} vs {a}", round(got["ratio"], 3), round(got["low"], 3),
+                          round(got["high"], 3), got["verdict"], row.work_old, row.work_new,
+                          flush=True)
+                Path("/tmp/pairruns/attrib.json").write_text(json.dumps(out, indent=1))
+            for side in sides.values():
+                side.send(op="next")
+        for side in sides.values():
+            side.close()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
