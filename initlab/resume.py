@@ -71,6 +71,8 @@ def plan_group(group: Sequence[MemberPlan]) -> None:
             check_state(plan, path, state)
         found[plan.path] = states
         plan.trains = not finished(plan, states)
+        if plan.trains:  # its summary is rewritten at each checkpoint: readable now, or
+            read_summary(plan.path)  # the write fails after training (a directory there)
     training = [p for p in group if p.trains]
     if not training:
         for plan in group:

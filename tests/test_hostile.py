@@ -454,6 +454,8 @@ def test_every_reader_refuses_or_reads_a_damaged_file(interrupted_sweep: Path, t
 @example(target="config.yaml", how="wrong-type", command="plot", seed=109254510)
 @example(target="stats.jsonl", how="wrong-type", command="plot", seed=109254510)
 @example(target="config.yaml", how="wrong-type", command="plot", seed=6317)
+# Found by `make fuzz`: summary.json as a directory let resume train, then fail to write it.
+@example(target="summary.json", how="directory", command="resume", seed=0)
 def test_every_command_refuses_or_reads_a_damaged_file(interrupted_sweep: Path,
                                                        tmp_path_factory, target: str, how: str,
                                                        command: str, seed: int) -> None:
