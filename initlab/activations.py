@@ -18,8 +18,11 @@ class Activation:
     # The derivative read from the output is still right after dropout rescaled the output:
     # relu's sign survives a positive factor, tanh's 1 - out^2 does not.
     survives_rescaling: ClassVar[bool] = True
+    # Traits that say which statistics mean something for this activation (``LayerStat.trait``).
     # Units can be dead (exactly 0 for every input), as ReLU's are.
     can_die: ClassVar[bool] = False
+    # Units can saturate (the output near its bound, where the derivative vanishes), as tanh's.
+    saturates: ClassVar[bool] = False
 
     @staticmethod
     def forward_(z: Tensor) -> Tensor:
@@ -47,6 +50,7 @@ class ReLU(Activation):
 
 class Tanh(Activation):
     survives_rescaling = False
+    saturates = True
 
     @staticmethod
     def forward_(z: Tensor) -> Tensor:

@@ -47,30 +47,53 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds this checkout's i
 WORKER = Path(__file__).resolve().parent / "bench_worker.py"
 
 
-def median_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """(median, low, high): the distribution-free interval of the median from order statistics,
-    the narrowest pair x(k), x(n+1-k) whose coverage under Binomial(n, 1/2) is at least
-    ``level``. With too few values for that coverage it is the whole range."""
-    xs = sorted(values)
-    n = len(xs)
-    if n == 0:
-        raise ValueError("no values")
-    median = (xs[(n - 1) // 2] + xs[n // 2]) / 2
+def interval_rank(n: int, level: float = LEVEL) -> int:
+    """k of the narrowest order-statistics pair x(k), x(n+1-k) that covers the median of n
+    values with probability at least ``level`` (under Binomial(n, 1/2)); 1, the whole range,
+    when n values are too few for that (``coverage`` says how much it covers then)."""
     tail = (1 - level) / 2
     k, below = 0, 0.0  # below: P(Binomial(n, 1/2) < k), the chance that x(k) > median
     while k + 1 <= n // 2 and below + math.comb(n, k) / 2**n <= tail:
         below += math.comb(n, k) / 2**n
         k += 1
-    k = max(k, 1)
+    return max(k, 1)
+
+
+def coverage(n: int, k: int) -> float:
+    """P(x(k) <= median <= x(n+1-k)) for n values of a continuous distribution."""
+    return 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2**n
+
+
+def median_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(median, low, high): the distribution-free interval of the median from order statistics
+    (``interval_rank``). With too few values for ``level`` it is the whole range."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no values")
+    median = (xs[(n - 1) // 2] + xs[n // 2]) / 2
+    k = interval_rank(n, level)
     return median, xs[k - 1], xs[n - k]
 
 
-def verdict(low: float, high: float, bound: float = MAX_SLOWDOWN) -> str:
+def verdict(low: float, high: float, covered: float = 1.0, bound: float = MAX_SLOWDOWN) -> str:
+    """What an interval of coverage ``covered`` says against ``bound``; nothing when it covers
+    less than ``LEVEL`` (too few values)."""
+    if covered < LEVEL:
+        return "too few"
     if high <= bound:
         return f"within {round((bound - 1) * 100)}%"
     if low > bound:
         return "slower"
     return "unclear"
+
+
+def interval_summary(values: Sequence[float]) -> dict[str, Any]:
+    """The median of ``values`` with its interval, the interval's coverage and the verdict."""
+    ratio, low, high = median_interval(values)
+    covered = coverage(len(values), interval_rank(len(values)))
+    return {"ratio": ratio, "low": low, "high": high, "coverage": covered,
+            "verdict": verdict(low, high, covered)}
 
 
 @dataclass
@@ -92,11 +115,26 @@ class PairRow:
         return [math.sqrt(a * b) for a, b in zip(ratios[::2], ratios[1::2], strict=False)]
 
     def summary(self) -> dict[str, Any]:
-        ratio, low, high = median_interval(self.samples())
         return {"key": self.key, "control": self.key in CONTROL_KEYS, "steps": self.steps,
                 "rounds": len(self.old), "old_ms": 1e3 * median_interval(self.old)[0],
-                "new_ms": 1e3 * median_interval(self.new)[0], "ratio": ratio, "low": low,
-                "high": high, "verdict": verdict(low, high)}
+                "new_ms": 1e3 * median_interval(self.new)[0]} | interval_summary(self.samples())
+
+
+def combine_pairs(rows: Sequence[PairRow]) -> dict[str, Any]:
+    """One contender over fresh pairs of workers (``rows``, one per pair): the median of the
+    pairs' medians with the order-statistics interval over them. A process settles at its own
+    speed when it starts -- two long-lived workers here ran up to 15% apart on identical work,
+    steadily -- which the interval of one pair's samples cannot see; across pairs it is part of
+    the spread. With one pair, that pair's own summary."""
+    if len(rows) == 1:
+        return asdict(rows[0]) | rows[0].summary()
+    pairs = [asdict(r) | r.summary() for r in rows]
+    return {"key": rows[0].key, "control": rows[0].key in CONTROL_KEYS,
+            "steps": rows[0].steps, "rounds": sum(p["rounds"] for p in pairs),
+            "old_ms": median_interval([p["old_ms"] for p in pairs])[0],
+            "new_ms": median_interval([p["new_ms"] for p in pairs])[0],
+            "work_old": rows[0].work_old, "work_new": rows[0].work_new,
+            "pairs": pairs} | interval_summary([p["ratio"] for p in pairs])
 
 
 def revision_checkout(against: str, into: Path) -> Path:
@@ -163,9 +201,10 @@ class Side:
 
 
 def time_group(old: Side, new: Side, keys: Sequence[str], rounds: int,
-               settings: BenchSettings) -> list[PairRow]:
+               settings: BenchSettings, count: bool = True) -> list[PairRow]:
     """One group's contenders (built and warm on both sides) in turns: per round and key one
-    block on each side, the old side first in even rounds and the new one in odd rounds."""
+    block on each side, the old side first in even rounds and the new one in odd rounds; then
+    (``count``) the work of a block on each side."""
     rows = [PairRow(key, block_steps(new, key, settings)) for key in keys]
     for r in range(rounds):
         for i in range(len(rows)):
@@ -173,7 +212,7 @@ def time_group(old: Side, new: Side, keys: Sequence[str], rounds: int,
             for side in ((old, new) if r % 2 == 0 else (new, old)):
                 seconds = side.ask(op="time", key=row.key, steps=row.steps)["seconds"]
                 (row.old if side is old else row.new).append(seconds)
-    for row in rows:  # after the timing, which the counting's instruments would slow
+    for row in rows if count else ():  # after the timing, which the counting's instruments slow
         row.work_old = old.ask(op="count", key=row.key, steps=row.steps)
         row.work_new = new.ask(op="count", key=row.key, steps=row.steps)
     return rows
@@ -188,15 +227,53 @@ def block_steps(new: Side, key: str, settings: BenchSettings) -> int:
     return max(1, round(BLOCK_SECONDS / per_step))
 
 
-def run_pair(against: str, settings: BenchSettings, rounds: int, out: Path | None,
-             console: Console) -> dict[str, Any]:
-    """Times this checkout against ``against`` (a revision or a folder), block by block in
-    turns; prints the table and writes ``out`` (JSON)."""
-
-    def log(message: str) -> None:
-        console.print(message, style="dim", highlight=False)
-
+def time_workers(old_root: Path, start: dict[str, Any], settings: BenchSettings, rounds: int,
+                 log_path: Path, console: Console, count: bool = True,
+                 old_starts: bool = True) -> list[PairRow]:
+    """One pair of fresh workers, the old checkout's and this one's (``old_starts``: the old
+    one started first), every contender of theirs timed in turns (``time_group``)."""
     rows: list[PairRow] = []
+    with open(log_path, "w+") as worker_log:
+        order = [("old", old_root), ("new", PACKAGE_ROOT)]
+        started = {name: Side(name, root, worker_log)
+                   for name, root in (order if old_starts else order[::-1])}
+        old, new = started["old"], started["new"]
+        try:
+            for side in (old, new):
+                where = Path(side.ask(**start)["initlab"])
+                if where != (side.root / "initlab").resolve():
+                    raise RuntimeError(f"the {side.name} side imported initlab from {where}, "
+                                       f"not {side.root}")
+            groups = [old.read()["groups"], new.read()["groups"]]
+            if groups[0] != groups[1]:
+                raise RuntimeError(f"the versions time different contenders: {groups[0]} "
+                                   f"(old) and {groups[1]} (new)")
+            for keys in groups[1]:
+                console.print(f"timing {', '.join(keys)}: {rounds} rounds ...", style="dim",
+                              highlight=False)
+                for side in (old, new):
+                    side.read()  # ready: built and warm
+                rows += time_group(old, new, keys, rounds, settings, count)
+                for side in (old, new):
+                    side.send(op="next")
+            for side in (old, new):
+                side.read()  # done
+        except RuntimeError:
+            worker_log.seek(0)
+            console.print(worker_log.read()[-4000:], highlight=False, markup=False)
+            raise
+        finally:
+            old.close()
+            new.close()
+    return rows
+
+
+def run_pair(against: str, settings: BenchSettings, rounds: int, out: Path | None,
+             console: Console, pairs: int = 1) -> dict[str, Any]:
+    """Times this checkout against ``against`` (a revision or a folder), block by block in
+    turns, in ``pairs`` fresh pairs of workers one after the other (the work counted in the
+    first); prints the table and writes ``out`` (JSON)."""
+    per_pair: list[list[PairRow]] = []
     with tempfile.TemporaryDirectory(prefix="initlab-bench-against-") as tmp:
         old_root = revision_checkout(against, Path(tmp) / "old")
         info = machine_info(settings.device)
@@ -204,36 +281,17 @@ def run_pair(against: str, settings: BenchSettings, rounds: int, out: Path | Non
                  "data_root": settings.data_root, "sweeps": list(settings.sweeps),
                  "sections": [s for s in settings.sections if s in ("mlp", "watch")],
                  "warmup": settings.warmup}
-        with open(Path(tmp) / "workers.log", "w+") as worker_log:
-            old, new = Side("old", old_root, worker_log), Side("new", PACKAGE_ROOT, worker_log)
-            try:
-                for side in (old, new):
-                    where = Path(side.ask(**start)["initlab"])
-                    if where != (side.root / "initlab").resolve():
-                        raise RuntimeError(f"the {side.name} side imported initlab from "
-                                           f"{where}, not {side.root}")
-                groups = [old.read()["groups"], new.read()["groups"]]
-                if groups[0] != groups[1]:
-                    raise RuntimeError(f"the versions time different contenders: {groups[0]} "
-                                       f"(old) and {groups[1]} (new)")
-                for keys in groups[1]:
-                    log(f"timing {', '.join(keys)}: {rounds} rounds ...")
-                    for side in (old, new):
-                        side.read()  # ready: built and warm
-                    rows += time_group(old, new, keys, rounds, settings)
-                    for side in (old, new):
-                        side.send(op="next")
-                for side in (old, new):
-                    side.read()  # done
-            except RuntimeError:
-                worker_log.seek(0)
-                console.print(worker_log.read()[-4000:], highlight=False, markup=False)
-                raise
-            finally:
-                old.close()
-                new.close()
+        for p in range(pairs):
+            if pairs > 1:
+                console.print(f"pair {p + 1} of {pairs}: fresh workers", style="dim",
+                              highlight=False)
+            per_pair.append(time_workers(old_root, start, settings, rounds,
+                                         Path(tmp) / "workers.log", console, count=p == 0,
+                                         old_starts=p % 2 == 0))
     if hasattr(os, "getloadavg"):
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    across = " per pair; over pairs of fresh workers, the median of the pairs' medians " \
+             "with its interval over them" if pairs > 1 else ""
     result = {
         "machine": info,
         "against": against,
@@ -241,35 +299,48 @@ def run_pair(against: str, settings: BenchSettings, rounds: int, out: Path | Non
                   f"one block on each side (the same steps; the old side first in even "
                   f"rounds, the new side in odd ones); a sample: the geometric mean of two "
                   f"rounds' new / old seconds per step; median over samples with its "
-                  f"{LEVEL:.0%} order-statistics interval; verdict against {MAX_SLOWDOWN}",
+                  f"{LEVEL:.0%} order-statistics interval{across}; verdict against "
+                  f"{MAX_SLOWDOWN}",
         "rounds": rounds,
-        "rows": [asdict(r) | r.summary() for r in rows],
+        "pairs": pairs,
+        "rows": [combine_pairs(rows) for rows in zip(*per_pair, strict=True)],
     }
     console.print(pair_table(result))
     if out is not None:
         out.write_text(json.dumps(result, indent=1) + "\n")
-        log(f"wrote {out}")
+        console.print(f"wrote {out}", style="dim", highlight=False)
     return result
 
 
 def pair_table(result: dict[str, Any]) -> Table:
     info = result["machine"]
+    pairs = result.get("pairs", 1)
+    where = f"{pairs} pairs of workers × {result['rounds']} rounds" if pairs > 1 else \
+        f"{result['rounds']} rounds"
+    over = ("new/old: per pair, the median of its samples (two rounds' paired ratios, one each "
+            "side first); over the pairs, the median of those with its interval (CI), "
+            f"covering {min(r['coverage'] for r in result['rows']):.1%}." if pairs > 1 else
+            "new/old: median of the samples (two rounds' paired ratios, one each side first), "
+            "with its 95% interval (CI).")
     table = Table(title=f"this checkout against {result['against']}: {info['device_name']}, "
-                        f"{info['cores']} cores, {result['rounds']} rounds",
-                  caption="ms: new, per step, median over rounds. new/old: median of the "
-                          "samples (two rounds' paired ratios, one each side first), with its "
-                          "95% interval (CI). calls, ops: Python "
+                        f"{info['cores']} cores, {where}",
+                  caption=f"ms: new, per step, median over rounds. {over} calls, ops: Python "
                           "function calls and PyTorch operators per step, old→new. *: control, "
                           "no initlab code in its step; its interval is the machine's "
                           "resolution.",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for header in ("contender", "ms", "new/old", "95% CI", "verdict", "calls", "ops"):
+    headers = ["contender", "ms", "new/old", "95% CI", "verdict", "calls", "ops"]
+    if pairs > 1:
+        headers.insert(4, "per pair")
+    for header in headers:
         table.add_column(header, justify="left" if header == "contender" else "right",
                          no_wrap=True)
     for r in result["rows"]:
         calls, ops = (f"{r['work_old'][k]:.0f}→{r['work_new'][k]:.0f}"
                       for k in ("python_calls", "aten_ops"))
-        table.add_row(r["key"] + ("*" if r["control"] else ""), f"{r['new_ms']:.1f}",
-                      f"{r['ratio']:.2f}", f"{r['low']:.2f}-{r['high']:.2f}", r["verdict"],
-                      calls, ops)
+        cells = [r["key"] + ("*" if r["control"] else ""), f"{r['new_ms']:.1f}",
+                 f"{r['ratio']:.2f}", f"{r['low']:.2f}-{r['high']:.2f}", r["verdict"], calls, ops]
+        if pairs > 1:
+            cells.insert(4, " ".join(f"{p['ratio']:.2f}" for p in r["pairs"]))
+        table.add_row(*cells)
     return table

@@ -614,7 +614,11 @@ def bench(
     = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --against: blocks per "
                                         "contender and side; two rounds, one with each side "
-                                        "first, make one sample.")] = 30,
+                                        "first, make one sample.")] = 20,
+    pairs: Annotated[int, typer.Option("--pairs", min=1, help="With --against: fresh pairs "
+                                       "of worker processes, one after the other, each timing "
+                                       "--rounds rounds; the verdict reads the spread across "
+                                       "them (6 or more for a 95% interval).")] = 6,
     data_root: DataRoot = None,
 ) -> None:
     """Seconds per epoch per model: the plain PyTorch way against initlab (one config, sweeps),
@@ -630,7 +634,7 @@ def bench(
     if against is not None:
         from initlab.bench_pair import run_pair
 
-        run_pair(against, settings, rounds, out, Console())
+        run_pair(against, settings, rounds, out, Console(), pairs)
         return
     run_bench(settings, out, Console())
 

@@ -275,11 +275,21 @@ class LayerStat:
     # averaged gradients); "mean", a mean over examples, so the mean over ranks is the whole
     # batch's; "approx", averaged over ranks, which only approximates the whole batch's.
     per_rank: str | None = None
+    # An activation trait (a flag of ``initlab.activations.Activation``: "can_die",
+    # "saturates") without which the statistic means nothing: recorded only for nets whose
+    # nonlinearity has it (dead tanh units or saturated ReLUs would be a row of zeros, computed
+    # at every captured step).
+    trait: str | None = None
 
     def recorded_at(self, phase: str) -> bool:
         """Whether a record of ``phase`` holds it: a captured step's (``train``) unless it is
         costly, a probe's (``init``, ``epoch``, ``final``) unless it reads the step's update."""
         return not self.costly if phase == "train" else not self.after_update
+
+    def applies_to(self, activation: object) -> bool:
+        """Whether it means something for a net whose nonlinearity is ``activation`` (an
+        ``Activation`` class, or anything with its traits)."""
+        return self.trait is None or bool(getattr(activation, self.trait))
 
     @property
     def per_weight(self) -> bool:
@@ -304,7 +314,7 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
     LayerStat("weight_norm", "‖W_i‖_F", ("weights",), lambda t: t.weight_norms),
     LayerStat("dead_fraction", "dead units (output 0 for the whole batch)", ("activations",),
               lambda t: dead_fractions(t.activations), log_scale=False, hidden_only=True,
-              per_rank="approx"),
+              per_rank="approx", trait="can_die"),
     LayerStat("unit_input_p15", "unit 0's nonlinearity input, 15th percentile over the batch",
               ("unit_inputs",), lambda t: sorted_quantile(t.sorted_unit_inputs, 0.15),
               log_scale=False, hidden_only=True, per_rank="approx"),
@@ -322,7 +332,7 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
               costly=True),
     LayerStat("saturated_fraction", f"saturated outputs |σ(z)| > {SATURATED} (tanh)",
               ("activations",), lambda t: saturated_fractions(t.activations), log_scale=False,
-              hidden_only=True, per_rank="mean"),
+              hidden_only=True, per_rank="mean", trait="saturates"),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)
 

@@ -149,13 +149,13 @@ class Gauges:
             self.direction_views[key] = self.model.weight_groups(direction)
         return self.direction_views[key], scale
 
-    @staticmethod
-    def layer_stats(tensors: stats.PassTensors, after_update: bool = False,
+    def layer_stats(self, tensors: stats.PassTensors, after_update: bool = False,
                     probe: bool = False) -> dict[str, Tensor]:
         """The statistics of ``stats.LAYER_STATS`` that read a pass (or, ``after_update``,
-        the step that followed it), [K, L] each; the ``costly`` ones only for a ``probe``."""
+        the step that followed it) and mean something for this net's activation, [K, L] each;
+        the ``costly`` ones only for a ``probe``."""
         return stats.compute(tensors, lambda stat: stat.after_update == after_update
-                             and (probe or not stat.costly))
+                             and (probe or not stat.costly) and stat.applies_to(self.model.act))
 
     def loss_and_grad(self, x: Tensor, y: Tensor, capture: bool, training: bool = True,
                       ) -> tuple[Tensor, Tensor, Activity | None]:
@@ -348,7 +348,8 @@ class GroupTrainer:
 
     def flush_train_captures(self) -> None:
         """Move the on-device 'train' captures into the members' pending records."""
-        self.comm.mean_([c[key] for _, _, c in self.captures for key in PER_WORKER_KEYS])
+        self.comm.mean_([c[key] for _, _, c in self.captures for key in PER_WORKER_KEYS
+                         if key in c])
         for step, epoch, captured in self.captures:
             captured["train_error"] = captured.pop("errors")
             self.add_records("train", step, epoch, captured)

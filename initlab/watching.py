@@ -43,6 +43,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 import initlab.stats as stats
+from initlab.activations import ReLU
 from initlab.errors import UsageError
 from initlab.records import RunLog
 from initlab.runs import (
@@ -102,6 +103,8 @@ LAYER_TYPES: tuple[LayerType, ...] = (
 )
 # Activations whose output is never below zero: a unit is dead when it gives 0 throughout.
 ZERO_FLOOR_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+# Their traits (``LayerStat.trait``) are ReLU's: units can die, and do not saturate.
+ZERO_FLOOR_TRAITS = ReLU
 
 
 @dataclass
@@ -567,7 +570,8 @@ class Watch:
         self.device = (self.weights.tensors[0].device if self.weights.tensors
                        else next((p.device for p in root.parameters()), torch.device("cpu")))
         has_relu = any(isinstance(m, ZERO_FLOOR_ACTIVATIONS) for m in root.modules())
-        keys = tuple(k for k, side in SIDES.items() if side != "activation" or has_relu)
+        keys = tuple(k for k, side in SIDES.items() if side != "activation"
+                     or (has_relu and stats.LAYER_STATS[k].applies_to(ZERO_FLOOR_TRAITS)))
         # The current capture window (from the last watch.step to the next).
         self.window = CaptureWindow(self.found, self.weights, self.device, keys)
         # Bookkeeping on the host.

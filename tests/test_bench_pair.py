@@ -34,6 +34,13 @@ def test_the_interval_is_the_narrowest_order_statistics_pair_with_95_percent(n: 
     assert coverage(n, k) >= 0.95 > coverage(n, k + 1)
 
 
+@pytest.mark.parametrize("n", [1, 5, 6, 9, 20, 150])
+def test_the_coverage_is_the_binomial_tail_of_the_chosen_rank(n: int) -> None:
+    k = bench_pair.interval_rank(n)
+    assert bench_pair.coverage(n, k) == pytest.approx(coverage(n, k))
+    assert (bench_pair.coverage(n, k) >= 0.95) == (n >= 6)  # fewer: the whole range, < 95%
+
+
 def test_twenty_values_give_the_sixth_and_fifteenth() -> None:
     values = [float(v) for v in reversed(range(1, 21))]  # order does not matter
     assert median_interval(values) == (10.5, 6.0, 15.0)
@@ -43,6 +50,12 @@ def test_too_few_values_give_the_whole_range_and_none_is_an_error() -> None:
     assert median_interval([3.0, 1.0, 2.0]) == (2.0, 1.0, 3.0)
     with pytest.raises(ValueError):
         median_interval([])
+
+
+def test_an_interval_of_too_few_values_says_nothing() -> None:
+    assert verdict(1.0, 1.01, covered=0.9375) == "too few"  # five values' whole range
+    assert bench_pair.interval_summary([1.0] * 5)["verdict"] == "too few"
+    assert bench_pair.interval_summary([1.0] * 6)["verdict"] == "within 5%"
 
 
 @pytest.mark.parametrize(("low", "high", "said"), [(0.97, 1.04, "within 5%"),
@@ -56,12 +69,63 @@ def test_the_verdict_reads_the_interval_against_five_percent(low: float, high: f
 
 def test_a_sample_is_two_rounds_one_each_way_so_the_order_cancels() -> None:
     # The second block of a pair 5% slower, whatever the code: new second in even rounds.
-    row = bench_pair.PairRow("one", 10, old=[1.0, 1.05] * 4, new=[1.05, 1.0] * 4)
-    assert row.samples() == pytest.approx([1.0] * 4)
+    row = bench_pair.PairRow("one", 10, old=[1.0, 1.05] * 6, new=[1.05, 1.0] * 6)
+    assert row.samples() == pytest.approx([1.0] * 6)
     summary = row.summary()
     assert summary["ratio"] == pytest.approx(1.0) and summary["verdict"] == "within 5%"
     odd = bench_pair.PairRow("one", 10, old=[1.0] * 3, new=[1.1, 1.0, 2.0])
     assert odd.samples() == pytest.approx([math.sqrt(1.1)])  # the last round has no partner
+
+
+def pair_of_rounds(key: str, ratio: float, rounds: int = 12) -> bench_pair.PairRow:
+    """A pair's row whose every sample is ``ratio`` (old 10 ms a step)."""
+    return bench_pair.PairRow(key, 5, old=[0.01] * rounds, new=[0.01 * ratio] * rounds,
+                              work_old={"python_calls": 3.0, "aten_ops": 2.0},
+                              work_new={"python_calls": 3.0, "aten_ops": 2.0})
+
+
+def test_over_pairs_the_interval_is_over_the_pairs_medians() -> None:
+    """A process settles at its own speed: pairs whose samples agree within each pair but not
+    across pairs give the spread across pairs, not one pair's narrow interval."""
+    medians = [1.00, 1.12, 1.01, 0.99, 1.03, 1.02]
+    combined = bench_pair.combine_pairs([pair_of_rounds("one", m) for m in medians])
+    assert combined["ratio"] == pytest.approx(1.015)
+    assert (combined["low"], combined["high"]) == pytest.approx((0.99, 1.12))  # six: the range
+    assert combined["coverage"] == pytest.approx(1 - 2 / 64) and combined["verdict"] == "unclear"
+    assert combined["rounds"] == 72 and len(combined["pairs"]) == 6
+    assert combined["old_ms"] == pytest.approx(10.0)
+    assert [p["ratio"] for p in combined["pairs"]] == pytest.approx(medians)
+    # One pair alone: its own summary, every sample the same, as narrow as can be.
+    alone = bench_pair.combine_pairs([pair_of_rounds("one", 1.12)])
+    assert (alone["low"], alone["high"]) == pytest.approx((1.12, 1.12))
+    assert alone["verdict"] == "slower" and "pairs" not in alone
+
+
+def test_pairs_of_fresh_workers_are_timed_one_after_the_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_pair`` over pairs: each pair's workers are fresh, the first side to start
+    alternates, the work is counted in the first pair only; the table shows each pair."""
+    calls: list[tuple[bool, bool]] = []
+
+    def fake_workers(old_root: Path, start: dict, settings: object, rounds: int,
+                     log_path: Path, console: Console, count: bool = True,
+                     old_starts: bool = True) -> list[bench_pair.PairRow]:
+        calls.append((count, old_starts))
+        ratio = 1.0 + 0.01 * len(calls)
+        return [pair_of_rounds("plain", 1.0, rounds), pair_of_rounds("one", ratio, rounds)]
+
+    monkeypatch.setattr(bench_pair, "time_workers", fake_workers)
+    settings = settings_for("cpu", warmup=1, sweeps=[2], only=["mlp"])
+    text = io.StringIO()
+    result = run_pair(str(PACKAGE_ROOT), settings, 4, tmp_path / "p.json",
+                      Console(file=text, width=250), pairs=6)
+    assert calls == [(True, True), (False, False), (False, True), (False, False),
+                     (False, True), (False, False)]
+    assert result["pairs"] == 6 and [r["key"] for r in result["rows"]] == ["plain", "one"]
+    one = result["rows"][1]
+    assert (one["low"], one["high"]) == pytest.approx((1.01, 1.06))
+    assert "1.01 1.02 1.03 1.04 1.05 1.06" in text.getvalue()
+    assert json.loads((tmp_path / "p.json").read_text()) == result
 
 
 @pytest.mark.usefixtures("mnist_env")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from initlab import stats
+from initlab.activations import ACTIVATIONS
 from initlab.cli import app
 from initlab.config import ModelConfig
 from initlab.model import ActivityRecorder, StackedMLP
@@ -145,21 +147,25 @@ def test_effective_rank_is_exp_of_the_singular_values_entropy() -> None:
     assert math.isnan(ranks[2].item())
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_registered_statistic_is_recorded_by_a_training_step(
-        tmp_path, synthetic) -> None:
+        tmp_path, synthetic, activation: str) -> None:
+    """Each one not ``costly`` whose trait the activation has (``LayerStat.applies_to``)."""
     from initlab.config import RunConfig, set_dotted
     from initlab.runs import RunWriter
     from initlab.train import GroupTrainer, MemberState
 
     cfg = RunConfig()
-    for key, value in {"model.depth": 3, "model.width": 8, "train.batch_size": 16}.items():
+    for key, value in {"model.depth": 3, "model.width": 8, "train.batch_size": 16,
+                       "model.activation": activation}.items():
         cfg = set_dotted(cfg, key, value)
     trainer = GroupTrainer([MemberState(cfg, RunWriter(tmp_path))], synthetic,
                            torch.device("cpu"))
     idx = torch.arange(16).view(1, 16)
     before = trainer.model.flat.clone()
     captured = trainer.train_step(idx, capture=True)
-    every_step = {key for key, stat in stats.LAYER_STATS.items() if not stat.costly}
+    every_step = {key for key, stat in stats.LAYER_STATS.items()
+                  if not stat.costly and stat.applies_to(ACTIVATIONS[activation])}
     assert captured is not None and every_step == set(captured) - {"loss", "errors"}
     for key in every_step:
         stat = stats.LAYER_STATS[key]
@@ -218,22 +224,26 @@ class WatchedNet(nn.Module):
         return self.fc(self.relu(self.conv(x)).flatten(1))
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory, mnist_env: None,
-             ) -> dict[str, Any]:
-    """A tiny `initlab run` on MNIST, its CSV export and TensorBoard tags, and a watched run."""
-    import initlab
+def activation_for(stat: stats.LayerStat) -> str:
+    """The first activation of the registry for which ``stat`` is recorded."""
+    return next(name for name, act in ACTIVATIONS.items() if stat.applies_to(act))
+
+
+def record_tiny_run(tmp: Path, activation: str) -> dict[str, Any]:
+    """A tiny `initlab run` on MNIST with this activation, its CSV export and TensorBoard tags,
+    and `initlab plot` drawing every statistic."""
     from initlab.runs import STATS_FILE, read_stats
 
-    tmp = tmp_path_factory.mktemp("readers")
-    (tmp / "tiny.yaml").write_text(yaml.safe_dump(TINY_RUN))
-    result = runner.invoke(app, ["run", str(tmp / "tiny.yaml"), "--out", str(tmp / "runs")])
+    name = f"tiny-{activation}"
+    config = {**TINY_RUN, "name": name, "model": {**TINY_RUN["model"], "activation": activation}}
+    (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp / f"{name}.yaml"), "--out", str(tmp / "runs")])
     assert result.exit_code == 0, result.output
-    run_dir = tmp / "runs" / "tiny"
+    run_dir = tmp / "runs" / name
     result = runner.invoke(app, ["export", str(run_dir), "--to", "csv", "--out",
                                  str(tmp / "csv")])
     assert result.exit_code == 0, result.output
-    with open(tmp / "csv" / "tiny" / "layers.csv", newline="") as f:
+    with open(tmp / "csv" / name / "layers.csv", newline="") as f:
         csv_columns = next(csv.reader(f))
     tags: set[str] | None = None
     if importlib.util.find_spec("tensorboard") is not None:
@@ -242,17 +252,31 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, mnist_env: None,
         result = runner.invoke(app, ["export", str(run_dir), "--to", "tensorboard", "--out",
                                      str(tmp / "tb")])
         assert result.exit_code == 0, result.output
-        events = event_accumulator.EventAccumulator(str(tmp / "tb" / "tiny"))
+        events = event_accumulator.EventAccumulator(str(tmp / "tb" / name))
         events.Reload()
         tags = set(events.Tags()["scalars"])
     # `initlab plot --metric` with every statistic: one figure (a plot per statistic would
     # cost seconds each), one panel per metric
-    out = tmp / "every-metric.png"
+    out = tmp / f"{name}-every-metric.png"
     metrics = [arg for key in stats.LAYER_KEYS for arg in ("--metric", key)]
     result = runner.invoke(app, ["plot", str(run_dir), *metrics, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 0
-    plot_output = result.output
+    return {"run": run_dir, "records": read_stats(run_dir / STATS_FILE), "csv": csv_columns,
+            "tags": tags, "plot_output": result.output}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory, mnist_env: None,
+             ) -> dict[str, Any]:
+    """Tiny runs, one per activation some statistic needs (``activation_for``), and a watched
+    run."""
+    import initlab
+    from initlab.runs import STATS_FILE, read_stats
+
+    tmp = tmp_path_factory.mktemp("readers")
+    needed = sorted({activation_for(stat) for stat in stats.LAYER_STATS.values()})
+    runs = {activation: record_tiny_run(tmp, activation) for activation in needed}
     torch.manual_seed(0)
     model = WatchedNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -266,36 +290,49 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, mnist_env: None,
             opt.zero_grad()
             watch.step(epoch=0)
     assert watch.path is not None
-    return {"run": run_dir, "records": read_stats(run_dir / STATS_FILE), "csv": csv_columns,
-            "tags": tags, "watched": read_stats(watch.path / STATS_FILE),
-            "plot_output": plot_output}
+    return {"runs": runs, "watched": read_stats(watch.path / STATS_FILE)}
 
 
 @pytest.mark.parametrize("key", stats.LAYER_KEYS)
 def test_every_statistic_reaches_every_reader(recorded: dict[str, Any], key: str) -> None:
     from initlab.runs import load_run
-    from initlab.watching import SIDES
+    from initlab.watching import SIDES, ZERO_FLOOR_TRAITS
 
     stat = stats.LAYER_STATS[key]
-    records = recorded["records"]
-    # initlab run: in the records of the phases it is recorded at
-    assert {"init", "train", "epoch", "final"} == {r["phase"] for r in records}
-    assert all((key in r) == stat.recorded_at(r["phase"]) for r in records)
+    # initlab run: in the records of the phases it is recorded at, for an activation it means
+    # something for, and only for such
+    for activation, other in recorded["runs"].items():
+        applies = stat.applies_to(ACTIVATIONS[activation])
+        assert {"init", "train", "epoch", "final"} == {r["phase"] for r in other["records"]}
+        assert all((key in r) == (applies and stat.recorded_at(r["phase"]))
+                   for r in other["records"])
+    tiny = recorded["runs"][activation_for(stat)]
+    records = tiny["records"]
     width = TINY_RUN["model"]["depth"] - int(stat.hidden_only)
     assert all(len(r[key]) == width for r in records if key in r)
     # load_run, and through it the CSV export and the plots
-    run = load_run(recorded["run"])
+    run = load_run(tiny["run"])
     assert run.layers[key].shape == (len(records), width)
     assert np.isfinite(run.layers[key]).any()
-    assert key in recorded["csv"]
-    if recorded["tags"] is not None:
+    assert key in tiny["csv"]
+    if tiny["tags"] is not None:
         tag = f"probe/n_{key}/1" if stat.per_fan_in else f"probe/{key}/1"
-        assert tag in recorded["tags"] or stat.after_update
-    assert f"{key}: not recorded" not in recorded["plot_output"]  # drawn, not skipped
-    # initlab.watch: every statistic whose tensors it has (a nonlinearity's input it has not),
-    # the costly ones in its first capture only (the epoch never changes here)
+        assert tag in tiny["tags"] or stat.after_update
+    assert f"{key}: not recorded" not in tiny["plot_output"]  # drawn, not skipped
+    # initlab.watch: every statistic whose tensors it has (a nonlinearity's input it has not)
+    # and that means something for the ReLU-like activations it hooks, the costly ones in its
+    # first capture only (the epoch never changes here)
     watched = recorded["watched"]
-    assert (key in watched[0]) == (key in SIDES)
-    if key in SIDES:
+    assert (key in watched[0]) == (key in SIDES and stat.applies_to(ZERO_FLOOR_TRAITS))
+    if key in watched[0]:
         assert any(v is not None for v in watched[0][key])
         assert all((key in r) == (not stat.costly) for r in watched[1:])
+
+
+@pytest.mark.parametrize("key", [k for k, s in stats.LAYER_STATS.items() if s.trait])
+def test_a_statistics_trait_is_a_flag_of_every_activation(key: str) -> None:
+    """A trait names a flag every activation declares, and some activation has it: a typo
+    would otherwise fail only when a run reaches the statistic."""
+    stat = stats.LAYER_STATS[key]
+    assert all(isinstance(getattr(act, str(stat.trait)), bool) for act in ACTIVATIONS.values())
+    assert any(stat.applies_to(act) for act in ACTIVATIONS.values())
