@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
 from initlab.bench import WATCH_MODELS, BenchSettings, machine_info
@@ -312,7 +312,9 @@ def run_pair(against: str, settings: BenchSettings, rounds: int, out: Path | Non
     return result
 
 
-def pair_table(result: dict[str, Any]) -> Table:
+def pair_table(result: dict[str, Any]) -> RenderableType:
+    """The result as tables: per contender its verdict; over several pairs, each pair's ratio
+    beside (a table of its own, so both keep 80 columns legible)."""
     info = result["machine"]
     pairs = result.get("pairs", 1)
     where = f"{pairs} pairs of workers × {result['rounds']} rounds" if pairs > 1 else \
@@ -329,18 +331,23 @@ def pair_table(result: dict[str, Any]) -> Table:
                           "no initlab code in its step; its interval is the machine's "
                           "resolution.",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    headers = ["contender", "ms", "new/old", "95% CI", "verdict", "calls", "ops"]
-    if pairs > 1:
-        headers.insert(4, "per pair")
-    for header in headers:
+    for header in ("contender", "ms", "new/old", "95% CI", "verdict", "calls", "ops"):
         table.add_column(header, justify="left" if header == "contender" else "right",
                          no_wrap=True)
     for r in result["rows"]:
         calls, ops = (f"{r['work_old'][k]:.0f}→{r['work_new'][k]:.0f}"
                       for k in ("python_calls", "aten_ops"))
-        cells = [r["key"] + ("*" if r["control"] else ""), f"{r['new_ms']:.1f}",
-                 f"{r['ratio']:.2f}", f"{r['low']:.2f}-{r['high']:.2f}", r["verdict"], calls, ops]
-        if pairs > 1:
-            cells.insert(4, " ".join(f"{p['ratio']:.2f}" for p in r["pairs"]))
-        table.add_row(*cells)
-    return table
+        table.add_row(r["key"] + ("*" if r["control"] else ""), f"{r['new_ms']:.1f}",
+                      f"{r['ratio']:.2f}", f"{r['low']:.2f}-{r['high']:.2f}", r["verdict"],
+                      calls, ops)
+    if pairs == 1:
+        return table
+    each = Table(title="new/old in each pair of fresh workers, in order",
+                 box=box.SIMPLE_HEAD, pad_edge=False)
+    each.add_column("contender", no_wrap=True)
+    for p in range(pairs):
+        each.add_column(str(p + 1), justify="right", no_wrap=True)
+    for r in result["rows"]:
+        each.add_row(r["key"] + ("*" if r["control"] else ""),
+                     *(f"{pair['ratio']:.2f}" for pair in r["pairs"]))
+    return Group(table, each)
