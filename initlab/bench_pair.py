@@ -343,7 +343,7 @@ def pair_table(result: dict[str, Any]) -> RenderableType:
     if pairs == 1:
         return table
     each = Table(title="new/old in each pair of fresh workers, in order",
-                 box=box.SIMPLE_HEAD, pad_edge=False)
+                 box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     each.add_column("contender", no_wrap=True)
     for p in range(pairs):
         each.add_column(str(p + 1), justify="right", no_wrap=True)
