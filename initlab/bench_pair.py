@@ -12,6 +12,11 @@ the geometric mean of two rounds, one each way. Over the samples, the median and
 interval (order statistics, no resampling: the same numbers give the same interval) say "within
 5%", "slower", or that this machine cannot tell ("unclear").
 
+A pair of long-lived processes can settle at speeds up to 15% apart on identical work, steadily
+(docs/benchmarks.md), which one pair's interval cannot see: ``--pairs`` fresh pairs of workers
+run one after the other, and the verdict reads the median of the pairs' medians with its
+interval over the pairs.
+
 The rows that run no code of either version (the plain PyTorch loop, the watch section's loops
 without statistics) are the control: their interval shows how finely the machine can resolve.
 """

@@ -9,9 +9,10 @@ turns a list of per-layer weights into that form.
 ``LAYER_STATS`` is the one list of the per-layer statistics a run records: each entry names a
 record key, how plots label it, which tensors of a pass it reads and the function that
 computes it from them. ``initlab run`` (train.py) and ``initlab.watch`` (watching.py) both
-compute every entry whose tensors they have, build their records with ``initlab.records`` and
-judge divergence by its ``diverges`` flags; plots, ``export`` and ``load_run`` read the
-registry too. Adding a statistic is one function here and one line there.
+compute every entry whose tensors they have (and whose ``trait``, if any, the net's activation
+has), build their records with ``initlab.records`` and judge divergence by its ``diverges``
+flags; plots, ``export`` and ``load_run`` read the registry too. Adding a statistic is one
+function here and one line there.
 """
 
 from __future__ import annotations
