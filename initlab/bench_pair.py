@@ -217,9 +217,10 @@ def time_group(old: Side, new: Side, keys: Sequence[str], rounds: int,
             for side in ((old, new) if r % 2 == 0 else (new, old)):
                 seconds = side.ask(op="time", key=row.key, steps=row.steps)["seconds"]
                 (row.old if side is old else row.new).append(seconds)
-    for row in rows if count else ():  # after the timing, which the counting's instruments slow
-        row.work_old = old.ask(op="count", key=row.key, steps=row.steps)
-        row.work_new = new.ask(op="count", key=row.key, steps=row.steps)
+    if count:  # after the timing, which the counting's instruments would slow
+        for row in rows:
+            row.work_old = old.ask(op="count", key=row.key, steps=row.steps)
+            row.work_new = new.ask(op="count", key=row.key, steps=row.steps)
     return rows
 
 
