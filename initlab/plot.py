@@ -42,7 +42,7 @@ COMPARE_METRICS = ("act_norm", "grad_norm", "weight_var", "dead_fraction", "loss
 MAP_METRICS = ("act_norm", "grad_norm", "update_ratio", "dead_fraction")
 MAX_MAP_RUNS = 4  # layer x step maps for at most this many runs (rows) in training.png
 FRACTIONS = ("dead_fraction", "saturated_fraction")  # shown in %, from 0 to 100
-BEYOND = "beyond the axis (a diverged run)"  # how a diverged run's values off the scale are marked
+BEYOND = "beyond the axis (after a divergence)"  # how values recorded after one are marked
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -211,6 +211,18 @@ def is_diverged(run: Run) -> bool:
     return run.status == "diverged"
 
 
+def before_divergence(run: Run) -> np.ndarray:
+    """Per record, whether it was measured before its run diverged: every record of a run
+    that did not; a diverged run's up to its ``diverged_step`` (all that ``initlab run``
+    keeps; a watched run records on past it). These are drawn like any run's and set the axes
+    (c = 3's exploding initialization is the lecture's point); what came after is marked
+    where it leaves them, never scaled to."""
+    at = run.summary.get("diverged_step") if is_diverged(run) else None
+    if at is None:
+        return np.ones(len(run.records), dtype=bool)
+    return run.step < at
+
+
 def set_scale(ax: Axes, values: np.ndarray, log: bool) -> None:
     """Fix the y axis to ``values`` (the runs that did not diverge), with a margin, so that
     what is drawn beyond them later does not rescale it."""
@@ -280,8 +292,7 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
     stat = LAYER_STATS.get(metric)
     dashed = solid = False
     drawn: list[np.ndarray] = []
-    off_scale: list[tuple[np.ndarray, np.ndarray, object]] = []  # diverged runs' lines
-    scaled = [r for r in runs if not is_diverged(r)] or list(runs)
+    off_scale: list[tuple[np.ndarray, np.ndarray, object]] = []  # lines after a divergence
     for run, color in zip(runs, colors, strict=True):
         if metric not in run.layers:
             log(f"{run.display_name}: {metric} not recorded; not drawn in its panel")
@@ -295,29 +306,28 @@ def draw_layers(ax: Axes, runs: Sequence[Run], metric: str, colors: list, log: L
         end = run.last()
         while end >= 0 and not usable[end]:  # e.g. update_ratio: only in 'train' records
             end -= 1
-        lines = []
+        lines: list[tuple[int, np.ndarray]] = []
         # a watched model's few layers, some without a value (a norm's gain has no n·Var):
         # markers, so that a layer between two gaps still shows
         marker = "o" if run.kind == "watch" else ""
         if len(init):
             ax.plot(x, values[init[-1]], "--", color=color, alpha=0.65, lw=1.2, marker=marker,
                     ms=3)
-            lines.append(values[init[-1]])
+            lines.append((init[-1], values[init[-1]]))
             dashed = True
         if end >= 0 and (not len(init) or end != init[-1]):
             ax.plot(x, values[end], "-", color=color, lw=1.6, marker=marker, ms=3)
-            lines.append(values[end])
+            lines.append((end, values[end]))
             solid = True
-        if run in scaled:
-            drawn += lines
-        else:
-            off_scale += [(x, y, color) for y in lines]
+        before = before_divergence(run)
+        drawn += [y for row, y in lines if before[row]]
+        off_scale += [(x, y, color) for row, y in lines if not before[row]]
     if not any(np.isfinite(d).any() for d in [*drawn, *(y for _, y, _ in off_scale)]):
         ax.text(0.5, 0.5, f"no finite {metric} recorded", ha="center", va="center",
                 transform=ax.transAxes)  # say so, never an empty panel
     scale_axis(ax, metric, drawn)
     beyond = False
-    if off_scale:  # the axis is the other runs'; a diverged run's values beyond it are marked
+    if off_scale:  # the axis is set by what came before; values beyond it are marked
         if not (stat is not None and (stat.per_fan_in or metric in FRACTIONS)):
             set_scale(ax, np.concatenate(drawn) if drawn else np.array([]),
                       ax.get_yscale() == "log")
@@ -413,9 +423,8 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
     from matplotlib.ticker import PercentFormatter
 
     xlabel = "epoch"
-    scaled = [r for r in runs if not is_diverged(r)] or list(runs)
-    kept: list[np.ndarray] = []  # what sets the axis: the runs that did not diverge
-    off_scale: list[tuple[np.ndarray, np.ndarray, object]] = []
+    kept: list[np.ndarray] = []  # what sets the axis: every record before a divergence
+    off_scale: list[tuple[np.ndarray, np.ndarray, object]] = []  # and after one: marked
     for run, color in zip(runs, colors, strict=True):
         x, xlabel = epochs_axis(run)
         values = getattr(run, metric)
@@ -424,27 +433,29 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
             ax.plot(x[train], values[train], "-", color=color, lw=0.8, alpha=0.6)
             means = np.isin(run.phase, ("init", "epoch", "final")) & np.isfinite(values)
             ax.plot(x[means], values[means], "o:", color=color, ms=3)
-            drawn = [(x[train], values[train]), (x[means], values[means])]
+            drawn = [(values, train), (values, means)]
         else:
             keep = np.isfinite(values)
             ax.plot(x[keep], values[keep], "o-", color=color, ms=3)
-            drawn = [(x[keep], values[keep])]
+            drawn = [(values, keep)]
             if metric == "test_error":  # beside it, each epoch's mean training error
                 train = run.train_error
                 means = np.isin(run.phase, ("epoch", "final")) & np.isfinite(train)
                 ax.plot(x[means], train[means], ":", color=color, lw=1.2)
-                drawn.append((x[means], train[means]))
-        if run in scaled:
-            kept += [y for _, y in drawn]
-        else:
-            off_scale += [(dx, y, color) for dx, y in drawn]
+                drawn.append((train, means))
+        before = before_divergence(run)
+        for series, rows in drawn:
+            kept.append(series[rows & before])
+            after = rows & ~before
+            if after.any():
+                off_scale.append((x[after], series[after], color))
     if not any(np.isfinite(getattr(r, metric)).any() for r in runs):
         ax.text(0.5, 0.5, f"no {METRICS[metric]} recorded", ha="center", va="center",
                 transform=ax.transAxes)
     if metric == "loss":
         if any((r.loss > 0).any() for r in runs):
             ax.set_yscale("log")
-            plain_labels_within_a_decade(ax, np.concatenate([r.loss for r in runs]))
+            plain_labels_within_a_decade(ax, np.concatenate(kept))
         ax.set_title("loss: line = captured batches, dots = epoch means", fontsize=8)
     else:
         ax.set_ylim(bottom=0)
@@ -452,7 +463,7 @@ def draw_curve(ax: Axes, runs: Sequence[Run], metric: str, colors: list) -> None
         if metric == "test_error":
             ax.set_title("test error (solid), training error, epoch means (dotted)",
                          fontsize=8)
-    if off_scale and kept:  # a diverged run's loss of thousands would flatten the others
+    if off_scale and kept:  # a loss after a divergence (thousands, or inf) would flatten the rest
         values = np.concatenate(kept)
         if metric == "loss":
             set_scale(ax, values, ax.get_yscale() == "log")
@@ -597,9 +608,9 @@ def draw_map(fig, ax: Axes, run: Run, metric: str, rows: np.ndarray,
     edges = np.concatenate([[x[0] - _half_gap(run, x, 0)], (x[1:] + x[:-1]) / 2,
                             [x[-1] + _half_gap(run, x, -1)]])
     layer_edges = np.arange(values.shape[1] + 1) + 0.5
-    scaled = [r for r in column_runs if not is_diverged(r)] or list(column_runs)
-    every = np.concatenate([r.plotted(metric)[np.isfinite(r.plotted(metric))]
-                            for r in scaled])  # a diverged run's values do not set the scale
+    # The scale: every record before a divergence; what came after shows red beyond it.
+    every = np.concatenate([v[np.isfinite(v)] for v in (
+        r.plotted(metric)[before_divergence(r)] for r in column_runs)])
     own = values[np.isfinite(values)]
     if not len(every):
         every = own

@@ -1,6 +1,7 @@
-"""Figures for the common cases (issue 23): a diverged member does not set the axes, no fake
-or empty panels, every run left without maps is named, colours follow the varied value in
-increasing order, and tanh runs show saturation instead of dead units."""
+"""Figures for the common cases (issue 23): a diverged member is drawn up to its divergence
+and only what came after it is marked (issue 34), no fake or empty panels, every run left
+without maps is named, colours follow the varied value in increasing order, and tanh runs show
+saturation instead of dead units."""
 
 from __future__ import annotations
 
@@ -50,22 +51,48 @@ def test_colours_follow_the_varied_value_in_increasing_order(out: Path) -> None:
     assert plot.run_colors(runs[1:]) == [blue, orange]
 
 
-def test_a_diverged_member_does_not_set_the_axes(out: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_diverged_member_is_drawn_like_the_others_up_to_its_divergence(
+        out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """c = 3's initialization is the lecture's point: its records (all before step 2, where
+    it diverged) are drawn and set the axes like any member's (issue 34)."""
     runs = initlab.load_runs(out / "sweep-c")
     diverged = runs[2]
-    assert diverged.status == "diverged"
+    assert diverged.status == "diverged" and plot.before_divergence(diverged).all()
     figures = captured_figure(monkeypatch)
     plot.plot_runs(runs, tmp_path / "layers.png", ["act_norm", "loss"])
     act, loss = [ax for ax in figures[0].axes if ax.get_visible()][:2]
-    others = np.concatenate([r.plotted("act_norm")[[r.at("init"), r.last()]].ravel()
-                             for r in runs[:2]])
-    assert act.get_ylim()[1] < 2 * np.nanmax(others)  # not stretched to c = 3's values
-    assert np.nanmax(diverged.plotted("act_norm")) > act.get_ylim()[1]
-    assert loss.get_ylim()[1] < np.nanmax(diverged.loss)
-    names = [t.get_text() for ax in (act, loss) if ax.get_legend()
-             for t in ax.get_legend().get_texts()]
-    assert plot.BEYOND in names
+    exploding = diverged.layer_stat("act_norm", "init")
+    assert exploding[-1] > 1e3 * exploding[0]  # the lecture's explosion, drawn in full:
+    assert act.get_ylim()[1] >= exploding.max()
+    drawn = [line.get_ydata() for line in act.lines if len(line.get_ydata()) == len(exploding)]
+    assert any(np.array_equal(y, exploding) for y in drawn)
+    assert loss.get_ylim()[1] >= np.nanmax(diverged.loss)
+    assert not [ax for ax in (act, loss) if ax.get_legend()
+                and plot.BEYOND in [t.get_text() for t in ax.get_legend().get_texts()]]
+
+
+def test_only_what_came_after_a_divergence_is_marked_not_scaled(
+        out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that recorded on past its divergence (initlab.watch does): its records before
+    it set the axes; a later one, 10^6 times larger, is marked at the edge."""
+    from initlab.runs import RunWriter, config_text
+
+    c1, c2, c3 = initlab.load_runs(out / "sweep-c")
+    writer = RunWriter(tmp_path / "after")
+    writer.write_config(config_text(c3.path) or "")
+    later = dict(c3.records[-1], step=5, phase="train", loss=1e9,
+                 act_norm=[1e6 * v for v in c3.records[-1]["act_norm"]])
+    writer.append_stats([*c3.records, later])
+    writer.write_summary(c3.summary)
+    after = initlab.load_run(tmp_path / "after")
+    assert plot.before_divergence(after).tolist() == [True] * len(c3.records) + [False]
+    figures = captured_figure(monkeypatch)
+    plot.plot_runs([c1, c2, after], tmp_path / "layers.png", ["act_norm", "loss"])
+    act, loss = [ax for ax in figures[0].axes if ax.get_visible()][:2]
+    assert c3.layer_stat("act_norm", "init").max() <= act.get_ylim()[1] < 1e6
+    assert loss.get_ylim()[1] < 1e9
+    for ax in (act, loss):
+        assert plot.BEYOND in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_training_png_has_no_empty_or_fake_panel(out: Path, tmp_path: Path,
