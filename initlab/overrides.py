@@ -176,7 +176,6 @@ def starter_text(name: str | None) -> str:
     if name is None:
         values = dict(zip(config.field_specs(), (spec[0] for spec in
                                                  config.field_specs().values()), strict=True))
-        values["name"] = "my-run"
         sweep: dict[str, list] = {}
         header = ["# Every key of an initlab config at its default, with what it does."]
     else:
@@ -201,6 +200,9 @@ def starter_text(name: str | None) -> str:
             continue
         for comment in textwrap.wrap(docs[key], width=96 - len(indent)):
             lines.append(f"{indent}# {comment}")
+        if key == "name":  # saved as my.yaml, it trains into runs/my, not the starter's name
+            lines.append("# name: not set, so the run is named after this file")
+            continue
         lines.append(f"{indent}{tail if dot else key}: {_yaml_value(value)}")
     if sweep:
         lines += ["", "# Every combination of these values is one member "

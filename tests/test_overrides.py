@@ -4,6 +4,7 @@ text a newcomer reads (no Python types, extras intact, --version)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -74,20 +75,26 @@ def test_a_mistyped_option_suggests_the_right_form(args: list[str], expected: st
 @pytest.mark.parametrize("name", ["kaiming", "sweep-c", None])
 def test_initlab_config_prints_a_config_that_loads_as_the_starter(name: str | None,
                                                                   tmp_path: Path) -> None:
+    """Saved as my.yaml, the printed config reads back to the starter's values, and its run
+    is named after the file (issue 34: not runs/kaiming-2)."""
     result = runner.invoke(app, ["config", *([name] if name else [])])
     assert result.exit_code == 0, result.output
     for key, doc in config.field_docs().items():
         assert f"{key.rpartition('.')[2]}:" in result.output, key
         assert doc.split()[0] in result.output, key
-    copy = tmp_path / f"{name or 'my-run'}.yaml"
+    assert not [line for line in result.stdout.splitlines() if line.startswith("name:")]
+    copy = tmp_path / "my.yaml"
     copy.write_text(result.stdout)
     printed = config.load_experiment(copy)
+    assert printed.base.name == "my"
     if name is None:
-        assert config.config_differences(config.RunConfig(name="my-run"), printed.base) == []
+        assert config.config_differences(config.RunConfig(name="my"), printed.base) == []
         return
     starter = config.load_experiment(name)
     assert printed.sweep == starter.sweep
-    assert [m.config for m in printed.members] == [m.config for m in starter.members]
+    assert printed.base == dataclasses.replace(starter.base, name="my")
+    assert [m.config for m in printed.members] == [dataclasses.replace(m.config, name="my")
+                                                   for m in starter.members]
 
 
 def test_help_is_plain_text_with_its_extras_and_a_version() -> None:
