@@ -84,8 +84,12 @@ class RichProgress:
                                                   f"{measured(event)}")
             elif kind == "done":
                 ended = diverged_text(event)
-                self.progress.update(task, completed=self.progress.tasks[task].total,
-                                     **({"status": ended} if ended else {}))
+                if all_diverged(event):  # it stopped there: the bar says where
+                    self.progress.update(task, status=f"stopped: {ended}")
+                    self.progress.stop_task(task)
+                else:
+                    self.progress.update(task, completed=self.progress.tasks[task].total,
+                                         **({"status": ended} if ended else {}))
 
         return on_event
 
@@ -114,7 +118,7 @@ class LineProgress:
             elapsed = now - state["began"]
             parts.append(f"{_clock(elapsed)} so far")
             rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0
-            if 0 < done < total and rate > 0 and not note.startswith("done"):  # none once done
+            if 0 < done < total and rate > 0 and not note.startswith(("done", "stopped")):
                 parts.append(f"about {_clock((total - done) / rate)} left")
             self.console.print(", ".join(parts), highlight=False, markup=False,
                                soft_wrap=True)
@@ -138,18 +142,20 @@ class LineProgress:
                 line()
             elif kind == "done":  # a target or a divergence can end it before its last step
                 ended = diverged_text(event)
-                line("done" + (f", {ended}" if ended else ""))
+                line(f"stopped: {ended}" if all_diverged(event) else
+                     "done" + (f", {ended}" if ended else ""))
 
         return on_event
 
 
 class TimesColumn(ProgressColumn):
-    """``0:40, 1:20 left`` while running; ``0:40`` once finished."""
+    """``0:40, 1:20 left`` while running; ``0:40`` once finished or stopped early."""
 
     def render(self, task: Task) -> Text:
         elapsed = task.finished_time if task.finished else task.elapsed
         text = _clock(elapsed or 0)
-        if not task.finished and task.time_remaining is not None:
+        running = not task.finished and task.stop_time is None
+        if running and task.time_remaining is not None:
             text += f", {_clock(task.time_remaining)} left"
         return Text(text, style="progress.elapsed")
 
@@ -169,14 +175,21 @@ def measured(event: dict[str, Any]) -> str:
     return ", ".join([*parts, *([ended] if ended else [])])
 
 
+def all_diverged(event: dict[str, Any]) -> bool:
+    diverged = event.get("diverged") or []
+    return bool(diverged) and all(step is not None for step in diverged)
+
+
 def diverged_text(event: dict[str, Any]) -> str:
-    """``diverged at step 2`` (one member), ``1 of 3 diverged at step 2``, or ""."""
+    """``diverged at step 2`` (one member), ``1 of 3 diverged at step 2``, ``all 3 diverged at
+    step 2``, or ""."""
     diverged = event.get("diverged") or []
     steps = sorted({step for step in diverged if step is not None})
     if not steps:
         return ""
     count = sum(step is not None for step in diverged)
-    who = "" if len(diverged) == 1 else f"{count} of {len(diverged)} "
+    who = "" if len(diverged) == 1 else (f"all {count} " if count == len(diverged)
+                                         else f"{count} of {len(diverged)} ")
     return f"{who}diverged at step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"
 
 

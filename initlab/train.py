@@ -37,6 +37,9 @@ from initlab.optim import FlatOptimizer
 from initlab.records import SCALAR_KEYS, RunLog
 from initlab.runs import FINISHED, RunWriter, run_summary
 
+# On a GPU or across processes, reading whether every member has diverged waits for the device
+# or a collective: it is read every this many steps there (on one CPU process, every step).
+DIVERGENCE_CHECK_EVERY = 50
 PROBE_SEED = 0  # the probe images are the same for every run, so runs compare
 # Statistics of a rank's own batch, averaged over ranks (the others are the same on every rank).
 PER_WORKER_KEYS = ("loss", "errors", *(key for key, stat in stats.LAYER_STATS.items()
@@ -414,6 +417,8 @@ class GroupTrainer:
                 if captured is not None:
                     self.captures.append((self.step, self.epoch, captured))
                 progress({"kind": "step"})
+                if self.all_diverged():
+                    break  # nothing left to train: the run ends now, not at the epoch's end
                 signum = self.comm.agreed_stop(stop.signum)  # ranks stop together
                 if signum is not None:
                     self.interrupt()
@@ -421,7 +426,7 @@ class GroupTrainer:
                 if log.checkpoint_every and self.step % log.checkpoint_every == 0:
                     self.flush(checkpoint=True)
             if self.step_in_epoch < self.steps_per_epoch:
-                break  # max_steps reached mid-epoch
+                break  # max_steps reached, or every member diverged, mid-epoch
             self.end_epoch(progress)
             if pause_when_members_stop and 0 < len(self.active()) < self.K \
                     and self.epoch < cfg.epochs and self.step < max_steps:
@@ -429,6 +434,16 @@ class GroupTrainer:
         self.finish()
         progress({"kind": "done", "diverged": self.diverged_steps()})
         return True
+
+    def all_diverged(self) -> bool:
+        """Whether every member still training has had a loss that is not finite (read after
+        each step in one CPU process; every ``DIVERGENCE_CHECK_EVERY`` steps, on every rank at
+        once, elsewhere). ``finish`` then marks them diverged where they did."""
+        if not (self.device.type == "cpu" and self.comm.world == 1) \
+                and self.step % DIVERGENCE_CHECK_EVERY:
+            return False
+        bad = self.comm.earliest(self.first_bad_step)
+        return bool((bad[self.active()] >= 0).all())
 
     def close_epoch_means(self) -> None:
         self.comm.reduce_epoch_(self.epoch_loss, self.epoch_errors)  # over ranks
@@ -460,7 +475,8 @@ class GroupTrainer:
 
     def finish(self) -> None:
         """Final capture for members still running (max_steps reached mid-epoch; at an
-        epoch's end ``end_epoch`` has completed them from its own capture), then the last
+        epoch's end ``end_epoch`` has completed them from its own capture; when every member
+        diverged, none is, and the captures mark where each did), then the last
         checkpoint unless ``end_epoch`` has just written this very state."""
         self.flush_train_captures()
         if not self.active() and self.step_in_epoch == 0 and self.checkpointed_step == self.step:

@@ -33,11 +33,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_the_run_command_says_where_it_diverged(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "kaiming", "init.c=3", *SMALL, "--out", str(tmp_path)])
+def test_the_run_command_says_where_it_diverged_and_stops_there(tmp_path: Path) -> None:
+    """Every member diverged at step 2: the run ends then, not at the end of the epoch's 5
+    steps, and says so (issue 34)."""
+    once = [a for a in SMALL if not a.startswith("train.max_steps")]
+    result = runner.invoke(app, ["run", "kaiming", "init.c=3", *once, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "step 2/5 (40%), stopped: diverged at step 2" in result.output, result.output
     assert f"{tmp_path / 'kaiming'}: diverged at step 2, 0 epochs, 2 steps" in result.output
     assert "test error" not in result.output.split("diverged at step 2")[1].splitlines()[0]
+    sweep = runner.invoke(app, ["run", "kaiming", "init.c=3,4", "-m", *once, "--out",
+                                str(tmp_path)])
+    assert "stopped: all 2 diverged at step 2" in sweep.output, sweep.output
 
 
 def test_ls_compare_load_run_and_titles_tell_the_same_story(runs: Path) -> None:
@@ -82,7 +89,25 @@ def test_the_progress_line_leaves_out_diverged_members_and_time_once_done() -> N
         on_event({"kind": "step"})
     on_event({"kind": "done", "diverged": [3]})
     last = shown.getvalue().splitlines()[-1]
-    assert "done, diverged at step 3" in last and "left" not in last, last
+    assert "step 10/100 (10%), stopped: diverged at step 3" in last and "left" not in last, last
+    on_event = LineProgress(Console(file=shown, width=200)).factory("sweep", 100)
+    on_event({"kind": "done", "diverged": [None, 3]})  # one member trained on to the end
+    assert "done, 1 of 2 diverged at step 3" in shown.getvalue().splitlines()[-1]
+
+
+def test_the_progress_bar_says_where_a_run_whose_every_member_diverged_stopped() -> None:
+    shown = io.StringIO()
+    console = Console(file=shown, width=100, force_terminal=True, color_system=None)
+    with RichProgress(console) as progress:
+        on_event = progress.factory("sweep-c ×3", 2000)
+        on_event({"kind": "start", "test_error": [0.9] * 3, "diverged": [None] * 3})
+        for _ in range(2):
+            on_event({"kind": "step"})
+        on_event({"kind": "done", "diverged": [2, 2, 2]})
+        progress.progress.refresh()
+    last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.getvalue()).splitlines()[-1]
+    assert "stopped: all 3 diverged at step 2" in last and "left" not in last, last
+    assert re.search(r" 0% \d:\d\d ", last), last  # 2 of 2000 steps: not a full bar
 
 
 def test_the_progress_bar_keeps_its_times_at_80_columns() -> None:
