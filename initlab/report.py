@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.table import Table
 
+from initlab.intervals import METHODS
 from initlab.runs import atomic_write_text
 from initlab.wording import percent
 
@@ -78,19 +78,31 @@ class Claim:
     # What a FAIL of this claim suggests, in the report under the table when it fails: written
     # with the claim, from what the other figures show, never a change of its threshold.
     if_fails: str = ""
-    # A mean over seeds: its 95% interval (``mean_interval``), which decides the verdict, and
-    # how many seeds it is over (0: one run, no interval).
+    # Measured on several seeds (``initlab.figures.core.over_seeds``): the interval over them
+    # (``initlab.intervals``), which decides the verdict; how many seeds there were, and how
+    # many of them gave a value (an "after training" number of a run that diverged is none).
     interval: tuple[float, float] | None = None
-    seeds: int = 0
+    seeds: int = 0  # 0: one run, no interval
     # A check of the implementation (true by construction when the code is right): reported in
     # its own table, never counted among the claims.
     check: bool = False
+    # How the per-seed values are summarized: "t", "bootstrap" or "exact" (a yes/no outcome,
+    # k of n); "" chooses by ``default_method``. Set by the claim, never after its runs.
+    method: str = ""
+    used: int = 0  # seeds that gave a value (0: all of them)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:  # a typo would otherwise fail every claim silently
             raise ValueError(f"claim {self.claim!r}: op must be one of {OPS}, got {self.op!r}")
         if (self.op == "in") != isinstance(self.bound, tuple):
             raise ValueError(f"claim {self.claim!r}: 'in' takes (low, high), others a number")
+        if self.method not in ("", *METHODS):
+            raise ValueError(f"claim {self.claim!r}: method must be one of {METHODS}")
+
+    @property
+    def interval_method(self) -> str:
+        """The method its seeds are summarized with: its own, else ``default_method``."""
+        return self.method or default_method(self.unit)
 
     def holds(self, v: float | None) -> bool:
         """Whether a number is on the claim's side of its threshold."""
@@ -112,8 +124,10 @@ class Claim:
         if self.interval is None:
             return "PASS" if self.holds(self.value) else "FAIL"
         low, high = self.interval
-        if any(v is None or math.isnan(v) for v in (self.value, low, high)):
+        if self.value is None or math.isnan(self.value):
             return "FAIL"
+        if math.isnan(low) or math.isnan(high):  # fewer than two seeds gave a value
+            return "INCONCLUSIVE"
         # Every op's region is an interval of the line: both ends in it, all between is.
         if self.holds(low) and self.holds(high):
             return "PASS"
@@ -130,11 +144,31 @@ class Claim:
 
     @property
     def measured(self) -> str:
+        """The value, and over seeds: how many, how many gave a value, and the interval with
+        its method (none when every seed gave the same number: one measurement repeated)."""
         if self.interval is None:
             return format_number(self.value, self.unit)
-        low, high = (format_number(v, self.unit) for v in self.interval)
-        seeds = f"{self.seeds} seeds, " if self.seeds else ""
-        return f"{format_number(self.value, self.unit)} ({seeds}95% t CI {low} to {high})"
+        n, used = self.seeds, self.used or self.seeds
+        method = self.interval_method
+        low, high = self.interval
+        if method == "exact":
+            k = round(self.value * used) if not math.isnan(self.value) else 0
+            count = f"{k} of {used} seeds"
+        else:
+            count = format_number(self.value, self.unit)
+        missing = n - used
+        seeds = (f"{used} of {n} seeds gave a value, {missing} diverged or unrecorded"
+                 if missing else f"{n} seeds" if n else "")
+        if method == "exact":
+            seeds = f"{missing} of {n} gave no value" if missing else ""
+        if not math.isnan(low) and low == high and method != "exact":
+            return f"{count} (the same on all {used} seeds: one measurement, no interval)"
+        if math.isnan(low):
+            return f"{count} ({seeds}: too few for an interval)"
+        bounds = (f"{100 * low:.0f}% to {100 * high:.0f}%" if method == "exact" else
+                  f"{format_number(low, self.unit)} to {format_number(high, self.unit)}")
+        name = {"t": "t", "bootstrap": "bootstrap", "exact": "Clopper-Pearson"}[method]
+        return f"{count} ({seeds + ', ' if seeds else ''}95% {name} CI {bounds})"
 
     @property
     def threshold(self) -> str:
@@ -145,25 +179,11 @@ class Claim:
         return f"{op} {format_number(float(self.bound), self.unit)}"  # type: ignore[arg-type]
 
 
-def t_quantile(p: float, df: int) -> float:
-    """Student's t distribution's p-quantile (p in [0.5, 1)) with df degrees of freedom: its
-    density integrated from 0 on a fine grid (to 1e-4 against the printed tables)."""
-    x = np.linspace(0.0, 100.0, 200_001)
-    log_scale = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    density = np.exp(log_scale - (df + 1) / 2 * np.log1p(x * x / df))
-    cdf = 0.5 + np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2)]) * x[1]
-    return float(np.interp(p, cdf, x))
-
-
-def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """The mean of independent values (one per seed) and its two-sided t interval at
-    ``level``; NaN for fewer than two values or any NaN among them."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2 or np.isnan(v).any():
-        return math.nan, math.nan, math.nan
-    half = t_quantile(0.5 + level / 2, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    centre = float(v.mean())
-    return centre, centre - half, centre + half
+def default_method(unit: str) -> str:
+    """The interval for a claim that does not choose one: t for a difference in percentage
+    points (unbounded, roughly symmetric), bootstrap for everything else (error rates, ratios,
+    spans: bounded or heavy-tailed)."""
+    return "t" if unit == "pp" else "bootstrap"
 
 
 def format_number(x: float | None, unit: str = "") -> str:
@@ -308,6 +328,37 @@ def read_report_rows(text: str, checks: bool = False) -> list[ReportRow]:
         rows.append(ReportRow(figure.strip("`"), claim.replace("\\|", "|"), measured,
                               result.strip("*"), in_checks))
     return rows
+
+
+CHANGED_HEADING = "## Rows dropped, reworded or re-budgeted since the last full report"
+
+
+def changed_since(previous: str, claims: Sequence[Claim]) -> str:
+    """Markdown: every row of the previous full report (``previous``, its text) that this one
+    drops or words differently (matched by figure and claim text), and every row kept whose
+    number of seeds changed, each with its old measurement and verdict; "" when none."""
+    now = {(c.figure, c.claim): c for c in claims}
+    lines = []
+    for old in read_report_rows(previous, checks=True):
+        new = now.get((old.figure, old.claim))
+        if new is None:
+            change = "dropped or reworded"
+        elif _seed_count(old.measured) != (new.seeds or None):
+            change = f"re-budgeted: {new.seeds or 'no'} seeds now"
+        else:
+            continue
+        lines.append(f"| `{old.figure}` | {_cell(old.claim)} | {_cell(old.measured)} "
+                     f"| {old.verdict} | {change} |")
+    if not lines:
+        return ""
+    return "\n".join([CHANGED_HEADING, "", "| figure | claim then | measured then | verdict then "
+                      "| now |", "|---|---|---|---|---|", *lines])
+
+
+def _seed_count(measured: str) -> int | None:
+    """How many seeds a written measurement is over (None: one run)."""
+    found = re.search(r"(\d+) seeds", measured)
+    return int(found.group(1)) if found else None
 
 
 def compare_verdicts(reference: str, rerun: str, labels: tuple[str, str]) -> str:

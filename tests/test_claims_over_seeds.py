@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 
 from initlab.figures import FIGURES
-from initlab.figures.core import FigureInput
+from initlab.figures.core import FigureInput, over_seeds
 from initlab.figures.weight_standardization import STEM
-from initlab.report import Claim, mean_interval, report_markdown, t_quantile
+from initlab.intervals import (
+    bootstrap_interval,
+    exact_interval,
+    interval,
+    t_interval,
+    t_quantile,
+)
+from initlab.report import Claim, changed_since, report_markdown
 from initlab.runs import CONFIG_FILE, STATS_FILE, SUMMARY_FILE
 
 
@@ -24,13 +31,40 @@ def test_t_quantiles_match_the_printed_tables(p: float, df: int, printed: float)
     assert t_quantile(p, df) == pytest.approx(printed, abs=1e-3)
 
 
-def test_mean_interval_is_the_t_interval() -> None:
-    centre, low, high = mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+def test_t_interval_is_the_t_interval() -> None:
+    centre, low, high = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     half = 2.7764 * math.sqrt(2.5) / math.sqrt(5)  # t(0.975, 4) * s / sqrt(n)
     assert centre == 3.0
     assert (low, high) == pytest.approx((3.0 - half, 3.0 + half), abs=1e-3)
-    assert all(math.isnan(v) for v in mean_interval([1.0]))
-    assert all(math.isnan(v) for v in mean_interval([1.0, math.nan]))
+    assert all(math.isnan(v) for v in t_interval([1.0]))
+    assert all(math.isnan(v) for v in t_interval([1.0, math.nan]))
+
+
+@pytest.mark.parametrize(("k", "n", "low", "high"), [
+    # Clopper-Pearson bounds: beta quantiles, as printed in Clopper & Pearson's tables and
+    # reproduced by R's binom.test.
+    (5, 5, 0.4782, 1.0), (0, 5, 0.0, 0.5218), (4, 5, 0.2836, 0.9949), (20, 20, 0.8316, 1.0),
+    (10, 20, 0.2720, 0.7280)])
+def test_exact_interval_is_clopper_pearson(k: int, n: int, low: float, high: float) -> None:
+    p, lo, hi = exact_interval(k, n)
+    assert p == k / n
+    assert (lo, hi) == pytest.approx((low, high), abs=1e-4)
+    assert interval([1.0] * k + [0.0] * (n - k), "exact") == (p, lo, hi)
+    with pytest.raises(ValueError, match="yes/no"):
+        interval([0.5, 1.0], "exact")
+
+
+def test_bootstrap_interval_stays_in_the_support_and_is_reproducible() -> None:
+    """An error rate with one seed far out (the trainability cell of issue 30): the t interval
+    leaves [0, 1], the bootstrap one stays within the values' range, the same on every call."""
+    errors = [0.90, 0.05, 0.06, 0.05, 0.07]
+    assert t_interval(errors)[1] < 0.0
+    centre, low, high = bootstrap_interval(errors)
+    assert centre == pytest.approx(0.226)
+    assert min(errors) <= low < centre < high <= max(errors)
+    assert bootstrap_interval(errors) == (centre, low, high)
+    # One measurement repeated: no interval, the value itself.
+    assert bootstrap_interval([4.37] * 5) == (4.37, 4.37, 4.37)
 
 
 def test_an_interval_passes_fails_or_is_inconclusive() -> None:
@@ -52,6 +86,55 @@ def test_an_interval_passes_fails_or_is_inconclusive() -> None:
     # Any operator takes an interval: "in" PASSes when the whole interval is inside its range.
     assert Claim("f", "x", 0.1, "in", (0.0, 1.0), interval=(0.0, 0.2)).verdict == "PASS"
     assert Claim("f", "x", 0.9, "in", (0.0, 1.0), interval=(0.8, 1.2)).verdict == "INCONCLUSIVE"
+
+
+def seeds_of(values: list[float], **kw: object) -> Claim:
+    return over_seeds([Claim("f", "x", v, "<", 0.2, **kw) for v in values])  # type: ignore[arg-type]
+
+
+def test_a_seed_without_a_value_is_left_out_and_counted() -> None:
+    """The one rule for a diverged run in an "after training" row: measured on the seeds that
+    trained, saying how many did; never a silent drop, never a stand-in value."""
+    claim = seeds_of([0.39, math.nan, 0.35, 0.41, 0.38])
+    assert claim.seeds == 5 and claim.used == 4
+    assert claim.value == pytest.approx((0.39 + 0.35 + 0.41 + 0.38) / 4)
+    assert "4 of 5 seeds gave a value, 1 diverged or unrecorded" in claim.measured
+    assert "bootstrap" in claim.measured and claim.verdict == "FAIL"
+    one = seeds_of([math.nan, 0.1, math.nan])
+    assert one.value == 0.1 and one.verdict == "INCONCLUSIVE"
+    assert "too few for an interval" in one.measured
+    none = seeds_of([math.nan, math.nan])
+    assert none.verdict == "FAIL" and none.measured.startswith("n/a")
+
+
+def test_yes_no_outcomes_are_k_of_n_with_an_exact_interval() -> None:
+    claim = over_seeds([Claim("f", "reaches 5%", v, ">", 0.5, method="exact")
+                        for v in (1.0, 1.0, 0.0, 1.0, 1.0)])
+    assert claim.measured == "4 of 5 seeds (95% Clopper-Pearson CI 28% to 99%)"
+    assert claim.verdict == "INCONCLUSIVE"
+    twenty = over_seeds([Claim("f", "reaches 5%", 1.0, ">", 0.5, method="exact")] * 20)
+    assert twenty.verdict == "PASS"
+
+
+def test_one_measurement_repeated_has_no_interval() -> None:
+    claim = seeds_of([4.37] * 5)
+    assert claim.measured == "4.37 (the same on all 5 seeds: one measurement, no interval)"
+
+
+def test_the_next_report_lists_rows_dropped_or_rebudgeted() -> None:
+    previous = report_markdown([
+        Claim("f", "kept", 0.1, "<", 0.2, interval=(0.0, 0.15), seeds=5),
+        Claim("f", "dropped", 0.3, "<", 0.2, interval=(0.25, 0.35), seeds=5),
+        Claim("f", "more seeds", 0.1, "<", 0.2, interval=(0.05, 0.25), seeds=5)], "old", [])
+    now = [Claim("f", "kept", 0.1, "<", 0.2, interval=(0.0, 0.15), seeds=5),
+           Claim("f", "more seeds", 0.1, "<", 0.2, interval=(0.05, 0.15), seeds=20)]
+    listed = changed_since(previous, now)
+    assert "| `f` | dropped |" in listed and "| FAIL | dropped or reworded |" in listed
+    assert "| `f` | more seeds |" in listed and "re-budgeted: 20 seeds now" in listed
+    assert "| `f` | kept |" not in listed
+    assert changed_since(previous, [*now, Claim("f", "dropped", 0.3, "<", 0.2,
+                                                interval=(0.25, 0.35), seeds=5)]).count(
+        "| `f` |") == 1
 
 
 def fake_member(path: Path, norm: str, weight_norm: str, seed: int, error: float) -> Path:

@@ -137,9 +137,10 @@ def test_gradient_claims_compare_each_placement_with_its_prediction(tmp_path: Pa
     assert [c.source.kind for c in claims] == ["hypothesis", "hypothesis", "paper", "hypothesis"]
 
 
-def test_gradient_claims_are_a_mean_over_draws_with_a_t_interval(tmp_path: Path) -> None:
+def test_gradient_claims_are_a_mean_over_draws_with_an_interval(tmp_path: Path) -> None:
     """At init, each draw of the weights (seed) is one measurement: a claim is the mean over the
-    draws with its 95% t interval, which decides the verdict as for a trained claim."""
+    draws with its 95% bootstrap interval (a bounded deviation), which decides the verdict as
+    for a trained claim."""
     rates = {("batch", "post"): NORMALIZED_RELU_GRADIENT_RATE,
              ("layer", "post"): NORMALIZED_RELU_GRADIENT_RATE * 1.5,
              ("batch", "pre"): NORMALIZED_RELU_GRADIENT_RATE,
@@ -153,7 +154,7 @@ def test_gradient_claims_are_a_mean_over_draws_with_a_t_interval(tmp_path: Path)
     low, high = claims[3].interval
     assert claims[3].value == pytest.approx(0.10)
     assert low < 0.10 < high
-    assert "4 seeds, 95% t CI" in claims[3].measured
+    assert "4 seeds, 95% bootstrap CI" in claims[3].measured
     # One draw: a plain number, no interval.
     one = FIGURES["normalized-gradients"].claims(
         gradient_runs(tmp_path / "one", rates, {7: 1.0}))

@@ -204,6 +204,58 @@ def test_a_member_does_not_depend_on_its_company(tmp_path: Path, norm: str,
     assert (single / "stats.jsonl").read_bytes() == (grouped[0] / "stats.jsonl").read_bytes()
 
 
+# The figures' stacked shapes: width 100, batch 128, the depths and learning rules they train
+# (issue 30: a member in a group of 3 or 6 was reported to differ from itself alone at width
+# 100, depth 20, SGD). Every group size 1-8 at the reported shape; 3 and 6 at the others.
+COMPANY_SHAPES = ([(20, "sgd", k) for k in range(1, 9)]
+                  + [(depth, opt, k) for depth, opt in ((50, "sgd"), (20, "adam"), (10, "adam"))
+                     for k in (3, 6)])
+# Other initial scales a member's company has (the figures stack c sweeps and seed sweeps).
+COMPANY_CS = [1.7, 2.3, 1.5, 2.5, 1.0, 3.0, 1.2]
+
+
+def figure_shape(depth: int, optimizer: str, name: str) -> dict:
+    """A figure's network and batch, trained 4 steps (the records of steps 0, 2, 4 and the
+    epoch's end, probe included)."""
+    return {"name": name, "model": {"depth": depth, "width": 100}, "init": {"c": 2.0},
+            "data": {"train_subset": 4 * 128, "test_subset": 500},
+            "train": {"epochs": 1, "batch_size": 128, "optimizer": optimizer,
+                      "lr": 0.01 if optimizer == "sgd" else 1e-3},
+            "log": {"every": 2, "probe_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def alone_records(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, str], bytes]:
+    """stats.jsonl of c = 2 trained alone, per (depth, optimizer): trained once each."""
+    out = tmp_path_factory.mktemp("alone")
+    records = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for depth, optimizer in {(d, o) for d, o, _ in COMPANY_SHAPES}:
+        cfg = write_config(out / f"a{depth}{optimizer}.yaml",
+                           figure_shape(depth, optimizer, f"a{depth}{optimizer}"))
+        run = run_experiment(load_experiment(cfg), out / "runs")[0]
+        records[(depth, optimizer)] = (run.path / "stats.jsonl").read_bytes()
+    torch.set_num_threads(before)
+    return records
+
+
+@pytest.mark.parametrize(("depth", "optimizer", "k"), COMPANY_SHAPES)
+def test_a_member_is_itself_in_every_group_size_at_the_figures_shapes(
+        tmp_path: Path, alone_records: dict[tuple[int, str], bytes], depth: int,
+        optimizer: str, k: int) -> None:
+    """c = 2 in the middle of a group of k members of other c's ends with the very bits it
+    ends with alone (measured for k = 1-8 at depth 20 and 50, SGD and Adam: identical)."""
+    cs = COMPANY_CS[: k - 1]
+    cs.insert((k - 1) // 2, 2.0)
+    cfg = write_config(tmp_path / "g.yaml", with_sweep(figure_shape(depth, optimizer, "g"), "g",
+                                                      {"init.c": cs}))
+    runs = run_experiment(load_experiment(cfg), tmp_path / "runs")
+    member = runs[(k - 1) // 2]
+    assert initlab.load_run(member.path).config["init"]["c"] == 2.0
+    assert (member.path / "stats.jsonl").read_bytes() == alone_records[(depth, optimizer)]
+
+
 def test_same_seed_same_numbers_on_cpu(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "d.yaml", {**SMALL, "name": "d", "model": {"depth": 6,
                                                                              "width": 16,

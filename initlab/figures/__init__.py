@@ -40,8 +40,8 @@ from initlab.figures.core import (
     save_figure,
 )
 from initlab.progress import ProgressFactory, quiet_progress
-from initlab.report import Claim, write_report
-from initlab.runs import Run, load_run
+from initlab.report import Claim, changed_since, write_report
+from initlab.runs import Run, git_commit, load_run
 
 REPORT_FILE = "REPORT.md"
 SHIFTED_TITLE = " — seeds shifted by"  # in the title of a report written with --seed-offset
@@ -112,6 +112,7 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     figures = select(only)
     mode = Mode(quick, tuple(overrides), max_group, jobs, seed_offset)
     check_output(out, partial=quick or len(figures) < len(FIGURES), shifted=bool(seed_offset))
+    previous = previous_report(out / REPORT_FILE)  # read before anything replaces it
     cache = cache if cache is not None else DEFAULT_CACHE
     paths, trained, cached = ensure_runs(run_sets(figures, mode), cache, data_root, progress,
                                          log, max_group, jobs)
@@ -136,7 +137,9 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     report = out / REPORT_FILE
     notes = ["## What each figure shows", *summaries, "## Claims",
              *report_notes(figures, mode, cache)]
-    write_report(report, claims, title, notes, ["## Runs", runs_table(paths, known)])
+    changed = changed_since(previous, claims) if previous else ""
+    write_report(report, claims, title, notes,
+                 [*([changed] if changed else []), "## Runs", runs_table(paths, known)])
     return Result([f.name for f in figures], files, claims, report, title, trained, cached)
 
 
@@ -156,6 +159,14 @@ def check_output(out: Path, partial: bool, shifted: bool = False) -> None:
     if shifted and kind == "reference":
         raise UsageError(f"{report} is a full report on the reference seeds; a --seed-offset "
                          f"run would replace it with one on other seeds: give another --out")
+
+
+def previous_report(report: Path) -> str:
+    """The text of the full report on the reference seeds at ``report`` (the last full run's,
+    which the new report lists its changed rows against), "" when there is none."""
+    if report_kind(report) != "reference":
+        return ""
+    return report.read_text(encoding="utf-8", errors="replace")
 
 
 def report_kind(report: Path) -> str | None:
@@ -206,18 +217,28 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path) -> list[str
                  "W_i ~ N(0, c/n), MNIST pixels in [0, 1], batch 128. Every number is read from "
                  f"the run directories in `{cache}` (named by config hash); a FAIL is reported "
                  "as measured.")
+    commit = git_commit()
+    notes.append(f"Drawn by initlab at commit `{commit[:12] if commit else 'unknown'}` from "
+                 "the recipes in `initlab/figures/configs/` at that commit.")
     notes.append("Seeds: every claim that depends on training is measured on each seed's runs "
-                 "(a seed sets the weights' draw and the data order; 5 seeds, 8 for "
-                 "weight-standardization, trained as stacked members) and reported as the mean "
-                 "over the seeds with its 95% Student t interval. A row PASSes only when the "
-                 "whole interval is on the claim's side of its threshold, FAILs when it is "
-                 "wholly on the other side, and is INCONCLUSIVE otherwise: more seeds or a "
-                 "longer budget would decide it. A stacked member's numbers are bit for bit "
-                 "those of the same config trained alone, whatever its company (measured, and "
-                 "tested in tests/test_train.py), so a run cached by its config is what that "
-                 "config gives. Claims about every layer report their worst layer. "
-                 "normalized-gradients' claims at initialization are measured the same way on "
-                 "each of its 5 draws of the weights.")
+                 "(a seed sets the weights' draw and the data order; trained as stacked "
+                 "members) and summarized over the seeds with a 95% interval that fits the "
+                 "outcome (`initlab/intervals.py`): a yes/no outcome per seed as k of n with its "
+                 "exact Clopper-Pearson interval; a difference in percentage points as the mean "
+                 "with its Student t interval; every other number (error rates, ratios, spans: "
+                 "bounded or heavy-tailed) as the mean with its percentile bootstrap interval. "
+                 "Each row's measurement names its interval and its seeds; a number that is the "
+                 "same on every seed (one measurement repeated) gets no interval. A row PASSes "
+                 "only when the whole interval is on the claim's side of its threshold, FAILs "
+                 "when it is wholly on the other side, and is INCONCLUSIVE otherwise. A run that "
+                 "diverged has no \"after training\" number: such a row is measured on the "
+                 "seeds that trained and says how many gave a value; a row about whether "
+                 "training succeeds counts a diverged run as a failure. A stacked member's "
+                 "numbers are bit for bit those of the same config trained alone, for groups "
+                 "of 1 to 8 at the figures' shapes (tests/test_train.py), so a run cached by "
+                 "its config is what that config gives. normalized-gradients' claims at "
+                 "initialization are measured the same way on each of its 5 draws of the "
+                 "weights.")
     notes.append("Whose claim: *lecture* rows check a statement of Kolter & Chen's lectures "
                  "(quoted or paraphrased, with the part of the lecture); *paper* rows a "
                  "published result; *initlab's hypothesis* rows are our own expectations, with "

@@ -143,5 +143,6 @@ FIGURE = Figure(
         "In training mode a batch-normalized net's output for an image depends on its batch; in"
         " evaluation mode (running averages) it does not; batch statistics at test time can "
         "even improve accuracy in some cases (lecture)."),
+    rows=3,
     order=160,
 )

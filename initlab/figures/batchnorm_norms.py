@@ -33,5 +33,6 @@ FIGURE = Figure(
     (STEM,), plot, claims,
     headline=(
         "So does batch norm (lecture)."),
+    rows=1,
     order=70,
 )

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +26,10 @@ import numpy as np
 
 from initlab.config import Experiment, ModelConfig, RunConfig, load_experiment
 from initlab.data import TRAIN_IMAGES
+from initlab.intervals import interval
 from initlab.model import layer_widths
 from initlab.plot import layer_values, use_headless_backend
-from initlab.report import Claim, Source, mean_interval
+from initlab.report import Claim, Source
 from initlab.runs import FINISHED, Run, atomic_write_text, load_run
 from initlab.stats import LAYER_STATS
 from initlab.wording import how_it_ended
@@ -223,6 +224,10 @@ class Figure:
     order: int = 1000
     # Whether ``plot`` draws every seed itself; otherwise it is given the first seed's runs.
     plots_seeds: bool = False
+    # How many rows (claims and checks) ``claims`` gives: declared with the figure, so that
+    # the tests check a quick run's rows against it, not against the committed report (a
+    # figure whose rows change stays testable before the next full run redraws the report).
+    rows: int = 0
 
     def evaluate(self, inp: FigureInput) -> list[Claim]:
         """The figure's claims over its seeds: ``claims`` evaluated on each seed's runs alone,
@@ -239,12 +244,20 @@ class Figure:
 
 
 def over_seeds(rows: Sequence[Claim]) -> Claim:
-    """One claim measured on each seed: the first seed's claim with the mean over the seeds and
-    its 95% t interval."""
+    """One claim measured on each seed: the first seed's claim with the summary over the seeds
+    and its 95% interval by the claim's method (``initlab.intervals``). The rule for a seed
+    without a value (NaN: an "after training" number of a run that diverged, ``stat``): the
+    claim is measured on the seeds that gave one and says how many did; a claim that counts
+    divergence against itself gives a value for a diverged run instead (``outcome_error``,
+    ``reached``)."""
     first = rows[0]
-    centre, low, high = mean_interval([c.value for c in rows])
-    return Claim(first.figure, first.claim, centre, first.op, first.bound, first.unit,
-                 first.source, first.if_fails, (low, high), len(rows), first.check)
+    values = [c.value for c in rows]
+    kept = [v for v in values if not math.isnan(v)]
+    centre, low, high = interval(kept, first.interval_method) if kept else (math.nan,) * 3
+    if len(kept) == 1:  # one value: itself, with no interval
+        centre = kept[0]
+    return replace(first, value=centre, interval=(low, high), seeds=len(rows),
+                   used=len(kept))
 
 
 def seed_of(run: Run) -> int:
@@ -279,13 +292,22 @@ def layer_shapes(run: Run) -> list[tuple[int, int]]:
 
 def stat(run: Run | None, key: str, phase: str) -> np.ndarray:
     """A per-layer statistic at ``init`` or at the end, NaN where the run cannot give it (so a
-    claim on it FAILs with n/a rather than crashing the report)."""
+    claim on it FAILs with n/a rather than crashing the report). A diverged run has no value
+    after training: its last finite record is from before it diverged (often its init), not
+    a trained net's, so every phase but ``init`` is NaN for it (``over_seeds``' rule)."""
     if run is None:
         return np.full(1, np.nan)
+    if phase != "init" and not trained(run):
+        return np.full(depth_of(run), np.nan)
     try:
         return layer_values(run, key, phase)
     except (KeyError, IndexError):
         return np.full(depth_of(run), np.nan)
+
+
+def trained(run: Run) -> bool:
+    """Whether a run's numbers after training are a trained net's: it did not diverge."""
+    return run.status != "diverged"
 
 
 def span(values: np.ndarray) -> float:
@@ -325,7 +347,14 @@ def mean(values: Sequence[float]) -> float:
 def outcome_error(run: Run) -> float:
     """The final test error, a diverged run's counting as chance: it did not train, and a
     claim about how far training got must count it (as NaN it would void the claim)."""
-    return CHANCE_ERROR if run.status == "diverged" else run.final_test_error
+    return CHANCE_ERROR if not trained(run) else run.final_test_error
+
+
+def reached(run: Run, target: float = TARGET) -> float:
+    """A yes/no outcome (1 or 0) for an "exact" claim: whether the run reached ``target``
+    test error; a diverged run did not."""
+    error = outcome_error(run)
+    return float(not math.isnan(error) and error <= target)
 
 
 def status_mark(run: Run) -> str:

@@ -265,5 +265,6 @@ FIGURE = Figure(
         "Dropout lowers the test error of a net that overfits (Srivastava et al. 2014); with "
         "batch norm it is what works in practice (lecture); dropout is an unbiased stochastic "
         "approximation, E[mask/(1−p)] = 1 (lecture)."),
+    rows=8,
     order=140,
 )

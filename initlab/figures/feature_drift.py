@@ -128,5 +128,6 @@ FIGURE = Figure(
     headline=(
         "Batch norm keeps a unit's input distribution stable over training (Ioffe & Szegedy "
         "2015, figure 1; the same picture is in the Group Norm video, not the lecture)."),
+    rows=3,
     order=110,
 )

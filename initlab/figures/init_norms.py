@@ -194,5 +194,6 @@ FIGURE = Figure(
         "c = 2; with a linear activation N(0, 1/n) keeps the variance (lecture). Theory: mean "
         "field E‖Z_{l+1}‖² = (c/2)‖Z_l‖², and at finite width log‖Z_l‖ spreads (Hanin & Rolnick"
         " 2018)."),
+    rows=11,
     order=10,
 )

@@ -34,5 +34,6 @@ FIGURE = Figure(
     (STEM,), plot, claims,
     headline=(
         "Layer norm fixes the activation norms at every layer, whatever c (lecture)."),
+    rows=1,
     order=60,
 )

@@ -118,5 +118,6 @@ FIGURE = Figure(
     headline=(
         "Layer norm gives every example the same activation norm, erasing their relative scale;"
         " batch norm keeps it (lecture)."),
+    rows=4,
     order=80,
 )

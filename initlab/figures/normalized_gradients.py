@@ -121,7 +121,7 @@ def plot(inp: FigureInput) -> MplFigure:
 
 def claims(inp: FigureInput) -> list[Claim]:
     """Each claim measured on each draw of the weights (a seed) alone, then the mean over the
-    draws with its 95% t interval, as a trained claim over its seeds (``core.over_seeds``): these
+    draws with its 95% interval, as a trained claim over its seeds (``core.over_seeds``): these
     runs do not train, so ``Figure.evaluate`` does not see their seeds as an axis."""
     seeds = sorted({seed_of(r) for r in inp.runs(STEM)})
     per_seed = [draw_claims(inp, seed) for seed in seeds]
@@ -163,5 +163,6 @@ FIGURE = Figure(
         "Batch norm before the ReLU makes gradients explode at init by sqrt(π/(π−1)) ≈ 1.21 per"
         " layer (Yang et al. 2019); after the ReLU, and for layer norm, our hypotheses by the "
         "same argument."),
+    rows=4,
     order=90,
 )

@@ -215,5 +215,6 @@ FIGURE = Figure(
         ' add layer norm", because it erases the examples\' relative scale; batch norm keeps it '
         "(lecture). Which mechanism: tested by removing the gradient growth (layer norm before "
         "the ReLU; a 10-layer net)."),
+    rows=6,
     order=100,
 )

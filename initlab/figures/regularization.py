@@ -138,5 +138,6 @@ FIGURE = Figure(
     (STEM,), plot, claims, measure, recipe=recipe,
     headline=(
         "On the lecture's net, weight decay 1e-4 works slightly better than none (lecture)."),
+    rows=2,
     order=130,
 )

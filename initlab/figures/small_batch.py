@@ -165,5 +165,6 @@ FIGURE = Figure(
         "Batch norm degrades when each worker sees few examples; group and layer norm do not "
         "(Wu & He, 2018). At b = 2 an MLP's batch norm maps each feature's two values to ±1: "
         "far more extreme than Wu & He's conv nets, which normalize over N·H·W values."),
+    rows=3,
     order=170,
 )

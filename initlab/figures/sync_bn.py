@@ -140,5 +140,6 @@ FIGURE = Figure(
     (STEM,), plot, claims, recipe=recipe, plots_seeds=True,
     headline=(
         "Synchronizing batch statistics across workers fixes BN, at a communication cost."),
+    rows=4,
     order=180,
 )

@@ -164,5 +164,6 @@ FIGURE = Figure(
     headline=(
         "Far from c = 2 the deep net does not train, and the band of trainable c narrows with "
         "depth (lecture; mean field: (c/2)^((L−1)/2))."),
+    rows=4,
     order=20,
 )

@@ -93,5 +93,6 @@ FIGURE = Figure(
         "After training, the activation norms of the nets from c = 1.7, 2, 2.3 become quite "
         "similar (lecture 9); with layer or batch norm they agree across c (initlab's "
         "hypotheses)."),
+    rows=3,
     order=120,
 )

@@ -114,5 +114,6 @@ FIGURE = Figure(
         " n·Var(W_i) stays close to c/n at every layer; the weights differ between the three "
         "yet loss and generalization match: weight magnitude is a poor proxy for complexity "
         "(lecture)."),
+    rows=8,
     order=40,
 )

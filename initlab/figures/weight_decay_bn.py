@@ -165,5 +165,6 @@ FIGURE = Figure(
     headline=(
         "With batch norm, weight decay no longer limits capacity but raises the effective step "
         "(the closing slide; van Laarhoven 2017)."),
+    rows=3,
     order=150,
 )

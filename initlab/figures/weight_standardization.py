@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from initlab.figures.core import Figure, FigureInput, new_figure, setup_text
-from initlab.report import Claim, Source, mean_interval, paper
+from initlab.intervals import t_interval
+from initlab.report import Claim, Source, paper
 from initlab.runs import Run
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def plot(inp: FigureInput) -> MplFigure:
     for x, net in enumerate(NETS):
         errors = [100 * e for e in table.get(net, {}).values()]
         left.plot([x] * len(errors), errors, ".", color="tab:gray", alpha=0.6)
-        centre, low, high = mean_interval(errors)
+        centre, low, high = t_interval(errors)
         left.errorbar([x], [centre], yerr=[[centre - low], [high - centre]], fmt="o",
                       color="tab:blue", capsize=4)
     left.set_xticks(range(len(NETS)), [LABELS[n] for n in NETS])
@@ -94,7 +95,7 @@ def plot(inp: FigureInput) -> MplFigure:
     for x, nets in enumerate(pairs):
         diffs = [100 * d for d in paired(table, nets)]
         right.plot([x] * len(diffs), diffs, ".", color="tab:gray", alpha=0.6)
-        centre, low, high = mean_interval(diffs)
+        centre, low, high = t_interval(diffs)
         right.errorbar([x], [centre], yerr=[[centre - low], [high - centre]], fmt="o",
                        color="tab:red", capsize=4)
     right.axhline(0.0, color="black", lw=0.8)
@@ -139,5 +140,6 @@ FIGURE = Figure(
     headline=(
         "At a batch large enough for batch norm, group norm is slightly worse (Wu & He 2018; "
         "the Group Norm video), and weight standardization closes the gap (Qiao et al. 2019)."),
+    rows=3,
     order=175,
 )

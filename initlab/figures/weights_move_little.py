@@ -98,5 +98,6 @@ FIGURE = Figure(
     headline=(
         "Weights move little from their initialization (lecture 6), and SGD ends near its "
         "initialization: implicit regularization (lecture 9)."),
+    rows=6,
     order=50,
 )

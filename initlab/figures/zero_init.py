@@ -119,5 +119,6 @@ FIGURE = Figure(
     (STEM,), plot, claims, measure,
     headline=(
         "W = 0: every weight gradient is zero, only the output bias learns (lecture)."),
+    rows=4,
     order=30,
 )
