@@ -123,18 +123,24 @@ def test_batched_sweep_equals_separate_runs(tmp_path: Path, norm: str,
 def test_hand_written_backward_trains_like_autograd(tmp_path: Path, norm: str,
                                                    weight_norm: str) -> None:
     """The same run with ``train.backward: autograd``: the same records to float tolerance
-    (dropout on, so the masks must line up too). A normalized net is shallower: deep ones
-    amplify last-bit differences into different trajectories within a few dozen steps (as
-    batch norm does in the batched test above). Batch norm's running averages enter every
-    test error."""
+    (dropout on where the optimizer is SGD, so the masks must line up too). A normalized net
+    is shallower: deep ones amplify last-bit differences into different trajectories within a
+    few dozen steps (as batch norm does in the batched test above). Batch norm's running
+    averages enter every test error."""
     depth = 12 if norm == "none" and weight_norm == "none" else 4
     # groups: 2, 16 features each: group norm over 8 is ill-conditioned enough that SGD
     # turns autograd's rounding into another trajectory.
     optimizer, lr = learning_rule(norm)
+    # Dropout only under SGD: Adam scales each coordinate's step by its own gradient history,
+    # so the last-bit differences in the gradients that dropped units leave behind grow into
+    # lr-sized steps (rms, Adam 1e-4, Intel Xeon: records 5e-3 apart after 4 epochs with
+    # dropout 0.1, 2e-7 without; SGD 0.005 with dropout: 4e-7). The masks' alignment is
+    # checked by the SGD case.
+    dropout = 0.1 if optimizer == "sgd" else 0.0
     runs = []
     for backward in ("auto", "autograd"):
         cfg = {**SMALL, "name": backward,
-               "model": {**SMALL["model"], "dropout": 0.1, "norm": norm, "depth": depth,
+               "model": {**SMALL["model"], "dropout": dropout, "norm": norm, "depth": depth,
                          "groups": 2, "weight_norm": weight_norm},
                "train": {**SMALL["train"], "backward": backward, "optimizer": optimizer,
                          "lr": lr}}
