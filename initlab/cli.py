@@ -452,16 +452,16 @@ def diagnose(
     beside what theory expects, what to try and the source -- top finding first."""
     import json
 
-    from initlab.diagnosis import describe, diagnose_run, grouped
-    from initlab.runs import is_sweep_dir, load_runs
+    from initlab.diagnosis import describe, diagnose_members, grouped
+    from initlab.runs import is_sweep_dir
 
     dirs = [user_path(d, "RUN_DIR") for d in run_dirs or []] or [newest_run(Path("runs"),
                                                                           "diagnosing")]
     results = []
     for d in dirs:
-        runs = load_runs(d)  # type: ignore[arg-type]
-        results.append((d, is_sweep_dir(d) or len(runs) > 1,  # type: ignore[arg-type]
-                        {str(r.path): diagnose_run(r) for r in runs}))
+        members = diagnose_members(d)  # type: ignore[arg-type]  # a damaged one: one finding
+        results.append((d, is_sweep_dir(d) or len(members) > 1,  # type: ignore[arg-type]
+                        members))
     if as_json:
         print(json.dumps([{"run": path, "findings": [f.as_dict() for f in findings]}
                           for _, _, members in results for path, findings in members.items()],

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from initlab.runs import Run, load_runs
+from initlab.errors import UsageError
+from initlab.runs import Run, load_run, load_runs
 
 SEVERITIES = ("ok", "info", "warning", "error")  # ascending
 
@@ -89,12 +90,40 @@ OVERFIT_RATIO = 2.0
 # constant layer of 16k entries at ~1e-5 of E[w²] (measured), far below the threshold.
 EQUAL_ENTRIES = 1e-3
 MNIST_TEST_IMAGES = 10_000
+# Inputs a decade above unit scale: a first layer initialized for inputs of order 1 (Kaiming,
+# PyTorch's default: Var(W) ~ 1/n) then gives outputs 10x too large, and its gradient is 10x
+# too large as well (∇W = δ x^T): the first layer's effective step is 10x the rest's. Pixels
+# in [0, 1] have RMS ~0.3-0.5, standardized inputs 1, pixels 0-255 ~80-100.
+INPUT_RMS_LIMIT = 10.0
+# Probabilities: every output in [0, 1] and each row summing to 1 within float32's rounding
+# over a few classes (1e-3 is generous). Cross-entropy applies log-softmax itself, so on
+# probabilities p in [0, 1] its loss cannot go below log(1 + (C − 1)/e) (the true class at
+# p = 1, the others at 0): 1.46 on 10 classes, where real logits reach 0.
+PROBABILITY_SUM_TOLERANCE = 1e-3
+# Half of a layer's bounded units saturated (|tanh| > 0.99, sigmoid within 0.01 of 0 or 1:
+# a slope under 2% of its largest): as with dead ReLUs, the layer computes with half its width,
+# and the gradient through the saturated half is ~50x smaller.
+SATURATED_LIMIT = 0.5
+# float32 keeps 24 bits of a number: an update smaller than 2^-24 of a weight rounds to
+# nothing. A layer whose relative gradient ‖∇W‖/‖W‖ is a million times below the largest
+# layer's (a learning rate that moves the largest by ~1e-2 moves it by ~1e-8) is below that
+# resolution: its weights stay put for lack of gradient, not because the optimizer skips them.
+FLOAT32_RESOLUTION = 2.0 ** -24
+PRECISION_GAP = 1e-6
+# Accumulating gradients: at the first backward pass after an optimizer step, .grad should be
+# zero or None (optimizer.zero_grad()); in a run that forgot it, it holds every gradient so far,
+# which is then stepped with again. A carried-over gradient of a tenth of a fresh one at most
+# captures (watch measures exactly 0 after zero_grad) is no rounding: the step adds old
+# gradients.
+CARRIED_FRACTION = 0.1
 # Learned means at least twice chance's accuracy on the test set (on 10 classes: under 80%
 # error), whatever the training loss did.
 CHANCE_MULTIPLE = 2.0
 
 NORM_TYPES = ("LayerNorm", "BatchNorm", "GroupNorm", "RMSNorm", "InstanceNorm", "SyncBatchNorm",
               "LocalResponseNorm")
+# Layers whose output a normalization takes per batch of examples.
+BATCHNORM_TYPES = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm")
 
 LECTURE_INIT = ("the lecture, part \"Initialization\" (figures init-norms, trainability); "
                 "He et al. 2015")
@@ -146,6 +175,14 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def _number(x: Any) -> float:
+    """A number from a run's config or summary (data, not code: anything may be there), NaN
+    when it is not one."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return math.nan
+    return float(x)
+
+
 def _fmt(x: float) -> str:
     """A number as a student reads it: 3 significant digits, scientific when tiny or huge."""
     if x == 0 or not math.isfinite(x):
@@ -168,14 +205,32 @@ class Facts:
         self.dropout = float(model.get("dropout") or 0.0) if self.kind == "mlp" else 0.0
         self.train = run.config.get("train") or {}
         self.data = run.config.get("data") or {}
-        self.watch_layers: list[dict[str, Any]] = (run.config.get("watch") or {}).get("layers",
-                                                                                      [])
+        watch = run.config.get("watch") if isinstance(run.config.get("watch"), dict) else {}
+        self.watch: dict[str, Any] = watch
+        self.watch_layers: list[dict[str, Any]] = watch.get("layers", [])
+        summary_watch = run.summary.get("watch")
+        self.summary_watch: dict[str, Any] = summary_watch if isinstance(summary_watch,
+                                                                         dict) else {}
 
     # Records
     @cached_property
     def first(self) -> int:
-        """The record of the network at its initialization (MLP: ``init``; watch: step 1)."""
-        return self.run.at("init") if "init" in self.run.phase else 0
+        """The record of the network at its initialization (MLP: ``init``; watch: step 1, the
+        first record with per-layer statistics: an evaluation at step 0 has none)."""
+        if "init" in self.run.phase:
+            return self.run.at("init")
+        for r in range(len(self.run.records)):
+            if any(np.isfinite(v[r]).any() for v in self.run.layers.values()):
+                return r
+        return 0
+
+    @cached_property
+    def partial(self) -> bool:
+        """Only the initialization was recorded: nothing about training can be said."""
+        later = [r for r in range(self.first + 1, len(self.run.records))
+                 if any(np.isfinite(v[r]).any() for v in self.run.layers.values())
+                 or np.isfinite(self.run.loss[r])]
+        return not later and self.steps <= 1
 
     @cached_property
     def train_rows(self) -> np.ndarray:
@@ -200,6 +255,56 @@ class Facts:
     def weight_layers(self) -> list[int]:
         """Layers with a weight matrix that init and the optimizer shape (not a norm's gain)."""
         return [i for i in range(self.depth) if not self.is_norm_layer(i)]
+
+    def scale_invariant(self, i: int) -> bool:
+        """A weight layer whose output a normalization takes next (directly, or after a ReLU,
+        which scales with its input): the net computes the same for W and 2W, so only W's
+        direction matters (the lecture, part "Normalization"; van Laarhoven 2017)."""
+        if self.is_norm_layer(i):
+            return False
+        if self.kind == "mlp":
+            return self.normalized and i < self.depth - 1
+        return i + 1 < self.depth and self.is_norm_layer(i + 1)
+
+    def moved(self, key: str, r: int, i: int) -> float:
+        """How far layer i's weights moved (``weight_rel_change``, from W(0)) at record r, as it
+        matters for the layer: for a scale-invariant layer, the change of its direction,
+        ‖W/‖W‖ − W(0)/‖W(0)‖‖, from the recorded norms; a norm layer's gain is not counted."""
+        value = float(self.run.layers[key][r, i])
+        if self.is_norm_layer(i):
+            return math.nan
+        if not self.scale_invariant(i) or key != "weight_rel_change" or \
+                not self.has("weight_norm"):
+            return value
+        now, start = (float(self.run.layers["weight_norm"][r, i]),
+                      float(self.run.layers["weight_norm"][self.first, i]))
+        if not (now > 0 and start > 0 and math.isfinite(value)):
+            return value
+        cos = (now**2 + start**2 - (value * start) ** 2) / (2 * now * start)
+        return math.sqrt(max(0.0, 2.0 - 2.0 * min(1.0, cos)))
+
+    @cached_property
+    def lr(self) -> float | None:
+        """The learning rate: the MLP's config, or the first optimizer a watch saw."""
+        if self.kind == "mlp":
+            value = _number(self.train.get("lr"))
+        else:
+            optimizers = self.watch.get("optimizers")
+            first = optimizers[0] if isinstance(optimizers, list) and optimizers else {}
+            value = _number(first.get("lr")) if isinstance(first, dict) else math.nan
+        return value if math.isfinite(value) and value > 0 else None
+
+    def optimized(self, i: int) -> bool | None:
+        """Whether an optimizer held layer i's weight at the first step (watch), None: unknown."""
+        if self.kind != "watch" or i >= len(self.watch_layers):
+            return None
+        held = self.watch_layers[i].get("optimized")
+        return held if isinstance(held, bool) else None
+
+    def watch_numbers(self, key: str) -> dict[str, float]:
+        """A ``{name: number}`` section of config.yaml's watch section (inputs, outputs)."""
+        section = self.watch.get(key)
+        return {k: _number(v) for k, v in section.items()} if isinstance(section, dict) else {}
 
     @cached_property
     def normalized(self) -> bool:
@@ -240,11 +345,17 @@ class Facts:
 
     @cached_property
     def classes(self) -> int | None:
-        """Outputs of the last layer: the classes of a classifier (MNIST: 10)."""
+        """Outputs of the last layer: the classes of a classifier (MNIST: 10); None for fewer
+        than two (a regression, or a one-logit binary classifier), which have no chance rule
+        here."""
         if self.kind == "mlp":
             return 10
         shape = self.shape_of(self.depth - 1)
-        return shape[0] if shape and self.layer_type(self.depth - 1) == "Linear" else None
+        outputs = shape[0] if shape and self.layer_type(self.depth - 1) == "Linear" else None
+        columns = self.watch_numbers("outputs").get("columns", math.nan)
+        if math.isfinite(columns) and outputs != int(columns):
+            outputs = None  # the last watched layer is not what the model returns
+        return outputs if outputs is not None and outputs >= 2 else None
 
     @cached_property
     def loss_start(self) -> float:
@@ -287,12 +398,17 @@ class Facts:
                                                      if len(self.run.step) else 0))
 
     def severity(self) -> str:
-        """A cause's severity: an error when the run failed, else a warning."""
-        return "error" if self.failed else "warning"
+        """A cause's severity: an error when the run failed, else a warning (also when only the
+        initialization was recorded: whether it fails is not known yet)."""
+        return "error" if self.failed and not self.partial else "warning"
 
     def outcome_text(self) -> str:
         if self.diverged:
             return f"the run diverged at step {self.run.summary.get('diverged_step')}"
+        if self.partial:
+            return "only the initialization was recorded"
+        if not len(self.losses):
+            return f"no loss was recorded ({self.steps} steps)"
         return (f"the loss went from {self.loss_start:.3f} to {self.loss_end:.3f} in "
                 f"{self.steps} steps")
 
@@ -355,49 +471,77 @@ def symmetric_init(f: Facts) -> Finding | None:
 
 def no_gradient(f: Facts) -> Finding | None:
     """Layers that get no gradient (frozen, detached) or whose weights the optimizer never
-    changes, while the others do."""
-    if not f.has("grad_norm") or len(f.run.records) < 2:
+    changes, while the others do. A layer whose gradient is there but so small that its update
+    rounds to nothing in float32 is not one of them (vanishing gradients or a learning rate too
+    low: ``gradient_scale``, ``learning_rate_low``)."""
+    if not f.has("grad_norm") or len(f.run.records) < 2 or f.partial:
         return None
     grads = f.run.layers["grad_norm"]
-    after = np.arange(len(f.run.records))
     weights = f.run.layers.get("weight_norm")
     alive = [i for i in f.weight_layers
              if weights is None or np.isfinite(weights[:, i]).any()]
-    none = [i for i in alive if not (np.nan_to_num(grads[after, i]) > 0).any()]
+    none = [i for i in alive if not (np.nan_to_num(grads[:, i]) > 0).any()]
     moving = [i for i in alive if i not in none]
     if not moving:
         return None  # nothing learns: a cause upstream (symmetric-init) or the whole model
     unmoved: list[int] = []
     if f.has("weight_rel_change"):
         change = f.run.layers["weight_rel_change"][-1]
-        # A step the optimizer did take (update_ratio > 0) that left W unchanged was below
-        # float32's resolution of W (a relative 2^-24): too small, not skipped. At c = 1 the
-        # deep layers' activations, and so their updates, vanish like that; the activations
-        # detector names that cause.
         stepped = f.run.layers.get("update_ratio")
-        unmoved = [i for i in moving if change[i] == 0 and f.steps > 1
-                   and (stepped is None or not (np.nan_to_num(stepped[:, i]) > 0).any())]
+        start = weights[f.first] if weights is not None else np.ones(f.depth)
+        biggest = np.nanmax(np.where(np.isfinite(grads), grads, -np.inf), axis=0)
+        relative = np.where(start > 0, biggest / np.where(start > 0, start, 1.0), biggest)
+        largest = float(np.nanmax(relative[moving])) if moving else math.nan
+        for i in moving:
+            if change[i] != 0 or f.steps <= 1:
+                continue
+            if stepped is not None and (np.nan_to_num(stepped[:, i]) > 0).any():
+                continue
+            # A gradient a million times below the largest: its update is below float32's
+            # resolution of W, not skipped.
+            if math.isfinite(largest) and relative[i] < PRECISION_GAP * largest:
+                continue
+            unmoved.append(i)
     stuck = none + [i for i in unmoved if i not in none]
     if not stuck:
         return None
     i = stuck[0]
     last = len(f.run.records) - 1
-    if none:
-        evidence = (f"{f.layer_range(none)}: ‖∇W‖ is 0 or missing in all "
-                    f"{len(f.run.records)} records (layer {f.names[moving[0]]}: "
-                    f"{_fmt(float(np.nanmax(grads[:, moving[0]])))} at most).")
-        stat, value = "grad_norm", grads[last, i]
-    else:
-        evidence = (f"{f.layer_range(unmoved)}: a gradient, but ‖W − W(0)‖/‖W(0)‖ = 0 after "
-                    f"{f.steps} steps: the optimizer does not update them.")
-        stat, value = "weight_rel_change", f.run.layers["weight_rel_change"][last, i]
+    skipped = [j for j in stuck if f.optimized(j) is False]
+    missing = [j for j in none if j not in skipped and not np.isfinite(grads[:, j]).any()]
+    zero = [j for j in none if j not in skipped and j not in missing]
+    parts = []
+    if skipped:
+        parts.append(f"{f.layer_range(skipped)}: the optimizer does not hold these weights "
+                     "(they were not among the parameters given to it)")
+    if missing:
+        parts.append(f"{f.layer_range(missing)}: no gradient (null) in all "
+                     f"{len(f.run.records)} records: cut off from the loss (.detach(), "
+                     "requires_grad=False, torch.no_grad()) or left out of the optimizer")
+    if zero:
+        parts.append(f"{f.layer_range(zero)}: ‖∇W‖ is exactly 0 in all {len(f.run.records)} "
+                     "records: no path from the loss (a detached graph), or a gradient "
+                     "vanished entirely (every unit dead or saturated before it)")
+    rest = [j for j in unmoved if j not in skipped]
+    if rest:
+        parts.append(f"{f.layer_range(rest)}: a gradient of normal size, but ‖W − W(0)‖/‖W(0)‖ "
+                     f"= 0 after {f.steps} steps: the optimizer does not update them (not given "
+                     "to it, or a learning rate of 0 in its parameter group)")
+    evidence = "; ".join(parts) + (f" (layer {f.names[moving[0]]}: ‖∇W‖ up to "
+                                   f"{_fmt(float(np.nanmax(grads[:, moving[0]])))})")
+    stat, value = ("grad_norm", grads[last, i]) if i in none else \
+        ("weight_rel_change", f.run.layers["weight_rel_change"][last, i])
+    advice = ("give the optimizer every parameter: optimizer(model.parameters(), ...)"
+              if skipped and not (missing or zero or rest) else
+              "look for requires_grad=False, .detach() or torch.no_grad() in the forward pass, "
+              "and check that the optimizer was given model.parameters(); freeze layers only on "
+              "purpose")
     return Finding(
         "no-gradient", "error" if f.failed else "warning",
         "some layers never learn: no gradient reaches them, or the optimizer skips them",
-        evidence + f" {f.outcome_text().capitalize()}.",
+        evidence + f". {f.outcome_text().capitalize()}.",
         "every trainable layer gets a nonzero gradient at every step and moves",
-        "look for requires_grad=False, .detach() or torch.no_grad() in the forward pass, and "
-        "check that optimizer(...) was given model.parameters(); freeze layers only on purpose",
+        advice,
         "the backward pass: a layer learns only through ∂ℓ/∂W_i (the lecture, part "
         "\"Automatic differentiation\")",
         statistic=stat, phase=str(f.run.phase[last]), step=int(f.run.step[last]),
@@ -459,6 +603,200 @@ def activation_scale(f: Facts) -> Finding | None:
         layer=f.names[last], value=float(act[last]), layers=[f.names[i] for i in used])
 
 
+def unnormalized_inputs(f: Facts) -> Finding | None:
+    """Inputs far from unit scale (0-255 pixels): the first layer's outputs and gradient are
+    as much too large (watched runs: the first forward pass's input)."""
+    rms = f.watch_numbers("inputs").get("rms", math.nan)
+    if not math.isfinite(rms) or rms <= INPUT_RMS_LIMIT or (f.depth and f.is_norm_layer(0)):
+        return None
+    numbers = f.watch_numbers("inputs")
+    return Finding(
+        "unnormalized-inputs", f.severity(), "the inputs are not normalized",
+        f"the model's input in the first forward pass has RMS {_fmt(rms)} (mean "
+        f"{_fmt(numbers.get('mean', math.nan))}, range {_fmt(numbers.get('min', math.nan))} to "
+        f"{_fmt(numbers.get('max', math.nan))}); {f.outcome_text()}.",
+        f"inputs of order 1 (standardized: RMS 1; pixels in [0, 1]: ~0.3-0.5), for which the "
+        f"init's Var(W) ~ 1/n is made; above {INPUT_RMS_LIMIT:g} the first layer's outputs and "
+        "its gradient are that many times too large, and a learning rate that suits the other "
+        "layers is too large for it",
+        "scale the inputs: divide pixels by 255 (torchvision's ToTensor does), then subtract "
+        "the mean and divide by the standard deviation (Normalize)",
+        "LeCun, Bottou, Orr & Müller, \"Efficient BackProp\" (1998), section 4.3: normalize the "
+        "inputs; the lecture, part \"Initialization\" (Var(W) = c/n assumes inputs of unit "
+        "scale)")
+
+
+def probability_outputs(f: Facts) -> Finding | None:
+    """A model that returns probabilities (a softmax at its end) trained with a loss that
+    applies log-softmax itself: its loss cannot fall below log(1 + (C − 1)/e)."""
+    out = f.watch_numbers("outputs")
+    columns = out.get("columns", math.nan)
+    if not (math.isfinite(columns) and columns >= 2 and out.get("min", -1) >= 0
+            and out.get("max", 2) <= 1
+            and abs(out.get("row_sum_min", 0) - 1) <= PROBABILITY_SUM_TOLERANCE
+            and abs(out.get("row_sum_max", 0) - 1) <= PROBABILITY_SUM_TOLERANCE):
+        return None
+    classes = int(columns)
+    floor = math.log(1 + (classes - 1) / math.e)
+    lowest = float(np.min(f.losses)) if len(f.losses) else math.nan
+    if math.isfinite(lowest) and lowest < floor * 0.99:
+        return None  # the loss went below the floor: it is not cross-entropy over these outputs
+    seen = (f"; the lowest loss recorded is {_fmt(lowest)}" if math.isfinite(lowest) else "")
+    return Finding(
+        "probability-outputs", f.severity(), "the model's outputs are already probabilities",
+        f"every output of the first forward pass lies in [{_fmt(out.get('min', math.nan))}, "
+        f"{_fmt(out.get('max', math.nan))}] and each row of {classes} sums to 1{seen}; "
+        f"{f.outcome_text()}.",
+        f"logits (any real numbers) for cross_entropy, which applies log-softmax itself: on "
+        f"probabilities its loss cannot go below log(1 + (C − 1)/e) = {_fmt(floor)} for C = "
+        f"{classes}, and its gradient is squeezed by the softmax's slope twice",
+        "remove the softmax at the model's end (nn.CrossEntropyLoss / F.cross_entropy take "
+        "logits), or end with log_softmax and use nll_loss; take softmax only to read "
+        "probabilities out",
+        "PyTorch's CrossEntropyLoss documentation (\"the input is expected to contain the "
+        "unnormalized logits\")",
+        statistic="loss", value=lowest if math.isfinite(lowest) else None,
+        phase=str(f.run.phase[int(np.nanargmin(f.run.loss))]) if math.isfinite(lowest) else None,
+        step=int(f.run.step[int(np.nanargmin(f.run.loss))]) if math.isfinite(lowest) else None)
+
+
+def saturation(f: Facts) -> Finding | None:
+    """Bounded units (tanh, sigmoid) pinned at their limits, where their slope is ~0."""
+    if not f.has("saturated_fraction"):
+        return None
+    sat = f.run.layers["saturated_fraction"]
+    last = len(f.run.records) - 1
+    rows = [(f.first, "at initialization"), (last, f"at step {f.run.step[last]}")]
+    worst = max(rows, key=lambda rw: float(np.nanmean(sat[rw[0]]))
+                if np.isfinite(sat[rw[0]]).any() else -1.0)
+    r, when = worst
+    if not np.isfinite(sat[r]).any() or float(np.nanmean(sat[r])) < SATURATED_LIMIT:
+        return None
+    mean = float(np.nanmean(sat[r]))
+    i = int(np.nanargmax(sat[r]))
+    name = f.names[i] if f.kind == "watch" else str(i + 1)
+    act = f.activation or ", ".join(k for k in ("Tanh", "Sigmoid", "Hardtanh", "Softsign",
+                                                "Hardsigmoid") if k in (f.watch.get("modules")
+                                                                        or {}))
+    return Finding(
+        "saturation", f.severity(), "the units saturate: tanh/sigmoid outputs pinned at their "
+                                    "limits",
+        f"{100 * mean:.0f}% of the bounded ({act or 'tanh/sigmoid'}) units' outputs are within "
+        f"1% of their limits {when} (layer {name}: {100 * float(sat[r, i]):.0f}%); "
+        f"{f.outcome_text()}.",
+        f"under {100 * SATURATED_LIMIT:.0f}%: a saturated unit's slope is under 2% of its "
+        "largest, so almost no gradient passes it, and a larger learning rate does not help",
+        "a smaller init (Xavier: W ~ N(0, 1/n) for tanh), normalized inputs, or normalization "
+        "before the activation (model.norm_position=pre); ReLU-like activations do not "
+        "saturate",
+        "Glorot & Bengio, \"Understanding the difficulty of training deep feedforward neural "
+        "networks\", AISTATS 2010 (saturation of sigmoid and tanh units)",
+        statistic="saturated_fraction", phase=str(f.run.phase[r]), step=int(f.run.step[r]),
+        layer=name, value=float(sat[r, i]))
+
+
+def gradient_profile(f: Facts) -> tuple[list[int], np.ndarray] | None:
+    """The relative gradient ‖∇W_i‖/‖W_i‖ at initialization of the layers where the depth
+    alone should not change it: the chains of one type and shape (several layers), else every
+    weight layer but embeddings; (layers, values), only layers with a gradient."""
+    if not f.has("grad_norm") or not f.has("weight_norm"):
+        return None
+    grad = f.row("grad_norm", f.first)
+    norm = f.row("weight_norm", f.first)
+    chains = [c for c in f.chains() if len(c) >= 3]
+    layers = [i for c in chains for i in c] if chains else \
+        [i for i in f.weight_layers if "Embedding" not in f.layer_type(i)]
+    layers = [i for i in layers if math.isfinite(grad[i]) and grad[i] > 0 and norm[i] > 0]
+    if len(layers) < 3:
+        return None
+    return layers, grad[layers] / norm[layers]
+
+
+def gradient_scale(f: Facts) -> Finding | None:
+    """Gradients that vanish (or explode) towards the input in a net without normalization,
+    read from the gradient profile at initialization (not the activations: sigmoid nets keep
+    their activations and lose their gradients)."""
+    if f.normalized:
+        return None  # normalized_gradients judges those against sqrt(π/(π−1))
+    profile = gradient_profile(f)
+    if profile is None:
+        return None
+    layers, relative = profile
+    third = max(1, len(layers) // 3)
+    early, late = float(np.median(relative[:third])), float(np.median(relative[-third:]))
+    span = early / late
+    if 1 / GRADIENT_SPAN_BAND <= span <= GRADIENT_SPAN_BAND:
+        return None
+    vanish = span < 1
+    i = layers[int(np.argmin(relative) if vanish else np.argmax(relative))]
+    grads = f.row("grad_norm", f.first)
+    # The updates of these layers: rounded to nothing in float32?
+    rounded: list[int] = []
+    if vanish and f.has("update_ratio") and len(f.train_rows):
+        stepped = f.run.layers["update_ratio"][f.train_rows]
+        rounded = [j for j in layers if np.isfinite(stepped[:, j]).any()
+                   and not (np.nan_to_num(stepped[:, j]) > 0).any()]
+    # Layers before the profile with no gradient at all: vanished entirely, or cut off.
+    cut = [j for j in f.weight_layers if j < layers[0] and not (
+        np.nan_to_num(f.run.layers["grad_norm"][:, j]) > 0).any()]
+    text = (f"at initialization ‖∇W‖/‖W‖ is {_fmt(early)} in the first layers and "
+            f"{_fmt(late)} in the last ({f.layer_range(layers)}): {_fmt(span)}x from the "
+            f"output to the input; layer {f.names[i]}: ‖∇W‖ = {_fmt(float(grads[i]))}")
+    if rounded:
+        text += (f"; the updates of {f.layer_range(rounded)} round to nothing in float32 "
+                 f"(‖ΔW‖/‖W‖ = 0: below 2^-24 of the weights)")
+    if cut:
+        text += (f"; {f.layer_range(cut)} get no gradient at all: vanished entirely, or a "
+                 f"detached graph (.detach(), requires_grad=False) -- a detached layer's "
+                 f"gradient is missing (null), a vanished one's shrinks towards it")
+    word = "vanish" if vanish else "explode"
+    return Finding(
+        "vanishing-gradients" if vanish else "exploding-gradients", f.severity(),
+        f"the gradients {word} towards the input",
+        f"{text}. {f.outcome_text().capitalize()}.",
+        f"‖∇W_i‖/‖W_i‖ within {GRADIENT_SPAN_BAND:.0f}x across the depth: further apart, one "
+        "learning rate moves the first layers " + ("not at all" if vanish else "too far") +
+        " while it suits the last (sigmoid's slope is at most 1/4, so each sigmoid layer "
+        "shrinks the gradient; saturated tanh units do the same)",
+        "ReLU (or GELU) instead of sigmoid/tanh in deep stacks, an init that keeps the "
+        "gradient's scale (Kaiming for ReLU, Xavier for tanh), residual connections or "
+        "normalization; Adam scales each layer's step by its own gradient" +
+        ("; gradient clipping for exploding ones" if not vanish else ""),
+        "Hochreiter 1991, Bengio, Simard & Frasconi 1994 (vanishing gradients); Glorot & "
+        "Bengio 2010; the lecture, part \"Initialization\"",
+        statistic="grad_norm", phase=str(f.run.phase[f.first]), step=int(f.run.step[f.first]),
+        layer=f.names[i], value=float(grads[i]), layers=[f.names[j] for j in layers])
+
+
+def accumulating_gradients(f: Facts) -> Finding | None:
+    """optimizer.zero_grad() forgotten: each step adds the new gradient to all the old ones
+    (watch measures what .grad still holds at the first backward after a step)."""
+    entries = f.summary_watch.get("carried_gradients")
+    if not isinstance(entries, list):
+        return None
+    pairs = [(int(e[0]), _number(e[1]), _number(e[2])) for e in entries
+             if isinstance(e, list) and len(e) == 3 and isinstance(e[0], int)]
+    pairs = [(step, c, n) for step, c, n in pairs if math.isfinite(c) and math.isfinite(n)]
+    carried = [(step, c, n) for step, c, n in pairs if c > CARRIED_FRACTION * n and c > 0]
+    if len(pairs) < 2 or len(carried) * 2 < len(pairs):
+        return None
+    step, c, n = carried[-1]
+    return Finding(
+        "accumulating-gradients", f.severity(),
+        "the gradients accumulate: optimizer.zero_grad() is not called",
+        f"at {len(carried)} of {len(pairs)} captured steps .grad still held a gradient when "
+        f"the next backward pass began: at step {step}, ‖carried‖ = {_fmt(c)} against "
+        f"‖new‖ = {_fmt(n)}; {f.outcome_text()}.",
+        ".grad zero (or None) at the first backward after each optimizer step: the step "
+        "should use this batch's gradient, not the sum of all so far",
+        "call optimizer.zero_grad() (or model.zero_grad()) once per step, before "
+        "loss.backward(); accumulate over micro-batches on purpose only, zeroing after the "
+        "optimizer's step",
+        "PyTorch's autograd documentation: backward() accumulates into .grad",
+        statistic=None, step=step, value=c)
+
+
+
 def normalized_gradients(f: Facts) -> Finding | None:
     """Gradients that grow towards the input under normalization, against sqrt(pi/(pi-1))."""
     if not f.normalized or not f.has("grad_norm"):
@@ -506,8 +844,37 @@ def dropout_ratio(p: float, layers: int) -> float:
     return (1.0 - p) ** (-layers) - 1.0
 
 
+def watched_dropout(f: Facts) -> tuple[list[float], float]:
+    """A watched model's dropout rates and their noise/signal: in a stack, each layer's
+    multiplies the second moment by 1/(1 − p), so they compound; in a model with attention
+    (residual branches, each adding its own noise to one stream) they add: Σ p/(1 − p)."""
+    given = f.watch.get("dropout")
+    rates = [r for r in (_number(p) for p in given) if 0 < r < 1] \
+        if isinstance(given, list) else []
+    if not rates:
+        return [], 0.0
+    if any("MultiheadAttention" in f.layer_type(i) for i in range(f.depth)):
+        return rates, sum(r / (1 - r) for r in rates)
+    return rates, math.prod(1 / (1 - r) for r in rates) - 1.0
+
+
 def dropout_noise(f: Facts) -> Finding | None:
     """Dropout after every one of many layers: the noise it adds outgrows the signal."""
+    if f.kind == "watch":
+        rates, noise_to_signal = watched_dropout(f)
+        if noise_to_signal <= 1.0:
+            return None
+        shown = ", ".join(f"{r:g}" for r in rates[:6]) + (", ..." if len(rates) > 6 else "")
+        return Finding(
+            "dropout-noise", f.severity(), "dropout noise drowns the signal",
+            f"{len(rates)} dropout module{'s' if len(rates) > 1 else ''} (p = {shown}): "
+            f"noise/signal ≈ {_fmt(noise_to_signal)} in training; {f.outcome_text()}.",
+            "each dropout layer multiplies the second moment by 1/(1−p), the excess being "
+            "noise: noise/signal ≈ Π 1/(1−p) − 1 through a stack (Σ p/(1−p) over residual "
+            "branches); above 1 the noise is the stronger, and training steps follow it",
+            "a smaller p (0.1-0.5), dropout in fewer layers, or none until the net overfits",
+            "the lecture, part \"Regularization\" (figures regularization, dropout); "
+            "Srivastava et al. 2014")
     if f.dropout <= 0 or f.depth < 3:
         return None
     layers = f.depth - 1  # one dropout after each hidden layer
@@ -544,9 +911,17 @@ def dropout_noise(f: Facts) -> Finding | None:
 
 def small_batchnorm(f: Facts) -> Finding | None:
     """Batch norm whose statistics come from too few examples."""
-    if f.norm not in ("batch", "syncbatch"):
+    if f.kind == "watch":
+        if not any(f.layer_type(i) in BATCHNORM_TYPES for i in range(f.depth)):
+            return None
+        batch_size = _number(f.watch.get("batch_size"))
+        if not math.isfinite(batch_size):
+            return None
+        batch = int(batch_size)
+    elif f.norm not in ("batch", "syncbatch"):
         return None
-    batch = int(f.train.get("batch_size") or 128)
+    else:
+        batch = int(f.train.get("batch_size") or 128)
     if batch >= BATCHNORM_MIN_BATCH:
         return None
     rel = math.sqrt(2.0 / max(batch - 1, 1))
@@ -590,6 +965,8 @@ def learning_rate_high(f: Facts) -> Finding | None:
                        all(np.isfinite(_finite_or_empty(f.run.layers[k][r])).all()
                            for k in f.run.layers)]
         before = [r for r in finite_rows if f.run.phase[r] != "init"]
+        if not finite_rows or not math.isfinite(f.run.loss[f.first]):
+            return None  # not finite before any update: diverged_at_start's
         if not before:
             return first_steps_diverged(f, lr_text, advice, source)
         r = before[-1]
@@ -605,46 +982,65 @@ def learning_rate_high(f: Facts) -> Finding | None:
             advice, source, statistic="grad_norm", phase=str(f.run.phase[r]),
             step=int(f.run.step[r]), layer=f.names[i],
             value=float(f.run.layers["grad_norm"][r, i]))
-    # Steps too large: the summed relative change of the weights reaches 1 before the loss
-    # fell (a healthy run gets there, if ever, only after it has learned).
+    # Steps too large: the relative change of the weights reaches 1 before the loss fell (a
+    # healthy run gets there, if ever, only after it has learned). Summed over the layers of a
+    # plain net (a product of matrices changes by the sum, to first order); in a net with
+    # normalization, which resets each layer's scale, per layer (the largest), a layer
+    # followed by a normalization by its direction only.
+    per_layer = any(f.scale_invariant(i) for i in range(f.depth))
+    combine, sigma = (np.nanmax, "max_i") if per_layer else (np.nansum, "Σ_i")
     if change is not None:
         for r in range(f.first + 1, len(f.run.records)):
-            total = float(np.nansum(change[r]))
+            moved = np.array([f.moved("weight_rel_change", r, i) for i in range(f.depth)])
+            if not np.isfinite(moved).any():
+                continue
+            total = float(combine(moved))
             if total < FUNCTION_CHANGE_LIMIT:
                 continue
             loss_so_far = _finite(f.run.loss[f.first + 1:r + 1])
             if len(loss_so_far) and np.min(loss_so_far) < LEARNED_FRACTION * f.loss_reference:
                 break
-            i = int(np.nanargmax(change[r]))
+            i = int(np.nanargmax(moved))
             return Finding(
                 "lr-too-high", f.severity(), "the learning rate is too high",
-                f"by step {f.run.step[r]}{lr_text} the weights moved Σ_i ‖W_i − W_i(0)‖/‖W_i(0)‖"
+                f"by step {f.run.step[r]}{lr_text} the weights moved {sigma} ‖W_i − W_i(0)‖/"
+                f"‖W_i(0)‖"
                 f" = {_fmt(total)} of their norms (layer {f.names[i]}: "
-                f"{_fmt(float(change[r, i]))}) while the loss had not fallen; "
-                f"{f.outcome_text()}.",
-                f"Σ_i below {FUNCTION_CHANGE_LIMIT:g} until the net has learned: the lecture's "
+                f"{_fmt(float(change[r, i]))}"
+                + (", the change of its direction: it is followed by a normalization"
+                   if f.scale_invariant(i) else "") +
+                f") while the loss had not fallen; {f.outcome_text()}.",
+                f"{sigma} below {FUNCTION_CHANGE_LIMIT:g} until the net has learned: the lecture's "
                 f"trained nets moved a median {100 * LECTURE_MOVEMENT:.1f}-10% per layer over "
                 "10 epochs",
                 advice, source, statistic="weight_rel_change", phase=str(f.run.phase[r]),
                 step=int(f.run.step[r]), layer=f.names[i], value=float(change[r, i]))
     if updates is not None and len(f.train_rows):
-        sums = np.nansum(updates[f.train_rows], axis=1)
+        counted = [i for i in range(f.depth) if not f.is_norm_layer(i)]  # a gain is no matrix
+        block = updates[f.train_rows][:, counted]
+        sums = np.where(np.isfinite(block).any(axis=1), combine(block, axis=1), 0.0) \
+            if per_layer else np.nansum(block, axis=1)
         r = int(f.train_rows[int(np.argmax(sums))])
         if sums.max() >= FUNCTION_CHANGE_LIMIT:
-            i = int(np.nanargmax(updates[r]))
+            i = counted[int(np.nanargmax(updates[r, counted]))]
             return Finding(
                 "lr-too-high", f.severity(), "the learning rate is too high",
                 f"at step {f.run.step[r]}{lr_text} one update changed the weights by "
-                f"Σ_i ‖ΔW_i‖/‖W_i‖ = {_fmt(float(sums.max()))} (layer {f.names[i]}: "
+                f"{sigma} ‖ΔW_i‖/‖W_i‖ = {_fmt(float(sums.max()))} (layer {f.names[i]}: "
                 f"{_fmt(float(updates[r, i]))}); {f.outcome_text()}.",
-                f"Σ_i ‖ΔW_i‖/‖W_i‖ well below {FUNCTION_CHANGE_LIMIT:g} per step (~1e-3 per "
+                f"{sigma} ‖ΔW_i‖/‖W_i‖ well below {FUNCTION_CHANGE_LIMIT:g} per step (~1e-3 per "
                 "layer is the usual rule)",
                 advice, source, statistic="update_ratio", phase="train", step=int(f.run.step[r]),
                 layer=f.names[i], value=float(updates[r, i]))
     # Loss spikes: after learning, a training loss back above where it started undoes it all.
+    # Learning is judged, as ``loss_end``, on the median of three records (one batch's loss is
+    # noisy).
     train_loss = f.run.loss[f.train_rows] if len(f.train_rows) else np.array([])
     if len(train_loss) >= 3 and math.isfinite(f.loss_reference):
-        best = np.fmin.accumulate(np.nan_to_num(train_loss, nan=np.inf))
+        filled = np.nan_to_num(train_loss, nan=np.inf)
+        medians = np.array([np.median(filled[max(0, k - 2):k + 1]) if k >= 2 else np.inf
+                            for k in range(len(filled))])
+        best = np.fmin.accumulate(medians)
         spikes = np.flatnonzero((best < LEARNED_FRACTION * f.loss_reference) &
                                 (train_loss > f.loss_reference))
         if len(spikes):
@@ -725,7 +1121,7 @@ def dead_units(f: Facts) -> Finding | None:
 
 def learning_rate_low(f: Facts) -> Finding | None:
     """Weights that cannot move far enough in the run's budget, and a loss that does not fall."""
-    if f.learned or f.diverged or not f.has("weight_rel_change"):
+    if f.learned or f.diverged or f.partial or not f.has("weight_rel_change"):
         return None
     last = len(f.run.records) - 1
     moved = f.run.layers["weight_rel_change"][last, f.weight_layers]
@@ -784,6 +1180,29 @@ def overfitting(f: Facts) -> Finding | None:
         value=train) if last >= 0 else None
 
 
+def diverged_at_start(f: Facts) -> Finding | None:
+    """A loss that was not finite before any update: the initialization or the inputs made
+    it (no learning rate has acted yet)."""
+    if not f.diverged:
+        return None
+    step = f.run.summary.get("diverged_step")
+    at_start = (not len(f.run.records) and isinstance(step, int)
+                and step <= (0 if f.kind == "mlp" else 1)) or \
+        (len(f.run.records) > 0 and not math.isfinite(f.run.loss[f.first])
+         and f.run.step[f.first] <= (0 if f.kind == "mlp" else 1))
+    if not at_start:
+        return None
+    return Finding(
+        "diverged-at-start", "error", "the loss is not finite from the start",
+        f"the loss was NaN or infinite at step {step}, before any update: the initialization "
+        "or the inputs give it, not the learning rate.",
+        "a finite loss at initialization (log of the classes for a classifier)",
+        "look for NaN/Inf in the data (torch.isfinite(x).all()), inputs far out of scale, an "
+        "init that overflows (a huge std), or log/division by zero in the forward pass or loss",
+        "initlab's own check: the first forward pass uses the initial weights only",
+        step=step if isinstance(step, int) else None)
+
+
 def stalled(f: Facts) -> Finding | None:
     """The loss did not fall, and no detector above found why."""
     if f.learned or f.diverged or len(f.losses) < 2:
@@ -805,10 +1224,16 @@ def stalled(f: Facts) -> Finding | None:
 # The registry: one line per detector, in causal order (see the module's docstring).
 Detector = Callable[[Facts], "Finding | None"]
 DETECTORS: dict[str, Detector] = {
+    "diverged-at-start": diverged_at_start,
     "symmetric-init": symmetric_init,
-    "no-gradient": no_gradient,
+    "unnormalized-inputs": unnormalized_inputs,
+    "probability-outputs": probability_outputs,
     "activations": activation_scale,  # -> activations-vanish / activations-explode
+    "saturation": saturation,
+    "gradients": gradient_scale,  # -> vanishing-gradients / exploding-gradients
     "normalized-gradients": normalized_gradients,
+    "no-gradient": no_gradient,
+    "accumulating-gradients": accumulating_gradients,
     "dropout-noise": dropout_noise,
     "small-batchnorm": small_batchnorm,
     "lr-too-high": learning_rate_high,
@@ -818,17 +1243,34 @@ DETECTORS: dict[str, Detector] = {
     "stalled": stalled,
 }
 # What each detector can call its finding (``Finding.problem``).
-PROBLEMS = ("symmetric-init", "no-gradient", "activations-vanish", "activations-explode",
-            "normalized-gradients", "dropout-noise", "small-batchnorm", "lr-too-high",
-            "dead-relu", "lr-too-low", "overfitting", "stalled", "healthy")
+PROBLEMS = ("diverged-at-start", "symmetric-init", "unnormalized-inputs", "probability-outputs",
+            "activations-vanish", "activations-explode", "saturation", "vanishing-gradients",
+            "exploding-gradients", "normalized-gradients", "no-gradient",
+            "accumulating-gradients", "dropout-noise", "small-batchnorm", "lr-too-high",
+            "dead-relu", "lr-too-low", "overfitting", "stalled", "healthy", "not-trained",
+            "no-outcome", "unreadable")
+# Detectors that name a finding by another key (the first key of a family).
+FAMILY = {"activations-vanish": "activations", "activations-explode": "activations",
+          "vanishing-gradients": "gradients", "exploding-gradients": "gradients"}
+
+
+def learned_criterion(f: Facts) -> str:
+    """The stated criterion a run met to count as having learned."""
+    chance = (f"; test error below 1 − {CHANCE_MULTIPLE:g}/{f.classes} = "
+              f"{100 * (1 - CHANCE_MULTIPLE / f.classes):.0f}%" if f.classes else "")
+    return (f"it learned: the loss fell below {LEARNED_FRACTION:g}x "
+            + (f"min(its start, chance log {f.classes})" if f.classes else "its start")
+            + chance)
 
 
 def healthy(f: Facts) -> Finding:
+    """Nothing wrong found -- only for a run that learned by ``learned_criterion``."""
     test = f.run.final_test_error
     return Finding(
         "healthy", "ok", "nothing wrong found",
         f"{f.outcome_text()}" + (f", test error {100 * test:.1f}%" if math.isfinite(test) else "")
-        + "; activations, gradients, updates and dead units within their expected ranges.",
+        + f" ({learned_criterion(f)}); activations, gradients, updates and dead units within "
+        "their expected ranges.",
         "what it got", "train longer if the error is still falling", "every detector above",
         statistic="loss", phase=str(f.run.phase[-1]) if len(f.run.phase) else None,
         step=int(f.run.step[-1]) if len(f.run.step) else None,
@@ -836,38 +1278,102 @@ def healthy(f: Facts) -> Finding:
         else None)
 
 
+def no_verdict(f: Facts) -> Finding:
+    """Nothing wrong found, but no sign the run learned either: never called healthy."""
+    if f.partial:
+        return Finding(
+            "not-trained", "info", "only the initialization was recorded",
+            "the run holds its initialization's record and no training step yet; the checks "
+            "of the initialization (activations, gradients, inputs, outputs) found nothing.",
+            "records of training steps", "train it (or wait for its next record), then "
+            "diagnose it again", "initlab's own check")
+    return Finding(
+        "no-outcome", "info", "nothing wrong found, and no sign it learned",
+        f"{f.outcome_text() if len(f.losses) else 'no loss was recorded'}: without a loss "
+        "that falls (or a test error) there is no telling whether the run learned.",
+        f"a loss below {LEARNED_FRACTION:g}x its start",
+        "pass the loss to watch.step(loss), and an evaluation to watch.evaluate(test_error=...)",
+        "initlab's own check")
+
+
 def diagnose_run(run: Run) -> list[Finding]:
-    """Every finding for one run, the top one first (most severe, then causal order); a
-    "healthy" finding when nothing is worse than info."""
-    if not len(run.records):
-        return [Finding("stalled", "error", "no records", "the run has no statistics yet.",
+    """Every finding for one run, the top one first (most severe, then causal order);
+    "healthy" only when nothing is worse than info and the run learned by its stated
+    criterion."""
+    facts = Facts(run)
+    if not len(run.records) and not facts.diverged:
+        return [Finding("not-trained", "info", "no records", "the run has no statistics yet.",
                         "records", "train it (or wait for its first record)", "",
                         run=str(run.path))]
-    facts = Facts(run)
     found: list[Finding] = []
     for detector in DETECTORS.values():
+        if not len(run.records) and detector is not diverged_at_start:
+            continue
         finding = detector(facts)
         if finding is not None:
             finding.run = str(run.path)
             found.append(finding)
+    if not len(run.records) and not found:  # diverged after step 1, before its first record
+        found.append(Finding(
+            "lr-too-high", "error", "the run diverged before its first record",
+            f"the loss became NaN/Inf at step {run.summary.get('diverged_step')}, before any "
+            "record was kept: most often a learning rate too high, but NaN/Inf in the data "
+            "does the same (no record tells them apart).",
+            "a loss that stays finite", "a 10x smaller learning rate; check the data with "
+            "torch.isfinite(x).all()", "initlab's own check", run=str(run.path)))
     order = {key: n for n, key in enumerate(DETECTORS)}
-    found.sort(key=lambda x: (-x.rank, order.get(x.problem, order["activations"])))
+    found.sort(key=lambda x: (-x.rank, order.get(FAMILY.get(x.problem, x.problem), 0)))
     if not any(x.rank >= SEVERITIES.index("warning") for x in found):
-        finding = healthy(facts)
+        finding = healthy(facts) if facts.learned else no_verdict(facts)
         finding.run = str(run.path)
         found.insert(0, finding)
     return found
 
 
+def unreadable(path: Path, err: Exception) -> Finding:
+    return Finding("unreadable", "error", "the run cannot be read", str(err),
+                   "a run directory as initlab writes it", "see the message; the other runs "
+                   "are diagnosed as usual", "initlab.load_run", run=str(path))
+
+
+def member_dirs(path: Path) -> list[Path]:
+    """The member run directories ``load_runs`` would load, without loading them."""
+    from initlab.runs import find_runs, is_run_dir, is_sweep_dir, not_a_run, sweep_members
+
+    if is_run_dir(path):
+        return [path]
+    if is_sweep_dir(path):
+        return sweep_members(path)
+    found = find_runs(path) if path.is_dir() else []
+    if not found:
+        raise UsageError(not_a_run(path))
+    return [member for entry in found for member in entry.members]
+
+
+def diagnose_members(path: str | Path) -> dict[str, list[Finding]]:
+    """Each member under ``path`` (a run, a sweep, a directory of runs): its findings; a member
+    that cannot be read gets one finding saying why, and the others are diagnosed."""
+    found: dict[str, list[Finding]] = {}
+    for member in member_dirs(Path(path).expanduser()):
+        try:
+            run = load_run(member)
+        except UsageError as err:
+            found[str(member)] = [unreadable(member, err)]
+            continue
+        found[str(run.path)] = diagnose_run(run)
+    return found
+
+
 def diagnose(run_or_path: Run | str | Path) -> list[Finding] | dict[str, list[Finding]]:
     """Diagnose a run: its findings, the top one first. A sweep's (or a directory of runs')
-    path gives a dict: member path -> its findings."""
+    path gives a dict: member path -> its findings (a damaged member: why it cannot be read)."""
     if isinstance(run_or_path, Run):
         return diagnose_run(run_or_path)
-    runs = load_runs(run_or_path)
-    if len(runs) == 1 and str(runs[0].path) == str(Path(run_or_path).expanduser()):
-        return diagnose_run(runs[0])
-    return {str(r.path): diagnose_run(r) for r in runs}
+    members = diagnose_members(run_or_path)
+    only = next(iter(members)) if len(members) == 1 else None
+    if only is not None and only == str(Path(run_or_path).expanduser()):
+        return members[only]
+    return members
 
 
 def grouped(findings: dict[str, list[Finding]]) -> list[tuple[str, list[Finding]]]:
@@ -916,8 +1422,8 @@ def top_lines(paths: Iterable[str | Path]) -> list[str]:
     """One line per run (member) whose top finding is a warning or worse."""
     lines = []
     for path in paths:
-        for run in load_runs(path):
-            top = top_problem(run)
-            if top is not None:
+        for findings in diagnose_members(path).values():
+            top = findings[0]
+            if top.rank >= SEVERITIES.index("warning"):
                 lines.append(top.line())
     return lines

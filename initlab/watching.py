@@ -43,18 +43,20 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 import initlab.stats as stats
-from initlab.activations import ReLU
+from initlab.activations import ReLU, Tanh
 from initlab.errors import UsageError
 from initlab.records import RunLog
 from initlab.runs import (
     RunWriteError,
     RunWriter,
     check_output_parent,
+    clean_number,
     create_unique_dir,
     run_summary,
 )
 
 WRITE_INTERVAL_S = 5.0  # records reach stats.jsonl at most this long after their capture
+CARRIED_KEPT = 50  # summary.json keeps the carried-gradient norms of the last 50 captures
 
 
 # -- which layers ------------------------------------------------------------------------------
@@ -86,6 +88,14 @@ def _one(m: Any) -> int:
     return 1
 
 
+def _recurrent_weight(m: Any) -> Tensor | None:
+    return m.weight_hh_l0
+
+
+def _hidden_size(m: Any) -> int:
+    return m.hidden_size
+
+
 _NORMS: list[tuple[type[nn.Module], int]] = [
     (nn.LayerNorm, -1), (nn.GroupNorm, 1), (nn.modules.batchnorm._BatchNorm, 1),
     (nn.modules.instancenorm._InstanceNorm, 1)]
@@ -99,12 +109,29 @@ LAYER_TYPES: tuple[LayerType, ...] = (
     LayerType(nn.Conv3d, _weight, _conv_fan_in, 1),
     LayerType(nn.Embedding, _weight, _one),
     LayerType(nn.MultiheadAttention, _attention_weight, lambda m: m.embed_dim),
+    # A recurrent layer by its first layer's hidden-to-hidden matrix (the recurrence itself);
+    # its output is the sequence of hidden states (the first of what it returns).
+    LayerType(nn.GRU, _recurrent_weight, _hidden_size),
+    LayerType(nn.LSTM, _recurrent_weight, _hidden_size),
+    LayerType(nn.RNN, _recurrent_weight, _hidden_size),
     *(LayerType(norm, _weight, _one, unit_dim) for norm, unit_dim in _NORMS),
 )
 # Activations whose output is never below zero: a unit is dead when it gives 0 throughout.
 ZERO_FLOOR_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 # Their traits (``LayerStat.trait``) are ReLU's: units can die, and do not saturate.
 ZERO_FLOOR_TRAITS = ReLU
+# Bounded activations, whose units saturate (tanh's traits: they do not die), and the affine map
+# that takes each one's range onto [-1, 1], where ``stats.saturated_fractions`` counts |y| > 0.99:
+# sigmoid's 0.99 or 0.01 is tanh's 0.98 at z/2, a gradient under 1% of its largest either way.
+SATURATING_ACTIVATIONS: dict[type[nn.Module], tuple[float, float]] = {
+    nn.Tanh: (1.0, 0.0), nn.Hardtanh: (1.0, 0.0), nn.Softsign: (1.0, 0.0),
+    nn.Sigmoid: (2.0, -1.0), nn.Hardsigmoid: (2.0, -1.0)}
+SATURATING_TRAITS = Tanh
+# Modules whose number in a model watch records (config.yaml's watch.modules): what diagnosis
+# asks about a model beyond its weighted layers.
+NOTED_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, *SATURATING_ACTIVATIONS,
+    nn.Softmax, nn.LogSoftmax, nn.modules.dropout._DropoutNd)
 
 
 @dataclass
@@ -399,14 +426,30 @@ class CaptureWindow:
         self.optimizer_seen = False
         self.handles: list[RemovableHandle] = []
         self.grad_handles: list[RemovableHandle] = []
+        # What the first forward pass and step show about the training loop (config.yaml's
+        # watch section): the input's and output's statistics, the optimizers' kind and rate,
+        # which watched weights they hold.
+        self.io_stats: dict[str, dict[str, Tensor]] = {}
+        self.batch_size: int | None = None
+        self.optimizers: list[dict[str, Any]] = []
+        self.held: set[int] = set()
+        # Per weight, in this window: the norm of what .grad held before the window's first
+        # backward added to it, and of what that backward added (``carried_norms``).
+        self.carried: dict[int, tuple[Tensor, Tensor]] = {}
 
     def register(self, root: nn.Module) -> None:
         self.handles.append(root.register_forward_pre_hook(self.forward_starts))
+        self.handles.append(root.register_forward_hook(self.forward_ends))
         for i, layer in enumerate(self.found):
             self.handles.append(layer.module.register_forward_hook(self.layer_hook(i)))
         for module in root.modules():
             if isinstance(module, ZERO_FLOOR_ACTIVATIONS):
                 self.handles.append(module.register_forward_hook(self.activation_hook))
+            elif type(module) in SATURATING_ACTIVATIONS:
+                self.handles.append(module.register_forward_hook(self.saturation_hook))
+        self.handles += [weight.register_hook(self.fresh_grad_hook(j))
+                         for j, weight in enumerate(self.weights.tensors)
+                         if weight.requires_grad and weight.is_leaf]
         self.grad_handles = [weight.register_post_accumulate_grad_hook(self.grad_hook(j))
                              for j, weight in enumerate(self.weights.tensors)
                              if weight.requires_grad and weight.is_leaf]
@@ -420,12 +463,35 @@ class CaptureWindow:
 
     def forward_starts(self, module: nn.Module, args: Any) -> None:
         self.last_layer = None
+        if self.armed and "inputs" not in self.io_stats:
+            x = first_tensor(args)
+            if x is not None and x.dim() >= 1:
+                self.batch_size = int(x.shape[0])
+                if x.is_floating_point() and x.numel():
+                    self.io_stats["inputs"] = value_summary(x)
 
-    def measure(self, side: str, tensors: stats.PassTensors) -> dict[str, Tensor]:
-        """This side's statistics of ``tensors`` (the costly ones only when due), each [n] on
-        the watch's device."""
+    def forward_ends(self, module: nn.Module, args: Any, output: Any) -> None:
+        """The model's output in the first forward pass: its range, and its rows' sums (1 for
+        probabilities)."""
+        y = first_tensor(output)
+        if not self.armed or "outputs" in self.io_stats or y is None \
+                or not y.is_floating_point() or y.numel() == 0:
+            return
+        summary = value_summary(y)
+        if y.dim() >= 2:
+            sums = _as_float(y.detach()).sum(dim=-1)
+            summary.update(columns=torch.tensor(float(y.shape[-1])),
+                           row_sum_min=sums.min(), row_sum_max=sums.max())
+        self.io_stats["outputs"] = summary
+
+    def measure(self, side: str, tensors: stats.PassTensors,
+                traits: object | None = None) -> dict[str, Tensor]:
+        """This side's statistics of ``tensors`` (the costly ones only when due; with
+        ``traits``, an activation's, only those that mean something for it), each [n] on the
+        watch's device."""
         values = stats.compute(tensors, lambda s: s.key in self.keys and SIDES[s.key] == side
-                               and (self.costly_due or not s.costly))
+                               and (self.costly_due or not s.costly)
+                               and (traits is None or s.applies_to(traits)))
         return {key: v.reshape(-1).to(self.device, non_blocking=True)
                 for key, v in values.items()}
 
@@ -467,6 +533,47 @@ class CaptureWindow:
         self.activation_values[i] = self.measure("activation", stats.PassTensors(
             activations=[unit_sums(output, self.found[i].unit_dim)]))
 
+    def saturation_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        """A bounded activation's output: the saturated units of the layer before it, its range
+        mapped onto [-1, 1]."""
+        i = self.last_layer
+        if not self.armed or i is None or i in self.activation_values \
+                or not isinstance(output, Tensor) or output.numel() == 0:
+            return
+        scale, shift = SATURATING_ACTIVATIONS[type(module)]
+        y = output_group(output)
+        if scale != 1.0:
+            y = y * scale + shift
+        self.activation_values[i] = self.measure(
+            "activation", stats.PassTensors(activations=[y]), traits=SATURATING_TRAITS)
+
+    def fresh_grad_hook(self, j: int) -> Callable[[Tensor], None]:
+        """The gradient a backward pass is about to add to .grad: at the window's first
+        backward, .grad should hold nothing the optimizer has already stepped with (it was
+        zeroed after the last step, or is None); what it still holds is carried over."""
+        def hook(grad: Tensor) -> None:
+            if not self.armed or j in self.carried:
+                return
+            weight = self.weights.tensors[j]
+            old = weight.grad
+            fresh = torch.linalg.vector_norm(_as_float(grad.detach())) if not grad.is_sparse \
+                else torch.linalg.vector_norm(grad.coalesce().values().float())
+            carried = torch.zeros((), device=fresh.device) if old is None or old.is_sparse \
+                else torch.linalg.vector_norm(_as_float(old.detach()))
+            self.carried[j] = (carried, fresh)
+
+        return hook
+
+    def carried_norms(self) -> Tensor | None:
+        """[2]: ‖what .grad carried into this window‖ and ‖what its first backward added‖, over
+        the watched weights an optimizer holds (None when no backward ran)."""
+        # Only weights an optimizer steps: a gradient piling up where nothing steps is harmless.
+        kept = [p for j, p in self.carried.items() if not self.optimizers or j in self.held]
+        if not kept:
+            return None
+        pairs = torch.stack([torch.stack(p).to(self.device) for p in kept])
+        return pairs.square().sum(dim=0).sqrt()
+
     def grad_hook(self, j: int) -> Callable[[Tensor], None]:
         """The gradient as accumulated into .grad: used only where no torch.optim optimizer
         steps these weights (under DDP it is this rank's, under GradScaler a scaled one)."""
@@ -482,6 +589,12 @@ class CaptureWindow:
         GradScaler, clipped if the user clips. (A global hook: it sees every optimizer.)"""
         if not self.armed:
             return
+        if not self.order_settled:  # the first step: what optimizes what, at which rate
+            held = self.weights.of_optimizer(optimizer)
+            self.held.update(held)
+            rate = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+            self.optimizers.append({"type": type(optimizer).__name__,
+                                    "lr": float(rate) if rate is not None else None})
         grads = [(j, self.weights.tensors[j].grad) for j in self.weights.of_optimizer(optimizer)]
         grads = [(j, g) for j, g in grads if g is not None]
         if not grads:
@@ -526,6 +639,10 @@ class CaptureWindow:
         if loss_sum is not None:
             pending.names.append("loss_sum")
             values.append(loss_sum.reshape(1).to(self.device))
+        carried = self.carried_norms()
+        if carried is not None:
+            pending.names += ["carried_grad", "fresh_grad"]
+            values.append(carried)
         values += [t.reshape(-1) for _, _, t in parts]
         if values:
             pending.packed = torch.cat(values)
@@ -537,6 +654,7 @@ class CaptureWindow:
         self.activation_values = {}
         self.grads_from_optimizer = []
         self.grads_accumulated = {}
+        self.carried = {}
         return pending
 
 
@@ -570,8 +688,11 @@ class Watch:
         self.device = (self.weights.tensors[0].device if self.weights.tensors
                        else next((p.device for p in root.parameters()), torch.device("cpu")))
         has_relu = any(isinstance(m, ZERO_FLOOR_ACTIVATIONS) for m in root.modules())
+        saturates = any(type(m) in SATURATING_ACTIVATIONS for m in root.modules())
+        self.modules, self.dropout = noted_modules(root)
         keys = tuple(k for k, side in SIDES.items() if side != "activation"
-                     or (has_relu and stats.LAYER_STATS[k].applies_to(ZERO_FLOOR_TRAITS)))
+                     or (has_relu and stats.LAYER_STATS[k].applies_to(ZERO_FLOOR_TRAITS))
+                     or (saturates and stats.LAYER_STATS[k].applies_to(SATURATING_TRAITS)))
         # The current capture window (from the last watch.step to the next).
         self.window = CaptureWindow(self.found, self.weights, self.device, keys)
         # Bookkeeping on the host.
@@ -580,6 +701,7 @@ class Watch:
         self.diverged_step: int | None = None
         self.epoch: int | None = None
         self.test_error: float | None = None
+        self.carried_grads: list[list[float]] = []  # [step, carried, fresh] per capture
         self.status = "running"
         self.started = time.perf_counter()
         self.started_at = time.time()  # for run_summary's metadata (start time, versions)
@@ -633,6 +755,29 @@ class Watch:
         if self.log.pending and time.perf_counter() - self.last_write >= WRITE_INTERVAL_S:
             self.write()
 
+    def evaluate(self, test_error: float | Tensor | None = None, *,
+                 train_error: float | Tensor | None = None, epoch: int | None = None) -> None:
+        """Record an evaluation of the model as it is now, without counting a training step:
+        the errors go into the record of the last ``watch.step`` (one of its own when that
+        step was not captured; before any step, a record at step 0: the initialization)."""
+        if not self.active:
+            return
+        if epoch is not None:
+            self.epoch = int(epoch)
+        scalars = {"train_error": host_number(train_error), "test_error": host_number(test_error)}
+        test = scalars["test_error"]
+        if test is not None and math.isfinite(test):
+            self.test_error = test
+        given = {k: v for k, v in scalars.items() if v is not None}
+        n = self.steps
+        if self.pending and self.pending[-1].step == n:  # a capture still on its way
+            self.pending[-1].scalars.update(given)
+        elif self.log.pending and self.log.pending[-1]["step"] == n:  # read, not yet written
+            self.log.pending[-1].update({k: clean_number(v) for k, v in given.items()})
+        elif given:
+            self.pending.append(Pending(n, self.epoch, scalars))
+        self.read_ready()
+
     def track_loss(self, loss: Tensor | float | None, step: int) -> bool:
         """Notice a loss that is not finite: on the host for a number; for a tensor, by adding
         it to a sum on the device (one kernel, no sync), which stays NaN or infinite from then
@@ -669,9 +814,27 @@ class Watch:
         self.write_config(self.layers)
 
     def write_config(self, layers: Sequence[WatchedLayer]) -> None:
-        config = {"name": self.path.name if self.path else "watch",
-                  "watch": {"model": self.model_name, "every": self.every,
-                            "layers": [layer.config() for layer in layers]}}
+        window = self.window
+        described = [layer.config() for layer in layers]
+        if window.optimizers:  # whether an optimizer held each layer's weight at the first step
+            for entry, layer in zip(described, layers, strict=True):
+                if layer.weight is not None:
+                    entry["optimized"] = layer.weight in window.held
+        section: dict[str, Any] = {"model": self.model_name, "every": self.every,
+                                   "layers": described}
+        # What the first forward pass and step showed (docs/watch.md: "The training loop"):
+        # one host read, at the first watch.step, of a few numbers.
+        if window.batch_size is not None:
+            section["batch_size"] = window.batch_size
+        for key, values in window.io_stats.items():
+            section[key] = {k: round_number(float(v)) for k, v in values.items()}
+        if self.modules:
+            section["modules"] = self.modules
+        if self.dropout:
+            section["dropout"] = self.dropout
+        if window.optimizers:
+            section["optimizers"] = window.optimizers
+        config = {"name": self.path.name if self.path else "watch", "watch": section}
         try:
             self.log.writer.write_config(yaml.safe_dump(config, sort_keys=False,
                                                         default_flow_style=None))
@@ -694,11 +857,18 @@ class Watch:
         (``initlab.records``: the trainer's records and divergence rule)."""
         values = [] if item.packed is None else item.packed.tolist()
         scalars = dict(item.scalars)
+        carried: dict[str, float] = {}
         for name, value in zip(item.names, values, strict=False):
             if name == "loss":
                 scalars["loss"] = value
+            elif name in ("carried_grad", "fresh_grad"):
+                carried[name] = value
             elif not math.isfinite(value):  # the loss sum: a loss since the last capture
                 self.diverged(item.step)
+        if len(carried) == 2 and item.step > 1:
+            self.carried_grads = (self.carried_grads + [[
+                item.step, round_number(carried["carried_grad"]),
+                round_number(carried["fresh_grad"])]])[-CARRIED_KEPT:]
         offset = len(item.names)
         lists: dict[str, list[float | None]] = {key: [None] * len(self.layers)
                                                 for key in item.keys}
@@ -737,11 +907,16 @@ class Watch:
     def summary(self) -> dict[str, Any]:
         status = "diverged" if self.diverged_step is not None and self.status != "running" \
             else self.status
-        return run_summary(status, steps=self.steps, epochs=self.epoch or 0,
-                           final_test_error=self.test_error, diverged_step=self.diverged_step,
-                           wall_seconds=round(time.perf_counter() - self.started, 3),
-                           device=str(self.device), threads=torch.get_num_threads(),
-                           started_at=self.started_at)
+        summary = run_summary(status, steps=self.steps, epochs=self.epoch or 0,
+                              final_test_error=self.test_error, diverged_step=self.diverged_step,
+                              wall_seconds=round(time.perf_counter() - self.started, 3),
+                              device=str(self.device), threads=torch.get_num_threads(),
+                              started_at=self.started_at)
+        if getattr(self, "carried_grads", None):
+            # Per capture after the first: [step, ‖.grad before the window's first backward‖,
+            # ‖what that backward added‖] over the watched weights (the last CARRIED_KEPT).
+            summary["watch"] = {"carried_gradients": self.carried_grads}
+        return summary
 
     def close(self, status: str = "completed") -> None:
         """Remove every hook, write what is pending and the final summary (also after an
@@ -784,6 +959,34 @@ def to_host(t: Tensor | None) -> Tensor | None:
 
 def host_number(x: float | Tensor | None) -> float | None:
     return None if x is None else float(x)
+
+
+def round_number(x: float) -> float | None:
+    """A number for config.yaml or summary.json: 6 significant digits, None when not finite."""
+    return float(f"{x:.6g}") if math.isfinite(x) else None
+
+
+def value_summary(t: Tensor) -> dict[str, Tensor]:
+    """A tensor's range and size on the device: mean, standard deviation, min, max, and the
+    root mean square of its entries."""
+    t = _as_float(t.detach())
+    std, mean = torch.std_mean(t, correction=0)
+    return {"mean": mean, "std": std, "min": t.min(), "max": t.max(),
+            "rms": t.square().mean().sqrt()}
+
+
+def noted_modules(root: nn.Module) -> tuple[dict[str, int], list[float]]:
+    """How many modules of each ``NOTED_MODULES`` type the model has, and each dropout's rate
+    in module order."""
+    counts: dict[str, int] = {}
+    rates: list[float] = []
+    for module in root.modules():
+        if isinstance(module, NOTED_MODULES):
+            name = type(module).__name__
+            counts[name] = counts.get(name, 0) + 1
+            if isinstance(module, nn.modules.dropout._DropoutNd):
+                rates.append(float(module.p))
+    return counts, rates
 
 
 def watch(model: nn.Module, out: str | Path, every: int = 10) -> Watch:

@@ -170,12 +170,22 @@ def test_run_directory_follows_the_contract(tmp_path: Path) -> None:
     path = tmp_path / "tiny"
     assert watch.path == path
     config = yaml.safe_load((path / CONFIG_FILE).read_text())
+    held = {"optimized": True}
+    loop = {key: config["watch"].pop(key) for key in ("batch_size", "inputs", "outputs",
+                                                      "modules", "optimizers")}
     assert config == {"name": "tiny", "watch": {"model": "Tiny", "every": 2, "layers": [
-        {"name": "conv", "type": "Conv2d", "fan_in": 18, "shape": [3, 2, 3, 3]},
-        {"name": "bn", "type": "BatchNorm2d", "fan_in": 1, "shape": [3]},
-        {"name": "fc", "type": "Linear", "fan_in": 48, "shape": [5, 48]},
-        {"name": "ln", "type": "LayerNorm", "fan_in": 1, "shape": [5]},
-        {"name": "out", "type": "Linear", "fan_in": 5, "shape": [4, 5]}]}}
+        {"name": "conv", "type": "Conv2d", "fan_in": 18, "shape": [3, 2, 3, 3], **held},
+        {"name": "bn", "type": "BatchNorm2d", "fan_in": 1, "shape": [3], **held},
+        {"name": "fc", "type": "Linear", "fan_in": 48, "shape": [5, 48], **held},
+        {"name": "ln", "type": "LayerNorm", "fan_in": 1, "shape": [5], **held},
+        {"name": "out", "type": "Linear", "fan_in": 5, "shape": [4, 5], **held}]}}
+    # The training loop as the first forward pass and step showed it (docs/watch.md).
+    x = batches(1)[0][0]
+    assert loop["batch_size"] == 8 and loop["modules"] == {"ReLU": 2}
+    assert loop["inputs"]["max"] == pytest.approx(float(x.max()), rel=1e-5)
+    assert loop["inputs"]["rms"] == pytest.approx(float(x.square().mean().sqrt()), rel=1e-5)
+    assert loop["outputs"]["columns"] == 4
+    assert loop["optimizers"] == [{"type": "SGD", "lr": 0.1}]
     assert [layer.name for layer in watch.layers] == TINY_LAYERS
     got = records(watch)
     assert [r["step"] for r in got] == [1, 2]  # step 1, then every 2nd
@@ -567,3 +577,78 @@ def test_a_scaled_gradient_that_overflows_before_any_step_is_no_divergence(tmp_p
     assert got[0]["grad_norm"][0] is None and got[1]["grad_norm"][0] is not None
     summary = json.loads((tmp_path / "scaled" / SUMMARY_FILE).read_text())
     assert summary["status"] == "completed" and summary["diverged_step"] is None
+
+
+def test_evaluate_records_errors_without_counting_a_step(tmp_path: Path) -> None:
+    """watch.evaluate(test_error=...): into the last step's record (captured or not, read or
+    still on its way), or a record of its own; never a training step; before any step, step 0."""
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(10, 4), torch.randint(0, 2, (10,))
+    with initlab.watch(model, tmp_path / "eval", every=3) as watch:
+        watch.evaluate(test_error=0.5)  # the initialization
+        for step in range(1, 7):
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            watch.step(loss)
+            if step in (3, 4):  # captured, then not
+                watch.evaluate(test_error=0.1 * step, train_error=0.05)
+    assert watch.steps == 6
+    got = records(watch)
+    assert [r["step"] for r in got] == [0, 1, 3, 4, 6]
+    assert got[0]["test_error"] == 0.5 and "act_norm" not in got[0]
+    assert got[2]["test_error"] == pytest.approx(0.3) and "act_norm" in got[2]
+    assert got[3]["test_error"] == pytest.approx(0.4) and got[3]["train_error"] == 0.05
+    summary = json.loads((watch.path / SUMMARY_FILE).read_text())
+    assert summary["steps"] == 6 and summary["final_test_error"] == pytest.approx(0.4)
+
+
+def test_records_what_diagnosis_needs_of_a_loop(tmp_path: Path) -> None:
+    """Saturation after tanh and sigmoid modules (sigmoid's range mapped onto [-1, 1]), a GRU
+    as a layer, dropout rates, which weights the optimizer holds, and what .grad carried into
+    a step when zero_grad is forgotten (exactly 0 when it is not)."""
+    torch.manual_seed(0)
+
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(3, 4, batch_first=True)
+            self.fc = nn.Linear(4, 4)
+            self.act, self.gate, self.drop = nn.Tanh(), nn.Sigmoid(), nn.Dropout(0.25)
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            h = self.rnn(x)[0][:, -1]
+            return self.out(self.drop(self.gate(self.act(self.fc(h)) * 30)))
+
+    def train(zero_grad: bool) -> Path:
+        model = Loop()
+        with torch.no_grad():
+            model.fc.weight.mul_(50)  # tanh saturated
+        opt = torch.optim.SGD([p for n, p in model.named_parameters()
+                               if not n.startswith("rnn")], lr=0.01)
+        x, y = torch.randn(6, 5, 3), torch.randint(0, 2, (6,))
+        with initlab.watch(model, tmp_path / f"loop-{zero_grad}", every=2) as watch:
+            for _ in range(6):
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+                if zero_grad:
+                    opt.zero_grad()
+                watch.step()
+        return watch.path  # type: ignore[return-value]
+
+    path = train(zero_grad=False)
+    config = yaml.safe_load((path / CONFIG_FILE).read_text())["watch"]
+    assert [(la["name"], la["type"], la["optimized"]) for la in config["layers"]] == [
+        ("rnn", "GRU", False), ("fc", "Linear", True), ("out", "Linear", True)]
+    assert config["dropout"] == [0.25]
+    assert config["modules"] == {"Tanh": 1, "Sigmoid": 1, "Dropout": 1}
+    run = load_run(path)
+    saturated = run.layers["saturated_fraction"][0]
+    assert np.isnan(saturated[0]) and saturated[1] > 0.5 and np.isnan(saturated[2])
+    carried = json.loads((path / SUMMARY_FILE).read_text())["watch"]["carried_gradients"]
+    assert [c[0] for c in carried] == [2, 4, 6] and all(c[1] > 0 for c in carried)
+    summary = json.loads((train(zero_grad=True) / SUMMARY_FILE).read_text())
+    assert all(c[1] == 0 for c in summary["watch"]["carried_gradients"])
