@@ -302,8 +302,8 @@ class Facts:
         return held if isinstance(held, bool) else None
 
     def watch_numbers(self, key: str) -> dict[str, float]:
-        """A ``{name: number}`` section of config.yaml's watch section (inputs, outputs)."""
-        section = self.watch.get(key)
+        """A ``{name: number}`` part of summary.json's watch section (inputs, outputs)."""
+        section = self.summary_watch.get(key)
         return {k: _number(v) for k, v in section.items()} if isinstance(section, dict) else {}
 
     @cached_property

@@ -823,11 +823,12 @@ class Watch:
         section: dict[str, Any] = {"model": self.model_name, "every": self.every,
                                    "layers": described}
         # What the first forward pass and step showed (docs/watch.md: "The training loop"):
-        # one host read, at the first watch.step, of a few numbers.
+        # the setup here; the input's and output's values, measurements, go to summary.json
+        # (one host read, at the first watch.step, of a few numbers).
         if window.batch_size is not None:
             section["batch_size"] = window.batch_size
-        for key, values in window.io_stats.items():
-            section[key] = {k: round_number(float(v)) for k, v in values.items()}
+        self.measured = {key: {k: round_number(float(v)) for k, v in values.items()}
+                         for key, values in window.io_stats.items()}
         if self.modules:
             section["modules"] = self.modules
         if self.dropout:
@@ -912,10 +913,13 @@ class Watch:
                               wall_seconds=round(time.perf_counter() - self.started, 3),
                               device=str(self.device), threads=torch.get_num_threads(),
                               started_at=self.started_at)
+        measured = dict(getattr(self, "measured", {}))  # the first forward's input and output
         if getattr(self, "carried_grads", None):
             # Per capture after the first: [step, ‖.grad before the window's first backward‖,
-            # ‖what that backward added‖] over the watched weights (the last CARRIED_KEPT).
-            summary["watch"] = {"carried_gradients": self.carried_grads}
+            # ‖what that backward added‖] over the optimized weights (the last CARRIED_KEPT).
+            measured["carried_gradients"] = self.carried_grads
+        if measured:
+            summary["watch"] = measured
         return summary
 
     def close(self, status: str = "completed") -> None:

@@ -171,8 +171,7 @@ def test_run_directory_follows_the_contract(tmp_path: Path) -> None:
     assert watch.path == path
     config = yaml.safe_load((path / CONFIG_FILE).read_text())
     held = {"optimized": True}
-    loop = {key: config["watch"].pop(key) for key in ("batch_size", "inputs", "outputs",
-                                                      "modules", "optimizers")}
+    loop = {key: config["watch"].pop(key) for key in ("batch_size", "modules", "optimizers")}
     assert config == {"name": "tiny", "watch": {"model": "Tiny", "every": 2, "layers": [
         {"name": "conv", "type": "Conv2d", "fan_in": 18, "shape": [3, 2, 3, 3], **held},
         {"name": "bn", "type": "BatchNorm2d", "fan_in": 1, "shape": [3], **held},
@@ -182,10 +181,11 @@ def test_run_directory_follows_the_contract(tmp_path: Path) -> None:
     # The training loop as the first forward pass and step showed it (docs/watch.md).
     x = batches(1)[0][0]
     assert loop["batch_size"] == 8 and loop["modules"] == {"ReLU": 2}
-    assert loop["inputs"]["max"] == pytest.approx(float(x.max()), rel=1e-5)
-    assert loop["inputs"]["rms"] == pytest.approx(float(x.square().mean().sqrt()), rel=1e-5)
-    assert loop["outputs"]["columns"] == 4
     assert loop["optimizers"] == [{"type": "SGD", "lr": 0.1}]
+    measured = json.loads((path / SUMMARY_FILE).read_text())["watch"]
+    assert measured["inputs"]["max"] == pytest.approx(float(x.max()), rel=1e-5)
+    assert measured["inputs"]["rms"] == pytest.approx(float(x.square().mean().sqrt()), rel=1e-5)
+    assert measured["outputs"]["columns"] == 4
     assert [layer.name for layer in watch.layers] == TINY_LAYERS
     got = records(watch)
     assert [r["step"] for r in got] == [1, 2]  # step 1, then every 2nd
