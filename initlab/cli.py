@@ -452,6 +452,7 @@ def diagnose(
     beside what theory expects, what to try and the source -- top finding first."""
     import json
 
+    from initlab.describe import plural
     from initlab.diagnosis import describe, diagnose_members, grouped
     from initlab.runs import is_sweep_dir
 
@@ -470,7 +471,7 @@ def diagnose(
     out = wide_console()
     for d, several, members in results:
         if several:  # a sweep: members grouped by their top finding
-            out.print(f"{d}: {len(members)} runs", highlight=False, markup=False)
+            out.print(f"{d}: {plural(len(members), 'run')}", highlight=False, markup=False)
             for _, tops in grouped(members):
                 names = ", ".join(Path(t.run).name for t in tops)
                 lines = describe(tops[0], indent="    ")
@@ -513,6 +514,10 @@ def export(
     = Path("exports"),
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite the files an earlier export left in OUT/NAME.")] = False,
+    all_layers: Annotated[bool, typer.Option(
+        "--all-layers", help="TensorBoard: a scalar for every layer (without it, five layers "
+        "of a net deeper than 8), grouped in the Custom Scalars tab: a chart per statistic "
+        "and 10 layers. The CSV files always hold every layer.")] = False,
 ) -> None:
     """Export runs as CSV files or TensorBoard event files."""
     from initlab.export import FORMATS, export_runs
@@ -523,7 +528,7 @@ def export(
         raise UsageError(f"--to must be one of {', '.join(FORMATS)}, got {bounded(to)!r}")
     check_output_parent(out)
     runs = [r for d in run_dirs for r in load_runs(user_path(d, "RUN_DIR"))]  # type: ignore
-    written = export_runs(runs, to, out, force)
+    written = export_runs(runs, to, out, force, all_layers)
     for path in written:
         say(f"wrote {path}")
     for run in runs:  # the same words as ls, compare and the figures
@@ -563,6 +568,7 @@ def figures(
 ) -> None:
     """Redraw every lecture figure from real runs (training only what is not cached) and
     check every lecture claim in REPORT.md."""
+    from initlab.describe import plural
     from initlab.errors import RunInterrupted
     from initlab.figures import build_figures
     from initlab.jobs import default_jobs
@@ -585,7 +591,7 @@ def figures(
             log("interrupted: unfinished runs start afresh on the next `initlab figures`")
             raise typer.Exit(stop.exit_code) from None
     Console().print(report_table(result.claims, result.title))
-    log(f"wrote {len(result.files)} files and {result.report}")
+    log(f"wrote {plural(len(result.files), 'file')} and {result.report}")
 
 @app.command()
 @friendly_errors

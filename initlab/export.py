@@ -12,7 +12,9 @@ What a run becomes in TensorBoard (step = the training step):
   layer for a net of at most ``ALL_LAYERS_UP_TO`` layers, else for five of them (the first, the
   quartiles, the last), so that the scalar list stays short (``n_weight_var`` is n·Var(W_i), as
   the plots show it); ``probe/<stat>/<layer>``: the same measured on the fixed probe batch at
-  initialization and epoch ends;
+  initialization and epoch ends. ``all_layers`` (``initlab export --all-layers``): a scalar for
+  every layer, and the Custom Scalars tab groups them, one chart per statistic and block of
+  ``LAYERS_PER_CHART`` layers (``act_norm: layers 1-10``), each layer a line;
 - histograms ``<stat>`` and ``probe/<stat>``: the distribution of a statistic over all the
   layers at each capture (initlab records per-layer summaries, not every unit's value, so these
   are histograms over layers, not over units); every layer's value is in the CSV export;
@@ -41,12 +43,13 @@ FORMATS = ("csv", "tensorboard")
 EVENTS_PREFIX = "events.out.tfevents."
 PROBE_PHASES = ("init", "epoch", "final")
 ALL_LAYERS_UP_TO = 8  # a deeper net gets per-layer scalars for five layers (its histograms: all)
+LAYERS_PER_CHART = 10  # with every layer's scalars: lines per Custom Scalars chart
 HPARAM_METRICS = ("error/test", "loss/epoch")
 
 
-def scalar_layers(count: int) -> set[int]:
+def scalar_layers(count: int, all_layers: bool = False) -> set[int]:
     """Which layers (1-based) get per-layer scalars in TensorBoard."""
-    if count <= ALL_LAYERS_UP_TO:
+    if count <= ALL_LAYERS_UP_TO or all_layers:
         return set(range(1, count + 1))
     return {1, round(count / 4), round(count / 2), round(3 * count / 4), count}
 
@@ -110,9 +113,11 @@ def check_targets(folders: Sequence[Path], to: str, force: bool) -> None:
                              f"other files an export writes there), or choose another --out")
 
 
-def export_runs(runs: Sequence[Run], to: str, out: Path, force: bool = False) -> list[Path]:
+def export_runs(runs: Sequence[Run], to: str, out: Path, force: bool = False,
+                all_layers: bool = False) -> list[Path]:
     """Write each run under ``out/<name>/`` in format ``to``; the files or folders written.
-    Files already there are overwritten only with ``force``."""
+    Files already there are overwritten only with ``force``. ``all_layers``: TensorBoard
+    scalars for every layer, grouped in charts (the module's docstring)."""
     if to not in FORMATS:
         raise UsageError(f"--to: expected one of {', '.join(FORMATS)}, got {to[:80]!r}")
     if to == "tensorboard":
@@ -127,7 +132,7 @@ def export_runs(runs: Sequence[Run], to: str, out: Path, force: bool = False) ->
         target = out / name
         try:
             written += (write_csv(run, target) if to == "csv"
-                        else [write_tensorboard(run, target)])
+                        else [write_tensorboard(run, target, all_layers)])
         except OSError as err:
             raise UsageError(f"cannot write into {target}: {err.strerror or err}") from None
     return written
@@ -165,7 +170,7 @@ def _cell(value: Any) -> str:
 # --- TensorBoard -------------------------------------------------------------------------------
 
 
-def write_tensorboard(run: Run, folder: Path) -> Path:
+def write_tensorboard(run: Run, folder: Path, all_layers: bool = False) -> Path:
     """One run's event file in ``folder`` (replacing event files an earlier export left there).
     Wall times are spread over the run's recorded duration (records carry steps, not times)."""
     from torch.utils.tensorboard import SummaryWriter
@@ -177,7 +182,9 @@ def write_tensorboard(run: Run, folder: Path) -> Path:
     start, seconds, steps = _timeline(run)
     for record in run.records:
         walltime = None if start is None else start + seconds * record["step"] / max(steps, 1)
-        add_record(writer, record, run.layer_names, run.fan_ins, walltime)
+        add_record(writer, record, run.layer_names, run.fan_ins, walltime, all_layers)
+    if all_layers:
+        add_layer_charts(writer, run)
     add_hparams(writer, run.config, run.summary)
     writer.close()
     return folder
@@ -194,7 +201,8 @@ def _timeline(run: Run) -> tuple[float | None, float, int]:
 
 
 def add_record(writer: Any, record: dict[str, Any], layer_names: Sequence[str],
-               fan_ins: np.ndarray, walltime: float | None = None) -> None:
+               fan_ins: np.ndarray, walltime: float | None = None,
+               all_layers: bool = False) -> None:
     """One stats.jsonl record as scalars and histograms (see the module's docstring)."""
     step = int(record["step"])
     train = record["phase"] == "train"
@@ -217,16 +225,45 @@ def add_record(writer: Any, record: dict[str, Any], layer_names: Sequence[str],
         if not isinstance(values, list):
             continue
         shown = np.array([math.nan if v is None else v for v in values], dtype=float)
-        tag = f"n_{key}" if stat.per_fan_in else key
+        tag = stat_tag(key)
         if stat.per_fan_in:
             shown = shown * fan_ins[: len(shown)]
-        chosen = scalar_layers(len(layer_names))
+        chosen = scalar_layers(len(layer_names), all_layers)
         for i, (name, value) in enumerate(zip(layer_names, shown, strict=False)):
             if i + 1 in chosen:
                 scalar(f"{prefix}{tag}/{name}", float(value))
         finite = shown[np.isfinite(shown)]
         if len(finite):
             writer.add_histogram(f"{prefix}{tag}", finite, step, walltime=walltime)
+
+
+def stat_tag(key: str) -> str:
+    return f"n_{key}" if LAYER_STATS[key].per_fan_in else key
+
+
+def add_layer_charts(writer: Any, run: Run) -> None:
+    """The Custom Scalars layout of every layer's scalars: per statistic (and its probe
+    measurement), one chart per block of ``LAYERS_PER_CHART`` layers, a line per layer."""
+    import re
+
+    names = run.layer_names
+    blocks = [range(i, min(i + LAYERS_PER_CHART, len(names)))
+              for i in range(0, len(names), LAYERS_PER_CHART)]
+    layout: dict[str, dict[str, list]] = {}
+    for prefix, phases in (("", ("train",)), ("probe/", PROBE_PHASES)):
+        for key in LAYER_STATS:
+            if key not in run.layers or not np.isin(run.phase, phases).any():
+                continue
+            tag = f"{prefix}{stat_tag(key)}"
+            charts = {}
+            for block in blocks:
+                title = (f"{tag}: layers {names[block[0]]}-{names[block[-1]]}" if len(block) > 1
+                         else f"{tag}: layer {names[block[0]]}")
+                pattern = "|".join(re.escape(names[i]) for i in block)
+                charts[title] = ["Multiline", [f"^{re.escape(tag)}/({pattern})$"]]
+            layout[tag] = charts
+    if layout:
+        writer.add_custom_scalars(layout)
 
 
 class TensorBoardRunWriter(RunWriter):

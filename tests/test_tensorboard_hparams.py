@@ -30,12 +30,18 @@ def session_hparams(folder: Path) -> dict:
     return values, events.Tags()["scalars"]
 
 
-def test_each_member_has_its_settings_and_outcome_and_few_scalars(tmp_path: Path) -> None:
-    out = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tb") / "runs"
     result = runner.invoke(app, ["run", "sweep-c", "train.epochs=1", "data.train_subset=640",
                                  "data.test_subset=200", "log.probe_size=64", "--threads", "1",
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_each_member_has_its_settings_and_outcome_and_few_scalars(out: Path,
+                                                                  tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(out / "sweep-c"), "--to", "tensorboard",
                                  "--out", str(tmp_path / "tb")])
     assert result.exit_code == 0, result.output
@@ -50,3 +56,27 @@ def test_each_member_has_its_settings_and_outcome_and_few_scalars(tmp_path: Path
 def test_a_shallow_net_keeps_every_layers_scalars() -> None:
     assert scalar_layers(5) == {1, 2, 3, 4, 5}
     assert scalar_layers(50) == {1, 12, 25, 38, 50}
+
+
+def test_all_layers_gives_every_layer_a_scalar_grouped_in_charts(out: Path,
+                                                                 tmp_path: Path) -> None:
+    """--all-layers (issue 34: the export showed 5 of 50 layers with no way to ask for more):
+    a scalar per layer, and Custom Scalars charts of 10 layers each per statistic."""
+    layout_pb2 = pytest.importorskip("tensorboard.plugins.custom_scalar.layout_pb2")
+    result = runner.invoke(app, ["export", str(out / "sweep-c"), "--to", "tensorboard",
+                                 "--all-layers", "--out", str(tmp_path / "tb")])
+    assert result.exit_code == 0, result.output
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tb" / "sweep-c" / "c=1.0"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    # (5 steps, log.every 100: only the probe records at init and the epoch's end)
+    assert {f"probe/act_norm/{i}" for i in range(1, 51)} <= set(tags)
+    assert {f"probe/n_weight_var/{i}" for i in range(1, 51)} <= set(tags)
+    (config,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    charts = {category.title: [chart.title for chart in category.chart]
+              for category in layout.category}
+    assert charts["probe/act_norm"] == [f"probe/act_norm: layers {i}-{i + 9}"
+                                        for i in range(1, 51, 10)]
+    chart = layout.category[0].chart[0]
+    assert list(chart.multiline.tag) == [f"^{layout.category[0].title}/(1|2|3|4|5|6|7|8|9|10)$"]
