@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from initlab.describe import plural
 from initlab.errors import UsageError
 from initlab.runs import Run, load_run, load_runs
 
@@ -1049,7 +1050,7 @@ def learning_rate_high(f: Facts) -> Finding | None:
                 "lr-too-high", "warning", "the learning rate is too high: the loss spikes",
                 f"the training loss reached {_fmt(float(best[spikes[0]]))} and then jumped to "
                 f"{_fmt(float(f.run.loss[r]))} at step {f.run.step[r]}{lr_text}, above where "
-                f"it started ({_fmt(f.loss_reference)}); {len(spikes)} such records.",
+                f"it started ({_fmt(f.loss_reference)}); {plural(len(spikes), 'such record')}.",
                 "a loss that falls, with noise much smaller than what was learned",
                 advice, source, statistic="loss", phase="train", step=int(f.run.step[r]),
                 value=float(f.run.loss[r]))
