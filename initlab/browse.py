@@ -54,12 +54,17 @@ LIST_COLUMNS = (("run", "left"), ("status", "left"), ("epochs", "right"), ("test
                 ("started", "left"), ("differs from the defaults", "left"))
 
 
+LIST_WIDTH = 100  # `initlab ls` is never wider, in a wide terminal, a pipe or a file
+
+
 def list_table(directory: Path, log: Log, width: int | None = None) -> RenderableType:
     """One row per run (a sweep: one per member), oldest first. Narrower than the table
-    (``width``, e.g. an 80-column terminal), each run is a line of its status, epochs, test
-    error and start, and an indented line of what differs from the defaults."""
+    (``width``, e.g. an 80-column terminal; at most ``LIST_WIDTH``), each run is a line of its
+    status, epochs, test error and start, and an indented line of what differs from the
+    defaults (a line still too long folds)."""
+    width = LIST_WIDTH if width is None else min(width, LIST_WIDTH)
     table = _list_table(directory, log)
-    if width is None or Console(width=10_000).measure(table).maximum <= width:
+    if Console(width=10_000).measure(table).maximum <= width:
         return table
     rows = [[str(cell) for cell in cells] for cells in zip(
         *(column.cells for column in table.columns), strict=True)]
@@ -73,7 +78,9 @@ def list_table(directory: Path, log: Log, width: int | None = None) -> Renderabl
 
     lines = [f"runs in {directory}", line(heads).rstrip(), "    (differs from the defaults)"]
     for row in rows:
-        lines.append(line(row[:-1]).rstrip())
+        lines += textwrap.wrap(line(row[:-1]).rstrip(), width=max(width, 20),
+                               subsequent_indent="  ", replace_whitespace=False,
+                               drop_whitespace=False) or [""]
         lines += textwrap.wrap(row[-1], width=max(width, 20), initial_indent="    ",
                                subsequent_indent="    ") if row[-1] else []
     return Text("\n".join(lines))

@@ -68,11 +68,13 @@ def test_ls_compare_load_run_and_titles_tell_the_same_story(runs: Path) -> None:
     assert "kaiming-2: diverged at step 2; its records end there" in exported.output
 
 
-def test_ls_fits_80_columns_one_line_per_run_and_its_differences(runs: Path) -> None:
+@pytest.mark.parametrize("width", [80, None])  # None: a pipe, a file or a wide terminal
+def test_ls_fits_80_or_100_columns_one_line_per_run_and_its_differences(
+        runs: Path, width: int | None) -> None:
     shown = io.StringIO()
-    Console(file=shown, width=80).print(list_table(runs, print, 80))
+    Console(file=shown, width=250).print(list_table(runs, print, width))
     lines = shown.getvalue().splitlines()
-    assert all(len(line) <= 80 for line in lines), lines
+    assert all(len(line.rstrip()) <= (width or 100) for line in lines), lines
     first = lines.index(next(line for line in lines if line.startswith("kaiming ")))
     assert "completed" in lines[first] and lines[first + 1].startswith("    ")
     assert "train_subset=640" in lines[first + 1]

@@ -81,10 +81,13 @@ def test_run_then_plot_without_arguments_draws_the_newest(in_tmp: Path) -> None:
     # ls: each run with its status, epochs, test error and what differs from the defaults.
     listed = runner.invoke(app, ["ls"])
     assert listed.exit_code == 0, listed.output
-    rows = [line for line in listed.output.splitlines() if line.lstrip().startswith("tiny")]
+    # At most 100 columns: a run's line, then an indented line of its differences.
+    shown = listed.output.splitlines()
+    assert all(len(line.rstrip()) <= 100 for line in shown), shown
+    rows = [i for i, line in enumerate(shown) if line.startswith("tiny")]
     assert len(rows) == 2
-    assert "completed" in rows[0] and "depth=6" in rows[0] and re.search(r"\d+\.\d\d%", rows[0])
-    assert "epochs=1" in rows[1]
+    assert "completed" in shown[rows[0]] and re.search(r"\d+\.\d\d%", shown[rows[0]])
+    assert "depth=6" in shown[rows[0] + 1] and "epochs=1" in shown[rows[1] + 1]
     # compare: the config difference, both summaries, one figure.
     compared = runner.invoke(app, ["compare", "runs/tiny", "runs/tiny-2"])
     assert compared.exit_code == 0, compared.output
