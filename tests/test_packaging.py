@@ -32,6 +32,7 @@ def test_the_wheel_holds_every_yaml_the_package_reads(wheel: Path) -> None:
         assert source.relative_to(ROOT).as_posix() in names
 
 
+@pytest.mark.slow  # four fresh processes: about a minute (the wheel's contents: the test above)
 def test_the_installed_wheel_works_from_an_empty_folder(wheel: Path, tmp_path: Path) -> None:
     """Installed into its own folder (its dependencies are this environment's), put first on
     the path so the checkout's editable install is not what runs."""
@@ -58,3 +59,31 @@ def test_the_installed_wheel_works_from_an_empty_folder(wheel: Path, tmp_path: P
                       "--cache", "cache", "--jobs", "1")
     assert figures.returncode == 0, figures.stderr
     assert (empty / "figs" / "init-norms.png").is_file()
+
+
+def test_gitignore_covers_what_initlab_writes_by_default(tmp_path: Path) -> None:
+    """`initlab export` wrote exports/ into a checkout, untracked and not ignored (issue 34):
+    every command's default output (its --out and --cache), and what lands under them, is
+    ignored; the reference figures (`initlab figures`' default) are not."""
+    import inspect
+
+    from initlab.cli import PREVIEW_FIGURES, app
+    from initlab.figures.cache import DEFAULT_CACHE
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    defaults = {PREVIEW_FIGURES, DEFAULT_CACHE, Path("runs") / "kaiming" / "layers.png",
+                Path("exports") / "kaiming" / "records.csv"}
+    for command in app.registered_commands:
+        for parameter in inspect.signature(command.callback).parameters.values():
+            if parameter.name in ("out", "cache") and isinstance(parameter.default, Path):
+                defaults.add(parameter.default)
+    assert {Path("runs"), Path("exports"), Path("bench.json")} <= defaults
+    # a file in each default folder (git matches `runs/` only to what it knows is a folder)
+    paths = sorted(str(p if p.suffix else p / "file") for p in defaults)
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert sorted(ignored) == paths
+    reference = subprocess.run(["git", "check-ignore", "--no-index", "figures/REPORT.md"],
+                               cwd=ROOT, capture_output=True, text=True)
+    assert reference.returncode == 1, reference.stdout
