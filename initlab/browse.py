@@ -124,8 +124,9 @@ SUMMARY_ROWS = (
     ("final test error", error_text),
     ("target reached at epoch", lambda r: format_value(r.summary.get("reached_target_epoch"))),
     ("wall time", lambda r: f"{float(r.summary.get('wall_seconds') or 0):.1f} s"),
-    ("device, threads", lambda r: f"{r.summary.get('device')}, "
-                                  f"{r.summary.get('threads')} threads"),
+    ("device, threads", lambda r: f"{r.summary.get('device')}, " + (
+        plural(r.summary["threads"], "thread") if type(r.summary.get("threads")) is int
+        else f"{r.summary.get('threads')} threads")),
     ("trained together with", lambda r: plural(r.members - 1, "other member")),
     ("initlab", lambda r: f"{r.summary.get('initlab_version') or '?'} "
                           f"({str(r.summary.get('git_commit') or 'no git commit')[:10]})"),
