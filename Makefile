@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNS   ?= runs
 
-.PHONY: run test fuzz lint figures figures-quick bench data clean
+.PHONY: run test test-all notebook fuzz lint figures figures-quick bench data clean
 
 # torch/torchvision: the newest pair that installs together here; nothing newer is pinned.
 $(STAMP): pyproject.toml
@@ -23,10 +23,23 @@ run: $(STAMP) data
 
 # One pytest-xdist worker per core (one torch thread each: tests/conftest.py); a test file
 # runs on one worker, so its module-scoped fixtures are built once (--dist loadfile).
+# `make test` leaves out the cases marked slow; `make test-all` runs them too.
 # CONTRIBUTING.md: Checks.
 test: $(STAMP)
 	$(BIN)/ruff check initlab tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/ruff check initlab tests
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# examples/lecture.ipynb in JupyterLab, from the venv (the notebook extra: JupyterLab).
+notebook: $(VENV)/.notebook data
+	$(BIN)/jupyter lab examples/lecture.ipynb
+
+$(VENV)/.notebook: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[notebook]"
+	touch $@
 
 # The property-based suites with fresh randomness and FUZZ_FACTOR times the examples `make test`
 # draws (its draws are fixed: CONTRIBUTING.md). Stop it with Ctrl-C; a failure prints the
