@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,12 +22,14 @@ from initlab.config import Experiment, RunConfig, dump_yaml, group_key
 from initlab.data import TEST_IMAGES, TRAIN_IMAGES, MNISTTensors, load_mnist, steps_per_epoch
 from initlab.distributed import LOCAL, Comm, NullWriter, announce_run_dir
 from initlab.errors import RunInterrupted, UsageError
+from initlab.jobs import Executor, Job
 from initlab.model import layer_widths
 from initlab.progress import ProgressFactory, quiet_progress
-from initlab.resume import apply_plan, plan_resume
+from initlab.resume import MemberPlan, apply_plan, plan_members, plan_resume
 from initlab.runs import (
     CHECKPOINT_FILE,
     FINISHED,
+    PREVIOUS_CHECKPOINT_FILE,
     SUMMARY_FILE,
     SWEEP_FILE,
     Outcome,
@@ -37,6 +40,7 @@ from initlab.runs import (
     read_summary,
     run_lock,
     run_summary,
+    write_summary,
     write_sweep_listing,
 )
 from initlab.train import (
@@ -117,15 +121,86 @@ def resume_experiment(run_dir: Path, data_root: str | None = None,
     comes first (``initlab.resume``); completed and diverged members are never written."""
     with run_lock(run_dir):
         plans = plan_resume(run_dir)
-        if not any(p.trains for p in plans):
-            return [Outcome(p.path.name, p.path, read_summary(p.path)) for p in plans]
-        taking_part = [p for p in plans if p.in_group]
-        data = prepare_data([p.config for p in taking_part], data_root)
-        apply_plan(plans)
-        members = [MemberState(p.config, writer(p.path) if p.trains else NullWriter(p.path))
-                   for p in taking_part]
-        train_members(members, data_root, progress, [p.state for p in taking_part], data)
+        continue_members(plans, data_root, progress, writer)
     return [Outcome(p.path.name, p.path, read_summary(p.path)) for p in plans]
+
+
+def continue_members(plans: Sequence[MemberPlan], data_root: str | None,
+                     progress: ProgressFactory, writer: WriterFactory = RunWriter) -> None:
+    """Train the planned members that are not finished on from their checkpoints (or from
+    step 0), with the finished ones their groups need taking part read-only."""
+    if not any(p.trains for p in plans):
+        return
+    taking_part = [p for p in plans if p.in_group]
+    data = prepare_data([p.config for p in taking_part], data_root)
+    apply_plan(plans)
+    members = [MemberState(p.config, writer(p.path) if p.trains else NullWriter(p.path))
+               for p in taking_part]
+    train_members(members, data_root, progress, [p.state for p in taking_part], data)
+
+
+# --- Groups as jobs (initlab.jobs): a pool of local processes, or a Ray cluster ----------------
+
+
+def run_experiment_with(exp: Experiment, out: Path, executor: Executor,
+                        data_root: str | None = None,
+                        progress: ProgressFactory = quiet_progress,
+                        max_group: int | None = None,
+                        threads: int | None = None) -> list[Outcome]:
+    """``run_experiment`` with each stacked group a job of ``executor`` (``initlab run
+    --executor ray``: a task on a Ray cluster), on ``threads`` CPU threads each: the same
+    directories, and the same records for the same thread count. Interrupted, every member
+    says where it stands and ``initlab run --resume`` continues the run."""
+    check_output_parent(out)
+    configs = [m.config for m in exp.members]
+    prepare_data(configs, data_root)  # no run on bad data
+    top = set_up(exp, out)
+    paths = member_paths(exp, top)
+    jobs = member_jobs(configs, paths, data_root, max_group, threads)
+    # A sweep's directory is this process's to hold; a single run's is its job's (on a node).
+    with run_lock(top) if exp.is_sweep else contextlib.nullcontext():
+        try:
+            executor.run(jobs, progress)
+        except RunInterrupted as err:
+            for job in jobs:  # groups never started: "interrupted" at step 0
+                for path in job.run_dirs:
+                    if not (path / SUMMARY_FILE).exists():
+                        write_summary(path, run_summary(
+                            "interrupted", members_in_group=len(job.run_dirs)))
+            raise RunInterrupted(err.signum, top) from None
+    return [Outcome(path.name, path, read_summary(path)) for path in paths]
+
+
+def member_jobs(configs: Sequence[RunConfig], paths: Sequence[Path], data_root: str | None,
+                max_group: int | None = None, threads: int | None = None) -> list[Job]:
+    """One job per stacked group (``group_indices``) of members whose directories hold their
+    config.yaml, each training on ``threads`` CPU threads (None: its executor's share)."""
+    jobs = []
+    for indices in group_indices(configs, max_group):
+        group = [configs[i] for i in indices]
+        name = group[0].name
+        jobs.append(Job(name if len(group) == 1 else f"{name} ×{len(group)}",
+                        training_cost(group), train_member_dirs,
+                        tuple(paths[i] for i in indices), (group, data_root), threads,
+                        group[0].train.device))
+    return jobs
+
+
+def train_member_dirs(run_dirs: Sequence[Path], configs: Sequence[RunConfig],
+                      data_root: str | None, progress: ProgressFactory = quiet_progress) -> None:
+    """A job: train, as one group, the members whose directories hold their config.yaml.
+    Where an earlier attempt of this job left checkpoints (a task retried after its node
+    died), the group continues from the last one, as ``initlab run --resume`` would; an
+    attempt stopped before its first checkpoint left only records of step 0 on, which go:
+    the group starts again."""
+    if any(os.path.lexists(path / name) for path in run_dirs
+           for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)):
+        continue_members(plan_members(run_dirs), data_root, progress)
+        return
+    for path in run_dirs:
+        checkpoint.rewind_member(path, None)
+    members = [MemberState(c, RunWriter(p)) for c, p in zip(configs, run_dirs, strict=True)]
+    train_members(members, data_root, progress, None)
 
 
 def group_indices(configs: Sequence[RunConfig],
@@ -263,14 +338,6 @@ def load_group_data(cfg: RunConfig, data_root: str | None, device: Any,
         root = data_root if data_root is not None else d.root
         cache[key] = load_mnist(root, d.scaling, device, d.train_subset, d.test_subset)
     return cache[key]
-
-
-def train_written_members(configs: Sequence[RunConfig], paths: Sequence[Path],
-                          data_root: str | None,
-                          progress: ProgressFactory = quiet_progress) -> None:
-    """A job (initlab.jobs): train members whose directories hold their config already."""
-    members = [MemberState(c, RunWriter(p)) for c, p in zip(configs, paths, strict=True)]
-    train_members(members, data_root, progress, None)
 
 
 def training_cost(configs: Sequence[RunConfig]) -> float:

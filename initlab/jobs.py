@@ -1,4 +1,9 @@
-"""Independent training jobs in parallel worker processes (``initlab figures --jobs N``).
+"""Independent training jobs, and the local pool that runs them in worker processes
+(``initlab figures --jobs N``).
+
+A ``Job`` trains one stacked group into its member directories; an ``Executor`` runs a list of
+them and relays their progress: ``LocalPool`` here, ``initlab.ray_jobs.RayExecutor`` on a Ray
+cluster (``--executor ray``). Both give the same records for the same thread count.
 
 A 50 x 100 network's step is small matrices: on 2 CPU cores, two processes with one thread
 each train about 1.3x more than one process with two threads (measured: 15.3 ms per step of a
@@ -22,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from initlab.errors import RunInterrupted, UsageError
 from initlab.progress import ProgressFactory
@@ -32,12 +37,46 @@ STEP_BATCH_SECONDS = 0.25  # how often a worker reports its step count
 
 @dataclass(frozen=True)
 class Job:
-    """``run(*args, progress=factory)`` in a worker: a module-level function (picklable)."""
+    """``run(run_dirs, *args, progress=factory)`` in a worker: a module-level function
+    (picklable) that writes the member directories ``run_dirs`` (each holds its config.yaml
+    before the job starts) and nothing else, so an executor may hand it other directories and
+    carry the files back (``initlab.ray_jobs``). Run again over directories an earlier attempt
+    wrote, it continues from their last checkpoint (``experiment.train_member_dirs``)."""
 
     label: str
     cost: float  # relative, for longest-first scheduling
     run: Callable[..., None]
-    args: tuple
+    run_dirs: tuple[Path, ...]
+    args: tuple = ()
+    threads: int | None = None  # CPU threads it trains on; None: the executor's share
+    device: str = "cpu"  # its train.device: cuda (or auto) asks a cluster for a GPU
+
+
+class Executor(Protocol):
+    """Runs jobs and shows their progress through ``progress`` as they train; raises the
+    first job's failure (``UsageError``, ``RunInterrupted``: every run folder resumable)."""
+
+    def run(self, jobs: Sequence[Job], progress: ProgressFactory) -> None: ...
+
+    def describe(self) -> str:
+        """How this invocation's runs trained, for the figures' report."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalPool:
+    """This machine's worker processes, ``workers`` at a time (``run_jobs``)."""
+
+    workers: int = 1
+
+    def run(self, jobs: Sequence[Job], progress: ProgressFactory) -> None:
+        run_jobs(jobs, self.workers, progress)
+
+    def describe(self) -> str:
+        if self.workers <= 1:
+            return ""
+        return (f"Runs trained by this invocation: up to {self.workers} groups at once, each "
+                "in its own process (`--jobs`); the runs table says each run's threads.")
 
 
 @contextlib.contextmanager
@@ -73,7 +112,8 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: ProgressFactory) -> No
     worker (or one job) runs here, in this process, with its threads as they are."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            job.run(*job.args, progress=progress)
+            with torch_threads(job.threads):
+                job.run(job.run_dirs, *job.args, progress=progress)
             release_freed_memory()
         return
     workers = min(workers, len(jobs))
@@ -84,14 +124,14 @@ def run_jobs(jobs: Sequence[Job], workers: int, progress: ProgressFactory) -> No
         pool = futures.ProcessPoolExecutor(workers, mp_context=context,
                                            initializer=_start_worker, initargs=(threads,))
         try:
-            pending = {pool.submit(_run_job, job.run, job.args, job.label, events, cancel)
-                       for job in sorted(jobs, key=lambda j: -j.cost)}
-            relay = _Relay(progress)
+            pending = {pool.submit(_run_job, job, index, events, cancel)
+                       for index, job in sorted(enumerate(jobs), key=lambda j: -j[1].cost)}
+            relay = Relay(progress)
             while pending:
                 done, pending = futures.wait(pending, timeout=0.1)
                 relay.drain(events)
                 for future in done:
-                    _raise_failure(future.result())
+                    raise_failure(future.result())
             relay.drain(events)
         except BaseException:
             # Jobs already handed to a worker cannot be cancelled: they see the flag, and a
@@ -111,20 +151,28 @@ def _start_worker(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_job(run: Callable[..., None], args: tuple, label: str, events: Any,
-             cancel: Any) -> tuple[str, str, int] | None:
-    """In a worker. A failure comes back as (kind, message, exit code): exceptions with
-    their own constructors do not always survive pickling."""
+def _run_job(job: Job, index: int, events: Any, cancel: Any) -> tuple[str, str, int] | None:
+    """In a worker: the ``index``-th job, its progress events and failure sent back."""
     if cancel.is_set():  # the run was stopped before this job started
         return None
+    return run_here(job, job.run_dirs, forwarding_factory(events.put, cancel.is_set,
+                                                          f"{index}-"))
+
+
+def run_here(job: Job, run_dirs: Sequence[Path],
+             progress: ProgressFactory) -> tuple[str, str, int] | None:
+    """Run ``job`` in this process over ``run_dirs``, on its threads. A failure comes back as
+    (kind, message, exit code) for ``raise_failure``: exceptions with their own constructors
+    do not always survive pickling."""
     try:
-        run(*args, progress=_forwarding_factory(events, cancel))
+        with torch_threads(job.threads):
+            job.run(tuple(run_dirs), *job.args, progress=progress)
     except RunInterrupted as err:
         return ("interrupted", str(err.path), err.exit_code)
     except UsageError as err:
         return ("usage", str(err), 2)
     except Exception as err:  # anything else: say which job, keep the type
-        return ("error", f"{label}: {type(err).__name__}: {err}", 1)
+        return ("error", f"{job.label}: {type(err).__name__}: {err}", 1)
     finally:
         release_freed_memory()
     return None
@@ -149,7 +197,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
-def _raise_failure(failure: tuple[str, str, int] | None) -> None:
+def raise_failure(failure: tuple[str, str, int] | None) -> None:
     if failure is None:
         return
     kind, message, code = failure
@@ -160,15 +208,18 @@ def _raise_failure(failure: tuple[str, str, int] | None) -> None:
     raise RuntimeError(message)
 
 
-def _forwarding_factory(events: Any, cancel: Any) -> ProgressFactory:
-    """In a worker: a progress factory whose bars live in the caller. When the caller
-    cancels, the job interrupts itself (its training loop checkpoints and stops)."""
+def forwarding_factory(put: Callable[[tuple], Any], cancelled: Callable[[], bool],
+                       prefix: str) -> ProgressFactory:
+    """A progress factory whose bars live in the caller: each event goes to ``put`` as
+    (token, "open" | "event", payload) for a ``Relay``, steps in batches (a few per second).
+    Between batches it asks ``cancelled``; once the caller cancels, the job interrupts itself
+    (its training loop checkpoints and stops, as on Ctrl-C). ``prefix`` makes the tokens of
+    one job's bars: a job run again under the same prefix continues its bars."""
     counter = itertools.count()
-    prefix = f"{os.getpid()}-"
 
     def factory(label: str, total: int) -> Callable[[dict[str, Any]], None]:
         token = prefix + str(next(counter))
-        events.put((token, "open", (label, total)))
+        put((token, "open", (label, total)))
         steps, sent = 0, time.monotonic()
 
         def on_event(event: dict[str, Any]) -> None:
@@ -178,20 +229,22 @@ def _forwarding_factory(events: Any, cancel: Any) -> ProgressFactory:
                 if time.monotonic() - sent < STEP_BATCH_SECONDS:
                     return
             if steps:
-                events.put((token, "event", {"kind": "steps", "n": steps}))
+                put((token, "event", {"kind": "steps", "n": steps}))
                 steps, sent = 0, time.monotonic()
-                if cancel.is_set():
+                if cancelled():
                     signal.raise_signal(signal.SIGINT)
             if event["kind"] != "step":
-                events.put((token, "event", event))
+                put((token, "event", event))
 
         return on_event
 
     return factory
 
 
-class _Relay:
-    """In the caller: opens a bar per worker bar and passes its events on."""
+class Relay:
+    """In the caller: opens a bar per worker bar and passes its events on. A bar opened again
+    (a job retried after its worker died) starts over at step 0; the job's own ``resume``
+    event then moves it to its checkpoint."""
 
     def __init__(self, progress: ProgressFactory):
         self.progress = progress
@@ -200,10 +253,16 @@ class _Relay:
     def drain(self, events: Any) -> None:
         while True:
             try:
-                token, what, payload = events.get_nowait()
+                item = events.get_nowait()
             except queue.Empty:
                 return
-            if what == "open":
-                self.bars[token] = self.progress(*payload)
-            else:
-                self.bars[token](payload)
+            self.pass_on(item)
+
+    def pass_on(self, item: tuple) -> None:
+        token, what, payload = item
+        if what != "open":
+            self.bars[token](payload)
+        elif token in self.bars:
+            self.bars[token]({"kind": "resume", "step": 0})
+        else:
+            self.bars[token] = self.progress(*payload)

@@ -52,7 +52,12 @@ class MemberPlan:
 def plan_resume(run_dir: Path) -> list[MemberPlan]:
     """Every member of the run or sweep and what resuming does with it; UsageError (one line,
     nothing changed) when it cannot be resumed as it is."""
-    plans = [MemberPlan(path, read_config(path)) for path in member_dirs(run_dir)]
+    return plan_members(member_dirs(run_dir))
+
+
+def plan_members(paths: Sequence[Path]) -> list[MemberPlan]:
+    """``plan_resume`` over these member directories (a job's group: initlab.jobs)."""
+    plans = [MemberPlan(path, read_config(path)) for path in paths]
     groups: dict[tuple, list[MemberPlan]] = {}
     for plan in plans:
         groups.setdefault(group_key(plan.config), []).append(plan)

@@ -267,17 +267,17 @@ def test_unfinished_cached_runs_are_retrained(tmp_path: Path,
     cached(tmp_path, cut, "interrupted")
     trained: list[Path] = []
 
-    def fake_run_jobs(jobs: list[Job], workers: int, progress: ProgressFactory) -> None:
-        for job in jobs:
-            configs, paths, data_root, threads = job.args
-            trained.extend(paths)
-            for path in paths:
-                RunWriter(path).write_summary({"status": "completed"})
+    class Recorder:
+        def run(self, jobs: list[Job], progress: ProgressFactory) -> None:
+            for job in jobs:
+                trained.extend(job.run_dirs)
+                for path in job.run_dirs:
+                    RunWriter(path).write_summary({"status": "completed"})
 
-    monkeypatch.setattr(figure_cache, "run_jobs", fake_run_jobs)
     run_set = RunSet("a", (done, cut, done))
     paths, n_trained, n_cached = figure_cache.ensure_runs([run_set], tmp_path, None,
-                                                          log=lambda m: None)
+                                                          log=lambda m: None,
+                                                          executor=Recorder())  # type: ignore
     assert paths["a"] == [tmp_path / config_hash(c) for c in (done, cut, done)]
     assert trained == [tmp_path / config_hash(cut)] and (n_trained, n_cached) == (1, 1)
     assert not (tmp_path / config_hash(cut) / "stale.txt").exists()  # started afresh
@@ -294,8 +294,8 @@ def test_groups_stack_members_of_one_shape_and_thread_count(tmp_path: Path) -> N
     members = [(tmp_path / config_hash(c), c, None) for c in (*configs, *wide)]
     members += [(tmp_path / "one-thread", set_dotted(base, "train.seed", 7), 1)]
     jobs = figure_cache.group_jobs(members, None, max_group=None)
-    assert [len(job.args[0]) for job in jobs] == [2, 2, 1]
-    assert [job.args[3] for job in jobs] == [None, None, 1]
+    assert [len(job.run_dirs) for job in jobs] == [2, 2, 1]
+    assert [job.threads for job in jobs] == [None, None, 1]
     assert jobs[0].label == "g ×2"
     assert all((path / CONFIG_FILE).is_file() for path, _, _ in members)
     assert [len(job.args[0]) for job in figure_cache.group_jobs(members, None, 1)] == [1] * 5

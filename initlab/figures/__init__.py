@@ -39,6 +39,7 @@ from initlab.figures.core import (
     cfg_value,
     save_figure,
 )
+from initlab.jobs import Executor, LocalPool
 from initlab.progress import ProgressFactory, quiet_progress
 from initlab.report import Claim, changed_since, write_report
 from initlab.runs import Run, git_commit, load_run
@@ -104,18 +105,21 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
                   out: Path = Path("figures"), cache: Path | None = None,
                   data_root: str | None = None, progress: ProgressFactory = quiet_progress,
                   log: Log = print, overrides: Sequence[str] = (),
-                  max_group: int | None = None, jobs: int = 1, seed_offset: int = 0) -> Result:
+                  max_group: int | None = None, jobs: int = 1, seed_offset: int = 0,
+                  executor: Executor | None = None) -> Result:
     """Train what is missing, measure, draw every requested figure, check and report claims.
     ``overrides`` (``--set``) apply to every figure's config; ``max_group`` bounds how many
-    members train as one stacked model; ``jobs`` groups train at once; ``seed_offset`` shifts
-    every seed (a rerun on disjoint seeds)."""
+    members train as one stacked model; ``jobs`` groups train at once, unless ``executor``
+    (a Ray cluster: ``initlab.ray_jobs``) trains them; ``seed_offset`` shifts every seed (a
+    rerun on disjoint seeds)."""
     figures = select(only)
+    executor = executor or LocalPool(jobs)
     mode = Mode(quick, tuple(overrides), max_group, jobs, seed_offset)
     check_output(out, partial=quick or len(figures) < len(FIGURES), shifted=bool(seed_offset))
     previous = previous_report(out / REPORT_FILE)  # read before anything replaces it
     cache = cache if cache is not None else DEFAULT_CACHE
     paths, trained, cached = ensure_runs(run_sets(figures, mode), cache, data_root, progress,
-                                         log, max_group, jobs)
+                                         log, max_group, executor)
     files: list[Path] = []
     claims: list[Claim] = []
     summaries = []
@@ -136,7 +140,7 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
         title += f"{SHIFTED_TITLE} {mode.seed_offset}"
     report = out / REPORT_FILE
     notes = ["## What each figure shows", *summaries, "## Claims",
-             *report_notes(figures, mode, cache)]
+             *report_notes(figures, mode, cache, executor.describe())]
     changed = changed_since(previous, claims) if previous else ""
     write_report(report, claims, title, notes,
                  [*([changed] if changed else []), "## Runs", runs_table(paths, known)])
@@ -195,7 +199,8 @@ def figure_summary(figure: Figure, claims: Sequence[Claim]) -> str:
 # --- The report's notes -------------------------------------------------------------------------
 
 
-def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path) -> list[str]:
+def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
+                 trained_by: str = "") -> list[str]:
     notes = []
     if mode.quick:
         notes.append(f"**{mode.banner}.** Every run used the first {QUICK_TRAIN_IMAGES} "
@@ -210,9 +215,8 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path) -> list[str
     if mode.max_group:
         notes.append(f"At most {mode.max_group} member(s) trained as one stacked model "
                      "(`--max-group`).")
-    if mode.jobs > 1:
-        notes.append(f"Runs trained by this invocation: up to {mode.jobs} groups at once, each "
-                     "in its own process (`--jobs`); the runs table says each run's threads.")
+    if trained_by:  # how this invocation's executor trained its runs
+        notes.append(trained_by)
     notes.append("Network unless stated: 50 Linear layers of width 100, ReLU, "
                  "W_i ~ N(0, c/n), MNIST pixels in [0, 1], batch 128. Every number is read from "
                  f"the run directories in `{cache}` (named by config hash); a FAIL is reported "

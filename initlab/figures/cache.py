@@ -3,10 +3,12 @@ plain run directory named by a hash of its resolved config.
 
 ``ensure_runs`` takes the run sets the requested figures need, dedupes their members by hash and
 trains only the missing ones: members of one shape stack into one model
-(``initlab.experiment.group_indices``), the groups train ``--jobs`` at a time in worker
-processes (``initlab.jobs``). A run set that declares a ``Launch`` (several local processes
-splitting every batch) is trained by that launch into a temporary directory inside the cache,
-and each member directory then moves to its hash name (a member directory is self-contained).
+(``initlab.experiment.group_indices``), and each group is a job of the executor: ``--jobs`` at
+a time in local worker processes (``initlab.jobs``), or a task on a Ray cluster
+(``initlab.ray_jobs``, ``--executor ray``), whose results land in the same directories. A
+run set that declares a ``Launch`` (several local processes splitting every batch, always on
+this machine) is trained by that launch into a temporary directory inside the cache, and each
+member directory then moves to its hash name (a member directory is self-contained).
 A cached run that is not finished is a leftover of an interrupted call, not a user's run: it is
 retrained from scratch.
 """
@@ -22,9 +24,9 @@ from pathlib import Path
 from initlab.config import RunConfig, config_hash, dump_yaml, load_experiment
 from initlab.distributed import check_launch, launch
 from initlab.errors import RunInterrupted, UsageError
-from initlab.experiment import group_indices, train_written_members, training_cost
+from initlab.experiment import member_jobs
 from initlab.figures.core import Launch, RunSet
-from initlab.jobs import Job, run_jobs, torch_threads
+from initlab.jobs import Executor, Job, LocalPool
 from initlab.progress import ProgressFactory, quiet_progress
 from initlab.runs import (
     FINISHED,
@@ -58,10 +60,11 @@ def is_cached(path: Path, cfg: RunConfig) -> bool:
 def ensure_runs(run_sets: Sequence[RunSet], cache: Path, data_root: str | None,
                 progress: ProgressFactory = quiet_progress, log: Log = print,
                 max_group: int | None = None,
-                jobs: int = 1) -> tuple[dict[str, list[Path]], int, int]:
+                executor: Executor | None = None) -> tuple[dict[str, list[Path]], int, int]:
     """Run directories for every run set (training the missing runs): the paths by config
     stem, how many runs were trained and how many were cached. ``max_group`` bounds the
-    members of one stacked model; ``jobs`` groups train at once."""
+    members of one stacked model; ``executor`` trains the groups (default: one at a time
+    here)."""
     paths = {s.stem: [run_path(cache, cfg) for cfg in s.configs] for s in run_sets}
     needed: dict[Path, tuple[RunConfig, RunSet]] = {}
     for run_set in run_sets:  # a run two sets need trains the first set's way
@@ -84,7 +87,7 @@ def ensure_runs(run_sets: Sequence[RunSet], cache: Path, data_root: str | None,
     # nothing else runs beside them.
     for spec, configs in launched.items():
         train_launched(spec, configs, cache, data_root)
-    run_jobs(group_jobs(pooled, data_root, max_group), jobs, progress)
+    (executor or LocalPool()).run(group_jobs(pooled, data_root, max_group), progress)
     return paths, len(missing), len(needed) - len(missing)
 
 
@@ -101,21 +104,9 @@ def group_jobs(members: Sequence[tuple[Path, RunConfig, int | None]], data_root:
         by_threads.setdefault(threads, []).append((path, cfg))
     jobs = []
     for threads, share in by_threads.items():
-        for indices in group_indices([cfg for _, cfg in share], max_group):
-            configs = [share[i][1] for i in indices]
-            name = configs[0].name
-            label = name if len(configs) == 1 else f"{name} ×{len(configs)}"
-            jobs.append(Job(label, training_cost(configs), train_group,
-                            (configs, [share[i][0] for i in indices], data_root, threads)))
+        jobs += member_jobs([cfg for _, cfg in share], [path for path, _ in share], data_root,
+                            max_group, threads)
     return jobs
-
-
-def train_group(configs: Sequence[RunConfig], paths: Sequence[Path], data_root: str | None,
-                threads: int | None, progress: ProgressFactory = quiet_progress) -> None:
-    """A job: one stacked group whose directories hold their configs, on ``threads`` CPU
-    threads (None: as many as this process has)."""
-    with torch_threads(threads):
-        train_written_members(configs, paths, data_root, progress)
 
 
 # --- Launched runs ------------------------------------------------------------------------------
