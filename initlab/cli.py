@@ -3,6 +3,7 @@ one message and exit code 2."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -25,6 +26,7 @@ PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only d
 # What an option's value is, in the help: words, not Python types ("<list[str]>").
 METAVARS = {"--set": "KEY=VALUE", "--resume": "RUN_DIR", "--data-root": "DIR", "--cache": "DIR",
             "--out": "PATH", "--metric": "NAME", "--only": "NAME", "--to": "FORMAT",
+            "--executor": "NAME", "--ray-address": "ADDRESS",
             "--sweep": "K", "--split": "MODE", **dict.fromkeys(
                 ("--nproc", "--threads", "--jobs", "--max-group", "--steps", "--warmup",
                  "--blocks"), "N")}
@@ -62,6 +64,12 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value, e.g. --set init.c=3 (repeatable)."),
 ]
+ExecutorOption = Annotated[str, typer.Option(
+    "--executor", help="Where the groups train: local (this machine) or ray (each group a "
+    "task on a Ray cluster; pip install 'initlab[ray]'; docs/distributed.md).")]
+RayAddress = Annotated[str | None, typer.Option(
+    "--ray-address", help="With --executor ray: the cluster's address, or auto (default: "
+    "$RAY_ADDRESS, else a cluster of this machine started for the call).")]
 
 
 def user_path(value: Path | None, option: str) -> Path | None:
@@ -88,6 +96,21 @@ def default_threads() -> int | None:
     (`initlab bench --only threads`, docs/benchmarks.md): on an idle 2-core machine a second
     thread saves a little; beside one other busy process it costs many times that."""
     return None if os.environ.get("OMP_NUM_THREADS") else 1
+
+
+def ray_executor(name: str, address: str | None, threads: int | None) -> Any:
+    """The executor ``--executor`` names: None for the local one, else an unconnected
+    ``RayExecutor`` (its jobs on ``threads`` CPU threads each, default one)."""
+    if name not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {bounded(name)!r}")
+    if name == "local":
+        if address is not None:
+            raise UsageError("--ray-address needs --executor ray")
+        return None
+    from initlab.ray_jobs import RayExecutor, require_ray
+
+    require_ray()
+    return RayExecutor(address, threads=threads or 1)
 
 
 class RunCommand(TyperCommand):
@@ -169,6 +192,8 @@ def run(
     sweep: Annotated[bool, typer.Option(
         "--sweep", "-m", help="Sweep the values given as KEY=A,B,C: one member per "
         "combination, e.g. initlab run kaiming init.c=1,2,3 --sweep.")] = False,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddress = None,
 ) -> None:
     """Train a config (or every member of its sweep) and write its run directory.
 
@@ -191,6 +216,10 @@ def run(
     if resume is not None and (set_ or swept):  # a resumed run keeps its config
         raise UsageError("--set cannot change a run being resumed; it continues with the "
                          "config.yaml in its directory")
+    cluster = ray_executor(executor, ray_address, threads)
+    if cluster is not None and (resume is not None or nproc > 1 or tensorboard):
+        raise UsageError("--executor ray trains a new run's groups as cluster tasks; "
+                         "--resume, --nproc and --tensorboard run here: drop --executor")
     writer = None
     if tensorboard:
         from initlab.export import require_tensorboard, tensorboard_writer
@@ -212,7 +241,8 @@ def run(
         args += ["--threads", str(threads)] if threads else []
         args += ["--tensorboard"] if tensorboard else []
         raise typer.Exit(launch(nproc, args))
-    outcomes = train(config, out, set_, data_root, resume, split, threads, writer, swept)
+    outcomes = train(config, out, set_, data_root, resume, split, threads, writer, swept,
+                     cluster)
     if not outcomes:  # a worker rank other than 0: rank 0 reports
         return
     say_top_findings(outcomes)
@@ -235,12 +265,17 @@ def run(
 def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str | None,
           resume: Path | None, split: str, threads: int | None,
           writer: Callable[[Path], Any] | None,
-          swept: dict[str, list[str]] | None = None) -> list[Any]:
+          swept: dict[str, list[str]] | None = None, cluster: Any = None) -> list[Any]:
     """``initlab run`` in this process (one of torchrun's ranks, or the only one): the
-    outcomes on rank 0, [] elsewhere."""
+    outcomes on rank 0, [] elsewhere. ``cluster``: a Ray executor its groups train on."""
     from initlab.distributed import process_group
     from initlab.errors import RunInterrupted
-    from initlab.experiment import resume_experiment, run_experiment, run_experiment_across
+    from initlab.experiment import (
+        resume_experiment,
+        run_experiment,
+        run_experiment_across,
+        run_experiment_with,
+    )
     from initlab.jobs import torch_threads
     from initlab.overrides import load
     from initlab.progress import RichProgress, print_outcomes
@@ -260,12 +295,17 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
                                                  writer=writer)
                 else:
                     experiment = load(config, set_ or [], swept or {})  # type: ignore[arg-type]
-                    outcomes = (run_experiment(experiment, out, data_root, progress.factory,
-                                               writer=writer)
-                                if comm.world == 1 else
-                                run_experiment_across(experiment, out, data_root,
-                                                      progress.factory, comm, split,
-                                                      writer=writer))
+                    if cluster is not None:
+                        with cluster:
+                            outcomes = run_experiment_with(experiment, out, cluster, data_root,
+                                                           progress.factory, threads=threads)
+                    else:
+                        outcomes = (run_experiment(experiment, out, data_root, progress.factory,
+                                                   writer=writer)
+                                    if comm.world == 1 else
+                                    run_experiment_across(experiment, out, data_root,
+                                                          progress.factory, comm, split,
+                                                          writer=writer))
             except RunInterrupted as stop:
                 progress.stop()
                 shown.print(f"interrupted: checkpoints written; continue with "
@@ -565,6 +605,8 @@ def figures(
         "--seed-offset", min=0, help="Add this to every seed of every figure's runs: a rerun "
         "on disjoint seeds (e.g. 1000) must keep every verdict (default 0: the reference "
         "seeds; another offset draws into runs/figures-preview unless --out is given).")] = 0,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddress = None,
 ) -> None:
     """Redraw every lecture figure from real runs (training only what is not cached) and
     check every lecture claim in REPORT.md."""
@@ -581,11 +623,13 @@ def figures(
     cache = user_path(cache, "--cache")
     data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
     log = say
-    with RichProgress(console) as progress:
+    cluster = ray_executor(executor, ray_address, None)
+    with RichProgress(console) as progress, cluster or contextlib.nullcontext():
         try:
             result = build_figures(only, quick, out, cache, data_root, progress.factory, log,
                                    overrides=set_ or (), max_group=max_group,
-                                   jobs=jobs or default_jobs(), seed_offset=seed_offset)
+                                   jobs=jobs or default_jobs(), seed_offset=seed_offset,
+                                   executor=cluster)
         except RunInterrupted as stop:
             progress.stop()
             log("interrupted: unfinished runs start afresh on the next `initlab figures`")

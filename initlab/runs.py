@@ -419,6 +419,46 @@ def write_sweep_listing(top: Path, name: str, members: list[str]) -> None:
     atomic_write_text(top / SWEEP_FILE, json.dumps(listing, indent=2) + "\n")
 
 
+# A member's files another machine wrote and sent here (initlab.ray_jobs), in the order they
+# are written: summary.json, which says where the member stands, last.
+SENT_FILES = (CONFIG_FILE, STATS_FILE, PREVIOUS_CHECKPOINT_FILE, CHECKPOINT_FILE, SUMMARY_FILE)
+
+
+def read_sent_files(run_dir: Path) -> dict[str, bytes]:
+    """The files of a member's directory to send to another machine, by name: each read as
+    any run file is (``read_run_bytes``: regular, bounded, never a link)."""
+    files = {}
+    for name in SENT_FILES:
+        try:
+            files[name] = read_run_bytes(run_dir / name)
+        except FileNotFoundError:
+            continue
+    return files
+
+
+def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    """A member's files as another machine wrote them (``read_sent_files`` there), written
+    into ``run_dir`` here: plain names of run files only, each within its reader's bound,
+    atomically, summary.json last. Its config.yaml must be the one already here."""
+    unknown = [name for name in files if name not in SENT_FILES]
+    if unknown:
+        raise UsageError(f"{run_dir}: refused files sent back under other names than a "
+                         f"run's: {bounded(str(unknown[:3]))}")
+    for name in SENT_FILES:
+        data = files.get(name)
+        if data is None:
+            continue
+        if not isinstance(data, bytes) or len(data) > max_bytes(name):
+            raise UsageError(f"{run_dir / name}: what was sent back is not a run file's bytes "
+                             f"within {max_bytes(name):,}")
+        if name == CONFIG_FILE:
+            if config_text(run_dir) != data.decode("utf-8", errors="replace"):
+                raise UsageError(f"{run_dir / name}: the config sent back is not the one "
+                                 f"this run was given")
+            continue
+        atomic_write_bytes(run_dir / name, data)
+
+
 def mark_member_interrupted(run_dir: Path) -> bool:
     """A member whose summary says "running" (its writer died) says "interrupted"; whether it
     was changed. A summary that cannot be read is left as it is."""
