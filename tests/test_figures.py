@@ -39,13 +39,15 @@ COMMITTED = read_report_rows(REPORT.read_text(encoding="utf-8"), checks=True)
 # Trained by their own recipes (lr scaled per batch size; 4 processes): the cache test below
 # trains them a few steps each, and the quick suite leaves them out to keep `make test` short.
 BATCH_FIGURES = ("small-batch", "sync-bn")
-# Over 30 s each on 2 idle cores (the 50-layer normalized nets of norm-spread, normalized-
-# gradients and normalized-training, dropout's overfitting runs), and those that read their
-# runs (trained-norms, batchnorm-eval, feature-drift): `make test-all` draws them, `make test`
-# the others (their claims are checked on hand-written run directories in
-# tests/test_figures_claims.py and tests/test_figures_theory.py).
+# `make test-all` draws these, `make test` the others: over 30 s each on 2 idle cores (the
+# 50-layer normalized nets of norm-spread, normalized-gradients and normalized-training,
+# dropout's overfitting runs), those that read their runs (trained-norms, batchnorm-eval,
+# feature-drift), and the largest grids (trainability, weight-standardization), whose claims and
+# plots `make test` checks on hand-written run directories (tests/test_figures_theory.py,
+# tests/test_claims_over_seeds.py).
 SLOW_FIGURES = ("norm-spread", "normalized-gradients", "normalized-training", "feature-drift",
-                "trained-norms", "dropout", "batchnorm-eval")
+                "trained-norms", "dropout", "batchnorm-eval", "trainability",
+                "weight-standardization")
 QUICK_SUITE = [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_FIGURES else [])
                for name in FIGURES if name not in BATCH_FIGURES]
 

@@ -210,8 +210,10 @@ def test_trainability_claims_read_the_grid(tmp_path: Path) -> None:
                                                               "init": {"c": c}},
                                [record("final", test_error=None if math.isnan(error)
                                        else error)], summary))
-    claims = FIGURES["trainability"].claims(FigureInput("trainability", {"trainability": dirs}))
+    grid = FigureInput("trainability", {"trainability": dirs})
+    claims = FIGURES["trainability"].claims(grid)
     assert [c.verdict for c in claims] == ["PASS", "PASS", "PASS", "PASS"]
+    assert FIGURES["trainability"].plot(grid) is not None  # its quick case is in the slow group
     assert claims[0].value == pytest.approx(0.12)
     assert claims[1].value == pytest.approx(0.85)  # the diverged c = 4 counts as 90%
     assert claims[2].value == 3.0  # 4 values of c train at depth 5, one at 50
