@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from initlab import palette
 from initlab.describe import flat_config, run_labels, title_lines, varying
 from initlab.errors import UsageError, bounded
 from initlab.runs import Run, check_output_parent, is_run_dir
@@ -176,13 +177,19 @@ def plot_runs(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = No
 
 
 def run_colors(runs: Sequence[Run]) -> list:
-    """One colour per run, by the values of what varies between them, in increasing order
-    (the lecture's: c = 1, 2, 3 blue, orange, green), so that a value has the same colour in
-    layers.png, training.png and compare.png whatever the runs' order. Runs that differ in
-    nothing get one colour each, in order."""
+    """One colour per run, by the values of what varies between them, so that a value has the
+    same colour in layers.png, training.png and compare.png whatever the runs' order: the one
+    palette's (``initlab.palette``) where only c or only the normalization varies (c = 1, 2,
+    3 blue, orange, green; each normalization its own colour, as in the figures), else in
+    increasing order. Runs that differ in nothing get one colour each, in order."""
     import matplotlib.pyplot as plt
 
     keys = varying(runs)
+    # One thing varies and the palette names its values: c, or the normalization.
+    if keys == ["init.c"]:
+        return [palette.c_color(flat_config(r.config)["init.c"]) for r in runs]
+    if keys == ["model.norm"]:
+        return [palette.norm_color(flat_config(r.config)["model.norm"]) for r in runs]
     values = [tuple(_scalar(flat_config(r.config).get(k)) for k in keys) if keys else (i,)
               for i, r in enumerate(runs)]
     order = {v: i for i, v in enumerate(sorted(set(values), key=_value_order))}

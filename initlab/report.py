@@ -32,6 +32,8 @@ SOURCE_KINDS = {"lecture": "lecture", "paper": "paper", "hypothesis": "initlab's
 # Kolter & Chen, Deep Learning Systems: the two lectures initlab reproduces.
 LECTURE_INIT = "Lecture 6 (Fully connected networks, optimization, initialization)"
 LECTURE_NORM = "Lecture 9 (Normalization and regularization)"
+# The course's video on group normalization (its own statements, cited as the lecture's).
+GROUP_NORM_VIDEO = "the course's Group Normalization video"
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,10 @@ class Source:
 
 
 def lecture(part: str, statement: str, which: str = LECTURE_NORM) -> Source:
-    """A statement of the lecture ``which``, in its part ``part``."""
-    return Source("lecture", f"{which}, “{part}”: {statement}")
+    """A statement of the lecture ``which``, in its part ``part`` ("": the lecture's notes
+    without a section named, where initlab cannot quote the section's title)."""
+    where = f"{which}, “{part}”" if part else which
+    return Source("lecture", f"{where}: {statement}")
 
 
 def paper(reference: str, statement: str) -> Source:
@@ -90,6 +94,9 @@ class Claim:
     # k of n); "" chooses by ``default_method``. Set by the claim, never after its runs.
     method: str = ""
     used: int = 0  # seeds that gave a value (0: all of them)
+    # An existential claim ("in some cases"): shown when any of its named conditions shows it
+    # (PASS), else not shown (INCONCLUSIVE): the absence of a case here cannot refute it.
+    existential: bool = False
 
     def __post_init__(self) -> None:
         if self.op not in OPS:  # a typo would otherwise fail every claim silently
@@ -121,6 +128,8 @@ class Claim:
     @property
     def verdict(self) -> str:
         """PASS, FAIL, or (a claim with an interval straddling its threshold) INCONCLUSIVE."""
+        if self.existential:
+            return "PASS" if self.holds(self.value) else "INCONCLUSIVE"
         if self.interval is None:
             return "PASS" if self.holds(self.value) else "FAIL"
         low, high = self.interval
@@ -146,6 +155,9 @@ class Claim:
     def measured(self) -> str:
         """The value, and over seeds: how many, how many gave a value, and the interval with
         its method (none when every seed gave the same number: one measurement repeated)."""
+        if self.existential and self.seeds:
+            return (f"{format_number(self.value, self.unit)} (the largest over its conditions "
+                    f"on {self.used or self.seeds} seeds)")
         if self.interval is None:
             return format_number(self.value, self.unit)
         n, used = self.seeds, self.used or self.seeds
@@ -162,7 +174,7 @@ class Claim:
         if method == "exact":
             seeds = f"{missing} of {n} gave no value" if missing else ""
         if not math.isnan(low) and low == high and method != "exact":
-            return f"{count} (the same on all {used} seeds: one measurement, no interval)"
+            return f"{count} (the same on all {used} seeds: no interval)"
         if math.isnan(low):
             return f"{count} ({seeds}: too few for an interval)"
         bounds = (f"{100 * low:.0f}% to {100 * high:.0f}%" if method == "exact" else

@@ -118,7 +118,7 @@ def test_yes_no_outcomes_are_k_of_n_with_an_exact_interval() -> None:
 
 def test_one_measurement_repeated_has_no_interval() -> None:
     claim = seeds_of([4.37] * 5)
-    assert claim.measured == "4.37 (the same on all 5 seeds: one measurement, no interval)"
+    assert claim.measured == "4.37 (the same on all 5 seeds: no interval)"
 
 
 def test_the_next_report_lists_rows_dropped_or_rebudgeted() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -23,11 +24,22 @@ from initlab.figures import (
     run_sets,
 )
 from initlab.figures.cache import LAUNCH_PREFIX
-from initlab.figures.core import CONFIG_DIR, QUICK_SEEDS, Mode
+from initlab.figures.core import (
+    CONFIG_DIR,
+    QUICK_SEEDS,
+    Figure,
+    FigureInput,
+    Mode,
+    new_figure,
+    seed_of,
+)
 from initlab.figures.small_batch import BATCH_SIZES
 from initlab.reference import REPORT
-from initlab.report import read_report_rows
+from initlab.report import Claim, read_report_rows
 from initlab.runs import CONFIG_FILE, SUMMARY_FILE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
 
 pytestmark = pytest.mark.usefixtures("mnist_env")
 
@@ -238,3 +250,30 @@ def test_an_output_that_is_a_file_is_refused_before_any_training(tmp_path: Path)
                                       "--cache", str(tmp_path / "cache")])
     assert result.exit_code == 2 and "is a file, expected a directory" in result.output
     assert not (tmp_path / "cache").exists()
+
+
+def test_an_inconclusive_figure_gets_more_seeds_up_to_its_cap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adaptive-seeds rule end to end: a figure whose row stays INCONCLUSIVE after its
+    recipe's 5 seeds trains 5 more (the next integers), is evaluated on all 10, and stops at
+    its cap (zero-init's recipe, 1 step each)."""
+    def claims(inp: FigureInput) -> list[Claim]:  # a row that straddles 0 on any seed count
+        seed = seed_of(inp.runs("zero-init")[0])
+        return [Claim(inp.name, "open", float(seed % 2) - 0.5, ">", 0.0, method="t")]
+
+    def plot(inp: FigureInput) -> MplFigure:
+        return new_figure(inp, "open", 1)[0]
+
+    figure = Figure("open-row", "", ("zero-init",), plot, claims, rows=1, seed_cap=10)
+    monkeypatch.setitem(FIGURES, "open-row", figure)
+    monkeypatch.setattr("initlab.figures.FIGURES", {"open-row": figure})
+    result = build_figures(["open-row"], out=tmp_path / "f", cache=tmp_path / "c",
+                           overrides=("train.max_steps=1", "data.test_subset=200",
+                                      "model.depth=3", "log.every=0"),
+                           log=lambda m: None)
+    (row,) = result.claims
+    assert row.seeds == 10 and row.verdict == "INCONCLUSIVE"
+    assert "10 seeds" in row.measured
+    seeds = sorted(int(yaml.safe_load((p / CONFIG_FILE).read_text())["train"]["seed"])
+                   for p in (tmp_path / "c").iterdir())
+    assert seeds == list(range(10)) and result.trained == 10

@@ -37,7 +37,9 @@ from initlab.figures.core import (
     RunSet,
     c_of,
     cfg_value,
+    more_seeds,
     save_figure,
+    seed_swept,
 )
 from initlab.jobs import Executor, LocalPool
 from initlab.progress import ProgressFactory, quiet_progress
@@ -120,19 +122,34 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     cache = cache if cache is not None else DEFAULT_CACHE
     paths, trained, cached = ensure_runs(run_sets(figures, mode), cache, data_root, progress,
                                          log, max_group, executor)
+    known: dict[Path, Run] = {}  # every run read so far: each is read once
+    found = {f.name: evaluated(f, paths, mode, known, data_root) for f in figures}
+    # The adaptive-seeds rule, in rounds over every figure at once (their new runs train in one
+    # job pool): a figure with a row still INCONCLUSIVE gets more seeds, up to its cap.
+    while wanted := {f.name: n for f in figures if not mode.quick
+                     and (n := more_seeds(f, found[f.name][1], found[f.name][0].seeds()))}:
+        more = mode
+        for figure in figures:
+            if figure.name in wanted:
+                log(f"{figure.name}: a row is INCONCLUSIVE: {wanted[figure.name]} seeds")
+                more = more.with_seeds([s for s in figure.configs if seed_swept(s)],
+                                       wanted[figure.name])
+        grown = [f for f in figures if f.name in wanted]
+        extended, newly, _ = ensure_runs(run_sets(grown, more), cache, data_root, progress,
+                                         log, max_group, executor)
+        trained += newly
+        paths.update(extended)
+        for figure in figures:  # every figure that reads a grown run set, read again
+            if set(figure.configs) & set(extended):
+                found[figure.name] = evaluated(figure, paths, mode, known, data_root)
     files: list[Path] = []
     claims: list[Claim] = []
     summaries = []
-    known: dict[Path, Run] = {}  # every run read so far: each is read once
     for figure in figures:
-        inp = FigureInput(figure.name, {stem: paths[stem] for stem in figure.configs},
-                          mode.banner, known=known)
-        if figure.measure is not None:
-            figure.measure(inp, data_root)
+        inp, rows = found[figure.name]
         files += save_figure(figure.draw(inp), out, figure.name)
-        found = figure.evaluate(inp)
-        claims += found
-        summaries.append(figure_summary(figure, found))
+        claims += rows
+        summaries.append(figure_summary(figure, rows))
     title = "initlab figures: the lectures' claims, measured"
     if mode.quick:
         title += f" — {mode.banner}"
@@ -143,8 +160,19 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
              *report_notes(figures, mode, cache, executor.describe())]
     changed = changed_since(previous, claims) if previous else ""
     write_report(report, claims, title, notes,
-                 [*([changed] if changed else []), "## Runs", runs_table(paths, known)])
+                 [statements_without_rows(), *([changed] if changed else []), "## Runs",
+                  runs_table(paths, known)])
     return Result([f.name for f in figures], files, claims, report, title, trained, cached)
+
+
+def evaluated(figure: Figure, paths: dict[str, list[Path]], mode: Mode, known: dict[Path, Run],
+              data_root: str | None) -> tuple[FigureInput, list[Claim]]:
+    """A figure's input over the run directories in ``paths`` (measured), and its claims."""
+    inp = FigureInput(figure.name, {stem: paths[stem] for stem in figure.configs},
+                      mode.banner, known=known)
+    if figure.measure is not None:
+        figure.measure(inp, data_root)
+    return inp, figure.evaluate(inp)
 
 
 def check_output(out: Path, partial: bool, shifted: bool = False) -> None:
@@ -234,7 +262,13 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
                  "Each row's measurement names its interval and its seeds; a number that is the "
                  "same on every seed (one measurement repeated) gets no interval. A row PASSes "
                  "only when the whole interval is on the claim's side of its threshold, FAILs "
-                 "when it is wholly on the other side, and is INCONCLUSIVE otherwise. A run that "
+                 "when it is wholly on the other side, and is INCONCLUSIVE otherwise; a figure "
+                 "with a row still INCONCLUSIVE then gets twice its seeds, up to a cap its "
+                 "module fixes before any run (`seed_cap`: 10 seeds, 16 for "
+                 "weight-standardization), and is evaluated again on all of them (every row's "
+                 "measurement says how many seeds it used). An existential claim (“in some "
+                 "cases”) PASSes when any of its named conditions shows it and is INCONCLUSIVE "
+                 "(not shown) otherwise: its absence here cannot refute it. A run that "
                  "diverged has no \"after training\" number: such a row is measured on the "
                  "seeds that trained and says how many gave a value; a row about whether "
                  "training succeeds counts a diverged run as a failure. A stacked member's "
@@ -256,6 +290,49 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
         notes.append("Figures in this report: " + ", ".join(f"`{f.name}`" for f in figures)
                      + " (`--only`).")
     return notes
+
+
+# Statements of the lectures' notes (issue 30's list) that no row measures, and why.
+STATEMENTS_WITHOUT_ROWS = (
+    ("Lecture 9, layer norm: “exploding and vanishing gradients disappear”",
+     "no row; the data say otherwise across the layers: with layer norm after the ReLU the "
+     "gradients grow ~1.21× per layer towards the input whatever c (normalized-gradients, "
+     "~1e4× over 49 layers); what disappears is their dependence on c (layernorm-norms)"),
+    ("Lecture 9, layer norm: the gradient curves are nearly the same whatever the init",
+     "no row yet: layernorm-norms draws them at c = 1, 2, 3 (its rows test the activations)"),
+    ("Lecture 9, layer norm: the gradient curves differ more (across the layers) than in the "
+     "earlier plots", "no row yet; normalized-gradients' growth (~1e4×) against init-norms' "
+     "c = 2 gradient span (its rows) supports it"),
+    ("Lecture 9: after training, the gradients change across the layers with similar effects of "
+     "the init", "no row yet: trained-norms draws the trained gradient norms per c"),
+    ("Lecture 9: smaller weights give a smoother function (Lipschitz)",
+     "not measurable here: initlab records no Lipschitz estimate (no spectral norms)"),
+    ("Lecture 9: “I often don't bother with weight decay” / weight decay can often be skipped",
+     "a practice, not a measurable claim; regularization tests the lecture's “1e-4 slightly "
+     "better”"),
+    ("Lecture 9: deep over-parameterized nets overfit",
+     "no row for a deep net: the 50-layer net never fits its training set in the suite's "
+     "budgets; dropout's first row shows a shallow wide net that does"),
+    ("Lecture 9: in convex optimization the initialization matters little",
+     "not measurable here: initlab trains no convex model"),
+    ("Lecture 9: a larger batch gives a more accurate estimate of the mean",
+     "no row: initlab does not record the batch statistics' error; small-batch shows its "
+     "consequence for batch norm"),
+    ("Group Norm video: instance norm does poorly",
+     "not measurable here: on an MLP's feature vector (no spatial positions) instance norm "
+     "normalizes one value per channel and is undefined"),
+    ("Group Norm video: group norm's stability is close to batch norm's",
+     "no row: small-batch and weight-standardization compare their errors, not their "
+     "spread over seeds"),
+)
+
+
+def statements_without_rows() -> str:
+    """The report's section on the statements no row measures."""
+    lines = ["## Statements without a row", "",
+             "Statements of the notes that no row above measures, and why:", ""]
+    lines += [f"- {statement}: {why}." for statement, why in STATEMENTS_WITHOUT_ROWS]
+    return "\n".join(lines)
 
 
 def runs_table(paths: dict[str, list[Path]], known: dict[Path, Run] | None = None) -> str:

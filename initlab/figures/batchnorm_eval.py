@@ -32,7 +32,7 @@ STEM = "trained-batchnorm"
 BATCHES = 20
 IMAGE = 0  # the fixed test image
 SEED = 0  # of the batches drawn around it
-DEPENDENCE = lecture("Minibatch dependence", "in training mode batch norm makes an example's "
+DEPENDENCE = lecture("Batch normalization", "in training mode batch norm makes an example's "
                      "output depend on the other examples in its minibatch; at test time the "
                      "running averages of the batch statistics take their place, so it does not")
 
@@ -114,21 +114,29 @@ def plot(inp: FigureInput) -> MplFigure:
 def claims(inp: FigureInput) -> list[Claim]:
     m = read_measure(bn_run(inp), inp.name) or {"train_logits": [], "eval_logits": []}
     return [
+        # True by construction: a check (training mode normalizes with the batch's moments).
         Claim(inp.name, f"batch norm, training mode: a fixed image's logits move with its "
               f"batch (largest range over {BATCHES} batches)", logit_range(m["train_logits"]),
-              ">", 1e-3, source=DEPENDENCE),
+              ">", 1e-3, source=DEPENDENCE, check=True),
         Claim(inp.name, "batch norm, evaluation mode: the same logits in every batch (largest "
               "range)", logit_range(m["eval_logits"]), "<=", 1e-6, source=DEPENDENCE,
               check=True),
         Claim(inp.name, "batch statistics at test time improve accuracy in some case: the "
-              "largest drop of test error, running averages → each test batch's own "
-              "statistics, over the nets of c = 1.7, 2, 2.3",
-              max((improvement(r, inp.name) for r in inp.runs(STEM)), default=math.nan),
-              ">=", IMPROVES_PP, "pp", IMPROVES,
-              if_fails="after this short training the running averages match the batch "
-              "statistics well enough; the lecture's “some cases” are nets whose running "
-              "averages lag their weights"),
+              f"largest drop of test error, running averages → each test batch's own "
+              f"statistics, over the nets of c = 1.7, 2, 2.3 and the seeds (shown if any "
+              f"condition drops it by ≥ {100 * IMPROVES_PP:.1f} pp, else not shown)",
+              improvements(inp), ">=", IMPROVES_PP, "pp", IMPROVES, existential=True,
+              if_fails="not shown in these conditions, which cannot refute “in some cases”: "
+              "the nets here are far from trained (see the title's test error), and the "
+              "lecture's cases are nets whose running averages lag their weights"),
     ]
+
+
+def improvements(inp: FigureInput) -> float:
+    """The largest drop over the nets; NaN if a net has no measurement (never dropped
+    silently, as Python's ``max`` would)."""
+    drops = np.array([improvement(r, inp.name) for r in inp.runs(STEM)], dtype=float)
+    return float(drops.max()) if drops.size else math.nan
 
 
 FIGURE = Figure(

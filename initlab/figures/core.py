@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from initlab import palette
 from initlab.config import Experiment, ModelConfig, RunConfig, load_experiment
 from initlab.data import TRAIN_IMAGES
 from initlab.intervals import interval
@@ -59,6 +60,9 @@ class Mode:
     # Added to every seed of every recipe (its base ``train.seed`` and its seed sweep): a rerun
     # with disjoint seeds (``--seed-offset``).
     seed_offset: int = 0
+    # (config stem, seeds): a recipe whose seed sweep takes that many seeds, its own extended
+    # by the next integers (a figure's rows given more seeds: ``more_seeds``).
+    seed_counts: tuple[tuple[str, int], ...] = ()
 
     @property
     def banner(self) -> str:
@@ -86,9 +90,16 @@ class Mode:
         """The recipe file this mode reads: ``path`` itself, or a copy whose seeds are shifted
         by ``seed_offset`` and, in quick mode, whose seed sweep keeps its first QUICK_SEEDS."""
         limit = QUICK_SEEDS if self.quick else None
-        if not self.seed_offset and limit is None:
+        count = dict(self.seed_counts).get(path.stem)
+        if not self.seed_offset and limit is None and count is None:
             return path
-        return seeded_source(path, self.seed_offset, limit)
+        return seeded_source(path, self.seed_offset, count or limit)
+
+    def with_seeds(self, stems: Sequence[str], count: int) -> Mode:
+        """This mode with the seed sweeps of ``stems`` taking ``count`` seeds."""
+        counts = dict(self.seed_counts)
+        counts |= {stem: max(count, counts.get(stem, 0)) for stem in stems}
+        return replace(self, seed_counts=tuple(sorted(counts.items())))
 
 
 # A recipe's base seed (``seed: N`` under ``train:``) and its seed sweep (``train.seed: [...]``).
@@ -100,13 +111,16 @@ _seeded_dir: list[Path] = []  # this process's directory of rewritten recipes
 
 def seeded_source(path: Path, offset: int, limit: int | None) -> Path:
     """A copy of the recipe ``path`` (same file name, so the same experiment name) with every
-    seed shifted by ``offset`` and at most ``limit`` seeds in its seed sweep. The copy lives in
-    a directory of this process, removed at exit; a launched run reads it by its path."""
+    seed shifted by ``offset`` and ``limit`` seeds in its seed sweep: its first ones, or all of
+    them and the next integers after its last. The copy lives in a directory of this process,
+    removed at exit; a launched run reads it by its path."""
     text = path.read_text(encoding="utf-8")
     text = _BASE_SEED.sub(lambda m: f"{m.group(1)}{int(m.group(2)) + offset}", text, count=1)
 
     def sweep(m: re.Match[str]) -> str:
         seeds = [int(v) for v in m.group(2).split(",") if v.strip()][:limit]
+        while limit is not None and seeds and len(seeds) < limit:
+            seeds.append(seeds[-1] + 1)
         return f"{m.group(1)}[{', '.join(str(v + offset) for v in seeds)}]"
 
     text = _SEED_SWEEP.sub(sweep, text)
@@ -228,6 +242,9 @@ class Figure:
     # the tests check a quick run's rows against it, not against the committed report (a
     # figure whose rows change stays testable before the next full run redraws the report).
     rows: int = 0
+    # The most seeds its rows may get, fixed here before any run (0: its recipe's seeds only):
+    # while a row is INCONCLUSIVE, the figure's seed sweeps double up to it (``more_seeds``).
+    seed_cap: int = 0
 
     def evaluate(self, inp: FigureInput) -> list[Claim]:
         """The figure's claims over its seeds: ``claims`` evaluated on each seed's runs alone,
@@ -253,11 +270,31 @@ def over_seeds(rows: Sequence[Claim]) -> Claim:
     first = rows[0]
     values = [c.value for c in rows]
     kept = [v for v in values if not math.isnan(v)]
+    if first.existential:  # shown if any seed's conditions show it: the largest, no interval
+        return replace(first, value=max(kept) if kept else math.nan, seeds=len(rows),
+                       used=len(kept))
     centre, low, high = interval(kept, first.interval_method) if kept else (math.nan,) * 3
     if len(kept) == 1:  # one value: itself, with no interval
         centre = kept[0]
     return replace(first, value=centre, interval=(low, high), seeds=len(rows),
                    used=len(kept))
+
+
+def more_seeds(figure: Figure, claims: Sequence[Claim],
+               seeds: Sequence[Sequence[int]]) -> int | None:
+    """The adaptive-seeds rule: a figure with a row still INCONCLUSIVE (checks aside) after
+    its seeds (``FigureInput.seeds``) gets twice as many, at most its ``seed_cap``; None when
+    it gets no more."""
+    open_ = any(c.verdict == "INCONCLUSIVE" and not c.check and not c.existential
+                for c in claims)
+    if not open_ or len(seeds) < 2 or len(seeds) >= figure.seed_cap:
+        return None
+    return min(2 * len(seeds), figure.seed_cap)
+
+
+def seed_swept(stem: str) -> bool:
+    """Whether the recipe ``configs/<stem>.yaml`` sweeps its seed."""
+    return bool(_SEED_SWEEP.search((CONFIG_DIR / f"{stem}.yaml").read_text(encoding="utf-8")))
 
 
 def seed_of(run: Run) -> int:
@@ -426,14 +463,9 @@ def unmeasured(inp: FigureInput, stem: str) -> Iterator[tuple[Run, Path]]:
 
 # --- Drawing ------------------------------------------------------------------------------------
 
-# The lecture's colours: matplotlib's default order (blue, orange, green) for increasing c,
-# both for c = 1, 2, 3 and for c = 1.7, 2, 2.3 (the notes' "yellow line" is c = 2).
-C_COLORS = {1.0: "tab:blue", 1.7: "tab:blue", 2.0: "tab:orange", 2.3: "tab:green",
-            3.0: "tab:green"}
-
-
 def c_color(run: Run) -> str:
-    return C_COLORS.get(round(c_of(run), 6), "tab:gray")
+    """A run's colour by its c: the one palette's (``initlab.palette``)."""
+    return palette.c_color(c_of(run))
 
 
 def new_figure(inp: FigureInput, title: str, ncols: int, nrows: int = 1,
@@ -447,6 +479,11 @@ def new_figure(inp: FigureInput, title: str, ncols: int, nrows: int = 1,
                              squeeze=False, layout="constrained", **kw)
     fig.suptitle(nonempty_lines(inp.banner, title), color="darkred" if inp.banner else "black")
     return fig, axes
+
+
+def legend_below(ax: Axes, columns: int = 1, **kw: Any) -> None:
+    """The panel's legend under it, outside the data (constrained layout makes room)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=columns, **kw)
 
 
 def nonempty_lines(*lines: str) -> str:
@@ -478,9 +515,10 @@ def log_axis_plain_labels(ax: Axes) -> None:
 
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
-    # Minor ticks (2, 3, 5, ...) labelled only on short axes: over several decades they crowd.
+    # Minor ticks (2, 3, 5, ...) labelled on axes up to about two decades (a subset) and on
+    # short ones (all): over more decades they crowd; with fewer, two labels are unreadable.
     ax.yaxis.set_minor_formatter(mpl.ticker.LogFormatter(labelOnlyBase=False,
-                                                         minor_thresholds=(1.5, 0.6)))
+                                                         minor_thresholds=(2.2, 1.0)))
 
 
 def plot_layers(ax: Axes, run: Run, key: str, phase: str, **kw: Any) -> None:

@@ -84,7 +84,10 @@ def plot(inp: FigureInput) -> MplFigure:
             ax.set_title(f"{name} ({lr_text(run)})\ndrift of the median: {drift(run):.3g} "
                          "× its initial 15-85 spread" if run is not None else name, fontsize=8)
             ax.set_xlabel("step")
-            ax.set_ylabel("unit input" if col else f"{row_title}\nunit input", fontsize=8)
+            ax.set_ylabel("unit input" if col and row == 0 else f"{row_title}\nunit input",
+                          fontsize=8)
+            # The row shares its y axis with a blank first panel: label this one's ticks.
+            ax.tick_params(labelleft=True)
             ax.grid(True, alpha=0.3)
             if run is None:
                 continue
@@ -129,5 +132,6 @@ FIGURE = Figure(
         "Batch norm keeps a unit's input distribution stable over training (Ioffe & Szegedy "
         "2015, figure 1; the same picture is in the Group Norm video, not the lecture)."),
     rows=3,
+    seed_cap=10,
     order=110,
 )

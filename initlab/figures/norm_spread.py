@@ -20,6 +20,7 @@ from initlab.figures.core import (
     stat,
     training_setup,
 )
+from initlab.palette import norm_color
 from initlab.report import Claim, lecture
 from initlab.runs import Run
 
@@ -29,9 +30,9 @@ if TYPE_CHECKING:
 KEY = "act_norm_cv"
 C = 2.0
 # (norm, label, colour, stem at init, stem after training)
-NORMS = (("none", "no normalization", "tab:gray", "init-norms", "trained-variance"),
-         ("layer", "layer norm", "tab:blue", "layernorm-norms", "trained-layernorm"),
-         ("batch", "batch norm", "tab:orange", "batchnorm-norms", "trained-batchnorm"))
+NORMS = (("none", "no normalization", norm_color("none"), "init-norms", "trained-variance"),
+         ("layer", "layer norm", norm_color("layer"), "layernorm-norms", "trained-layernorm"),
+         ("batch", "batch norm", norm_color("batch"), "batchnorm-norms", "trained-batchnorm"))
 # Layer norm gives every example's normalized vector the same norm up to its eps (1e-5 against
 # a variance of order 0.1-1 here: a relative difference ~1e-5); 1e-3 leaves room for rounding.
 ERASED = 1e-3
@@ -62,13 +63,15 @@ def plot(inp: FigureInput) -> MplFigure:
                            f"training images), c = {C:g}: std / mean at each layer", 2,
                            sharey=True)
     for ax, phase, title in ((axes[0][0], "init", "at initialization"),
-                             (axes[0][1], "final", "after training")):
+                             (axes[0][1], "final", "after training (each net's test error "
+                                                   "in the legend)")):
         for _, label, color, init_stem, final_stem in NORMS:
             run = run_at(inp, init_stem if phase == "init" else final_stem)
             if run is None:
                 continue
             values = stat(run, KEY, phase)
-            setup = "" if phase == "init" else f" ({training_setup(run)})"
+            setup = "" if phase == "init" else (f" ({training_setup(run)}): "
+                                                 f"{run.final_test_error:.1%} test error")
             ax.plot(np.arange(1, len(values) + 1), values, color=color, linewidth=2,
                     label=f"{label}{setup}")
         ax.set_title(title, fontsize=9)
@@ -119,5 +122,6 @@ FIGURE = Figure(
         "Layer norm gives every example the same activation norm, erasing their relative scale;"
         " batch norm keeps it (lecture)."),
     rows=4,
+    seed_cap=10,
     order=80,
 )

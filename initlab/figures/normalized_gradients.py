@@ -23,6 +23,7 @@ from initlab.figures.core import (
     stat,
 )
 from initlab.figures.theory import NORMALIZED_RELU_GRADIENT_RATE
+from initlab.palette import DEPTH_COLORS
 from initlab.report import Claim, Source, hypothesis, paper
 from initlab.runs import Run
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 STEM = "normalized-gradients"
 DEPTHS = (10, 20, 50)
-DEPTH_COLORS = {10: "tab:green", 20: "tab:orange", 50: "tab:purple"}
 TOLERANCE = 0.10  # |measured rate / predicted − 1|, fixed by the issue before any run
 YANG = ("Yang, Pennington, Rao, Sohl-Dickstein & Schoenholz, “A Mean Field Theory of Batch "
         "Normalization”, ICLR 2019")

@@ -25,6 +25,7 @@ from initlab.figures.core import (
     nonempty_lines,
     setup_text,
 )
+from initlab.palette import norm_color
 from initlab.report import Claim, paper
 from initlab.runs import Run
 
@@ -103,7 +104,8 @@ def plot(inp: FigureInput) -> MplFigure:
         label = NORM_LABELS[norm]
         if norm == "group":
             label += f" ({reference.config['model']['groups']} groups)"
-        line, = ax.plot(bs, [100 * mean_error(errors, b) for b in bs], "o-", label=label)
+        line, = ax.plot(bs, [100 * mean_error(errors, b) for b in bs], "o-", label=label,
+                        color=norm_color(norm))
         for b in bs:
             ax.plot([b] * len(errors[b]), [100 * e for e in errors[b]], ".",
                     color=line.get_color(), alpha=0.5)
@@ -166,5 +168,6 @@ FIGURE = Figure(
         "(Wu & He, 2018). At b = 2 an MLP's batch norm maps each feature's two values to ±1: "
         "far more extreme than Wu & He's conv nets, which normalize over N·H·W values."),
     rows=3,
+    seed_cap=10,
     order=170,
 )

@@ -24,7 +24,8 @@ from initlab.figures.core import (
     nonempty_lines,
     setup_text,
 )
-from initlab.report import Claim, hypothesis, paper
+from initlab.palette import norm_color
+from initlab.report import GROUP_NORM_VIDEO, Claim, lecture, paper
 from initlab.runs import Run
 
 if TYPE_CHECKING:
@@ -36,8 +37,8 @@ SLOWER = 1.1  # "at a communication cost": at least 10% more time per epoch, fix
 SYNC = paper("Peng et al., “MegDet: A Large Mini-Batch Object Detector”, CVPR 2018 "
              "(cross-GPU batch norm)", "computing the batch statistics over every worker's "
              "examples restores batch norm when each worker holds only a few")
-COST = hypothesis("synchronizing adds an all-reduce per normalized layer and step; group norm "
-                  "needs none")
+COST = lecture("", "synchronizing the batch statistics across workers is slow (an all-reduce "
+               "per normalized layer and step); group norm needs none", GROUP_NORM_VIDEO)
 
 
 def recipe(stem: str, mode: Mode) -> RunSet:
@@ -94,13 +95,14 @@ def plot(inp: FigureInput) -> MplFigure:
                "group": f"GN\n({runs[0].config['model']['groups']} groups)"}[n] for n in norms]
     fig, (err_ax, time_ax) = plt.subplots(1, 2, figsize=(9, 4.8))
     x = np.arange(len(norms))
-    err_ax.bar(x, [100 * rows[n].error for n in norms], color="C0", alpha=0.7)
+    colors = [norm_color(n) for n in norms]
+    err_ax.bar(x, [100 * rows[n].error for n in norms], color=colors, alpha=0.7)
     for i, n in enumerate(norms):
         err_ax.plot([i] * len(rows[n].errors), [100 * e for e in rows[n].errors], "k.")
     err_ax.set_ylabel("test error (%)")
     err_ax.set_title("test error (bars: seed mean, dots: seeds)", fontsize=9)
     seconds = [rows[n].epoch_seconds for n in norms]
-    bars = time_ax.bar(x, seconds, color="C1", alpha=0.7)
+    bars = time_ax.bar(x, seconds, color=colors, alpha=0.7)
     time_ax.bar_label(bars, [f"{v:.1f} s" for v in seconds], fontsize=8)
     time_ax.set_ylabel("wall seconds per epoch (incl. test-set evaluations)")
     time_ax.set_title(f"time per epoch: {WORKERS} gloo processes on one machine", fontsize=9)
@@ -141,5 +143,6 @@ FIGURE = Figure(
     headline=(
         "Synchronizing batch statistics across workers fixes BN, at a communication cost."),
     rows=4,
+    seed_cap=10,
     order=180,
 )

@@ -21,7 +21,7 @@ from initlab.figures.core import (
     new_figure,
     seed_of,
 )
-from initlab.report import LECTURE_INIT, Claim, hypothesis, lecture
+from initlab.report import Claim, hypothesis, lecture
 from initlab.runs import Run
 
 if TYPE_CHECKING:
@@ -34,9 +34,12 @@ TRAINS = 0.20
 CENTRE = 2.0
 FAR = (1.0, 3.0)  # at depth 50, c ≤ 1 or c ≥ 3: 4 to 7 decades off level (mean field)
 DECADES = 2.0  # the mean-field lines drawn: ‖Z_L‖ / ‖Z_1‖ = 10^±2
-BAND = lecture("Initialization", "the 50-layer ReLU network trains from W_i ~ N(0, 2/n); far "
-               "from c = 2 its activations vanish or explode and it does not",
-               LECTURE_INIT)
+BAND = lecture("", "the 50-layer ReLU network trains from W_i ~ N(0, 2/n); far from c = 2 "
+               "(the notes' nets of c = 1 and 3) it never trains: its activations vanish or "
+               "explode")
+OPERATIONAL = hypothesis(f"initlab's operational “trains” for this short budget: test error at "
+                         f"most {TRAINS:.0%} after 3 epochs (the lecture's own target, 5%, "
+                         "is tested on the same net trained longer: trained-variance)")
 NARROWS = hypothesis("mean field: the activations change by (c/2)^((L−1)/2) over L layers, so "
                      "the range of c that keeps that change within a given factor shrinks "
                      "like 1/L")
@@ -87,8 +90,9 @@ def plot(inp: FigureInput) -> MplFigure:
     errors = np.array([[100 * table[d].get(c, math.nan) for c in cs] for d in depths])
     x_edges, y_edges = edges(cs), edges(depths)
     cmap = mpl.colormaps["viridis_r"].with_extremes(bad="lightgray")
+    scale = mpl.colors.LogNorm(vmin=2, vmax=100)
     mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(errors), cmap=cmap,
-                         norm=mpl.colors.LogNorm(vmin=2, vmax=100))
+                         norm=scale)
     fig.colorbar(mesh, ax=ax, label="final test error (%)")
     for i in range(len(depths)):
         for j in range(len(cs)):
@@ -96,8 +100,8 @@ def plot(inp: FigureInput) -> MplFigure:
             centre = (math.sqrt(x_edges[j] * x_edges[j + 1]),
                       math.sqrt(y_edges[i] * y_edges[i + 1]))
             ax.text(*centre, f"diverged\nat lr {lr}" if math.isnan(e) else f"{e:.1f}%",
-                    ha="center", va="center",
-                    fontsize=7, color="black" if math.isnan(e) or e > 30 else "white")
+                    ha="center", va="center", fontsize=8, fontweight="bold",
+                    color=text_color(cmap(scale(e)) if not math.isnan(e) else cmap.get_bad()))
             if not math.isnan(e) and e <= 100 * TRAINS:
                 ax.add_patch(mpl.patches.Rectangle(
                     (x_edges[j], y_edges[i]), x_edges[j + 1] - x_edges[j],
@@ -118,6 +122,12 @@ def plot(inp: FigureInput) -> MplFigure:
     return fig
 
 
+def text_color(rgba: tuple[float, ...]) -> str:
+    """Black on a light cell, white on a dark one (by the cell colour's luminance)."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+
+
 def claims(inp: FigureInput) -> list[Claim]:
     f = inp.name
     table = grid(inp.runs(STEM))
@@ -130,14 +140,17 @@ def claims(inp: FigureInput) -> list[Claim]:
     increases = sum(b > a for a, b in zip(counts, counts[1:], strict=False)) if counts else math.nan
     count_text = "first seed: " + ", ".join(f"{d}: {n}" for d, n in zip(sorted(table), counts,
                                                                  strict=True))
+    centre = errors.get(CENTRE, math.nan)
     return [
-        Claim(f, f"depth {deepest}, c = {CENTRE:g} trains: test error after the budget",
-              errors.get(CENTRE, math.nan), "<=", TRAINS, unit="%", source=BAND,
+        Claim(f, f"depth {deepest}, c = {CENTRE:g} trains (test error ≤ {TRAINS:.0%} after the "
+              "budget) on most seeds: yes/no per seed", float(centre <= TRAINS), ">", 0.5,
+              source=OPERATIONAL, method="exact",
               if_fails="the budget is short for 50 layers rather than c = 2 untrainable: "
-              "the same network reaches 5% in 10-17 epochs (trained-variance)"),
-        Claim(f, f"depth {deepest}: no c ≤ {FAR[0]:g} or c ≥ {FAR[1]:g} trains: lowest test "
-              f"error among them (a diverged run counts as {CHANCE_ERROR:.0%})", far_best, ">",
-              TRAINS, unit="%", source=BAND),
+              "the same network reaches 5% when trained longer (trained-variance)"),
+        Claim(f, f"depth {deepest}: some c ≤ {FAR[0]:g} or c ≥ {FAR[1]:g} trains (test error "
+              f"≤ {TRAINS:.0%}; a diverged run does not): yes/no per seed, on few seeds",
+              float(far_best <= TRAINS) if not math.isnan(far_best) else math.nan, "<", 0.5,
+              source=BAND, method="exact"),
         Claim(f, f"the band narrows with depth: values of c that train at depth {shallowest} "
               f"minus at depth {deepest} (by depth: {count_text})",
               float(counts[0] - counts[-1]) if counts else math.nan, ">=", 1.0,
@@ -150,20 +163,21 @@ def claims(inp: FigureInput) -> list[Claim]:
 FIGURE = Figure(
     "trainability",
     "A phase diagram of initialization: the plain ReLU network of width 100 at depths 5 to "
-    "50, started from W_i ~ N(0, c/n) for c from 1 to 3, trained the same short budget "
-    "(3 epochs of SGD at the lecture's lr 0.01; the lecture's own net needs 10-17 epochs for "
-    "5%). Each cell is the final test error, the mean of 5 seeds; red outlines mark the "
-    "cells that train (≤ 20%). A “diverged” cell diverged at this one learning rate: the "
-    "activations at c ≥ 2.5 grow ~(c/2)^25 over 50 layers and a smaller lr might train it, so "
-    "it is not proof that no lr does. The mean field says the activations change by "
-    "(c/2)^((L−1)/2) over L layers (dashed: a change of 100× either way), so it predicts "
-    "that a shallow net tolerates almost any c while a 50-layer one trains only in a narrow "
-    "band around c = 2, the band narrowing like 1/L — the reason the lecture's deep network "
-    "needs the right initial scale.",
+    "50, started from W_i ~ N(0, c/n) for c from 1 to 3, trained the same short budget (3 "
+    "epochs of SGD at the lecture's lr 0.01; the lecture's 5% needs longer: trained-"
+    "variance trains the depth-50 net to it). Each cell is the final test error, the mean "
+    "of 5 seeds; red outlines mark the cells that train (≤ 20%). A “diverged” cell diverged"
+    " at this one learning rate: the activations at c ≥ 2.5 grow ~(c/2)^25 over 50 layers "
+    "and a smaller lr might train it, so it is not proof that no lr does. The mean field "
+    "says the activations change by (c/2)^((L−1)/2) over L layers (dashed: a change of 100×"
+    " either way), so it predicts that a shallow net tolerates almost any c while a "
+    "50-layer one trains only in a narrow band around c = 2, the band narrowing like 1/L — "
+    "the reason the lecture's deep network needs the right initial scale.",
     (STEM,), plot, claims, plots_seeds=True,
     headline=(
-        "Far from c = 2 the deep net does not train, and the band of trainable c narrows with "
-        "depth (lecture; mean field: (c/2)^((L−1)/2))."),
+        "Far from c = 2 the deep net does not train (lecture 9), and the band of trainable c "
+        "narrows with depth (mean field: (c/2)^((L−1)/2))."),
     rows=4,
+    seed_cap=10,
     order=20,
 )

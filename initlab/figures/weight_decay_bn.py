@@ -19,14 +19,14 @@ from initlab.figures.core import (
     new_figure,
     status_mark,
 )
-from initlab.report import Claim, paper
+from initlab.palette import sequence_color
+from initlab.report import Claim, lecture, paper
 from initlab.runs import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
 
 STEM = "weight-decay-bn"
-COLORS = ("tab:blue", "tab:orange", "tab:red")
 # The factor within which the effective step's growth must match 1/‖W‖² (scale invariance),
 # fixed before the runs: the gradient's size on the unit sphere differs between trajectories.
 INVARIANCE_FACTOR = 2.0
@@ -92,7 +92,8 @@ def plot(inp: FigureInput) -> MplFigure:
                  "epochs")
     fig, axes = new_figure(inp, f"Weight decay with batch norm ({setup}): medians over the "
                            "normalized layers, every 20 steps", 3, size=(4.8, 4.0))
-    for run, color in zip(runs, COLORS, strict=False):
+    for n, run in enumerate(runs):
+        color = sequence_color(n + 1)  # the weight decays, light to dark
         label = f"weight decay {decay(run):g}{status_mark(run)}"
         train = run.phase == "train"
         weights = run.phase != "final"  # every record holds the weights it saw
@@ -137,8 +138,12 @@ def claims(inp: FigureInput) -> list[Claim]:
     return [
         Claim(f, f"batch norm, weight decay {lam:g} vs 0: ‖W_i‖ over the last epoch, with / "
               "without (worst normalized layer: the largest): the weights shrink", norm_ratio,
-              "<", 1.0, source=paper(LAARHOVEN, "with normalization, L2 decay shrinks the "
-                                     "weights without changing what the layer computes")),
+              "<", 1.0, source=lecture("Regularization", "the magnitude of the weights is "
+                                       "a very bad proxy for complexity, especially with "
+                                       "normalization layers (the mechanism: with "
+                                       "normalization, L2 decay shrinks the weights without "
+                                       "changing what the layer computes, van Laarhoven "
+                                       "2017)")),
         Claim(f, "…and the effective step grows: turning part of ‖ΔW_i‖/‖W_i‖ over the last "
               "epoch, with / without (worst layer: the smallest)", step_ratio, ">", 1.0,
               source=paper(LAARHOVEN, "for a scale-invariant layer the effective learning "
@@ -166,5 +171,6 @@ FIGURE = Figure(
         "With batch norm, weight decay no longer limits capacity but raises the effective step "
         "(the closing slide; van Laarhoven 2017)."),
     rows=3,
+    seed_cap=10,
     order=150,
 )

@@ -85,7 +85,7 @@ def plot(inp: FigureInput) -> MplFigure:
         left.plot([x] * len(errors), errors, ".", color="tab:gray", alpha=0.6)
         centre, low, high = t_interval(errors)
         left.errorbar([x], [centre], yerr=[[centre - low], [high - centre]], fmt="o",
-                      color="tab:blue", capsize=4)
+                      color="black", capsize=4)
     left.set_xticks(range(len(NETS)), [LABELS[n] for n in NETS])
     left.set_ylabel("final test error (%)")
     left.grid(True, axis="y", alpha=0.3)
@@ -97,7 +97,7 @@ def plot(inp: FigureInput) -> MplFigure:
         right.plot([x] * len(diffs), diffs, ".", color="tab:gray", alpha=0.6)
         centre, low, high = t_interval(diffs)
         right.errorbar([x], [centre], yerr=[[centre - low], [high - centre]], fmt="o",
-                       color="tab:red", capsize=4)
+                       color="black", capsize=4)
     right.axhline(0.0, color="black", lw=0.8)
     right.set_xticks(range(len(pairs)),
                      [f"{LABELS[a]} − {LABELS[b]}" for a, b in pairs], fontsize=8)
@@ -141,5 +141,6 @@ FIGURE = Figure(
         "At a batch large enough for batch norm, group norm is slightly worse (Wu & He 2018; "
         "the Group Norm video), and weight standardization closes the gap (Qiao et al. 2019)."),
     rows=3,
+    seed_cap=16,
     order=175,
 )
