@@ -186,7 +186,8 @@ def run_colors(runs: Sequence[Run]) -> list:
 
     keys = varying(runs)
     # One thing varies and the palette names its values: c, or the normalization.
-    if keys == ["init.c"]:
+    if keys == ["init.c"] and all(palette.c_color(flat_config(r.config)["init.c"])
+                                  != palette.OTHER for r in runs):
         return [palette.c_color(flat_config(r.config)["init.c"]) for r in runs]
     if keys == ["model.norm"]:
         return [palette.norm_color(flat_config(r.config)["model.norm"]) for r in runs]
@@ -195,11 +196,11 @@ def run_colors(runs: Sequence[Run]) -> list:
     order = {v: i for i, v in enumerate(sorted(set(values), key=_value_order))}
     n = len(order)
     if n <= 10:
-        palette = list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+        cycle = list(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     else:
         cmap = plt.get_cmap("viridis")
-        palette = [cmap(i / max(n - 1, 1)) for i in range(n)]
-    return [palette[order[v] % len(palette)] for v in values]
+        cycle = [cmap(i / max(n - 1, 1)) for i in range(n)]
+    return [cycle[order[v] % len(cycle)] for v in values]
 
 
 def _scalar(value: object) -> object:
