@@ -510,9 +510,14 @@ def show_decades(ax: Axes, decades: float = 2.0) -> None:
 
 
 def log_axis_plain_labels(ax: Axes) -> None:
-    """Log-scaled y with plain tick labels (5, 10, 20, not 5×10^0): for error rates in %."""
+    """Log-scaled y with plain tick labels (5, 10, 20, not 5×10^0): for error rates in %. Data
+    drawn already that span less than a decade keep a linear axis: a log axis would label two
+    ticks."""
     import matplotlib as mpl
 
+    low, high = ax.dataLim.intervaly
+    if np.isfinite([low, high]).all() and 0 < low and high < 10 * low:
+        return
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
     # Minor ticks (2, 3, 5, ...) labelled on axes up to about two decades (a subset) and on

@@ -84,8 +84,8 @@ def plot(inp: FigureInput) -> MplFigure:
             ax.set_title(f"{name} ({lr_text(run)})\ndrift of the median: {drift(run):.3g} "
                          "× its initial 15-85 spread" if run is not None else name, fontsize=8)
             ax.set_xlabel("step")
-            ax.set_ylabel("unit input" if col and row == 0 else f"{row_title}\nunit input",
-                          fontsize=8)
+            first = col == (1 if row > 0 else 0)  # the row's first drawn panel
+            ax.set_ylabel(f"{row_title}\nunit input" if first else "unit input", fontsize=8)
             # The row shares its y axis with a blank first panel: label this one's ticks.
             ax.tick_params(labelleft=True)
             ax.grid(True, alpha=0.3)

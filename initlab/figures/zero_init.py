@@ -75,8 +75,9 @@ def plot(inp: FigureInput) -> MplFigure:
     ax = axes[0][2]
     if measured:
         classes = np.arange(len(measured["class_frequencies"]))
-        ax.bar(classes - 0.2, measured["class_frequencies"], 0.4, label="class frequency (train)")
-        ax.bar(classes + 0.2, measured["output_bias_softmax"], 0.4,
+        ax.bar(classes - 0.2, measured["class_frequencies"], 0.4, color="lightgray",
+               edgecolor="black", label="class frequency (train)")
+        ax.bar(classes + 0.2, measured["output_bias_softmax"], 0.4, color="dimgray",
                label="softmax(output bias) after training")
         ax.set_title(f"largest |W_i| entry after training: {measured['max_abs_weight']:g}",
                      fontsize=9)
