@@ -21,7 +21,7 @@ DROPOUT_COLOR = "tab:cyan"  # a regularizer, not a normalization
 DEPTH_COLORS = {10: "#9ecae1", 20: "#4292c6", 50: "#08306b"}
 # An ordered sweep of something else (weight decay, ...): light to dark grey-blue.
 SEQUENCE = ("#9ecae1", "#4292c6", "#08519c", "#08306b")
-OTHER = "tab:gray"  # a value the palette does not name
+OTHER = "darkgray"  # a value the palette does not name (never one of its colours)
 
 
 def c_color(c: float) -> str:

@@ -185,12 +185,13 @@ def run_colors(runs: Sequence[Run]) -> list:
     import matplotlib.pyplot as plt
 
     keys = varying(runs)
-    # One thing varies and the palette names its values: c, or the normalization.
-    if keys == ["init.c"] and all(palette.c_color(flat_config(r.config)["init.c"])
-                                  != palette.OTHER for r in runs):
-        return [palette.c_color(flat_config(r.config)["init.c"]) for r in runs]
-    if keys == ["model.norm"]:
-        return [palette.norm_color(flat_config(r.config)["model.norm"]) for r in runs]
+    # The palette names the values that tell the runs apart: c, or the normalization (one
+    # run per value, whatever else differs, as between the notebook's layer and batch norm).
+    for key, color in (("init.c", palette.c_color), ("model.norm", palette.norm_color)):
+        named = [flat_config(r.config).get(key) for r in runs]
+        if key in keys and len(set(map(repr, named))) == len(runs) and all(
+                v is not None and color(v) != palette.OTHER for v in named):
+            return [color(v) for v in named]
     values = [tuple(_scalar(flat_config(r.config).get(k)) for k in keys) if keys else (i,)
               for i, r in enumerate(runs)]
     order = {v: i for i, v in enumerate(sorted(set(values), key=_value_order))}
