@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from initlab.config import RunConfig, config_hash, dump_yaml, load_experiment
+from initlab.describe import plural
 from initlab.distributed import check_launch, launch
 from initlab.errors import RunInterrupted, UsageError
 from initlab.experiment import member_jobs
@@ -71,7 +72,7 @@ def ensure_runs(run_sets: Sequence[RunSet], cache: Path, data_root: str | None,
         for path, cfg in zip(paths[run_set.stem], run_set.configs, strict=True):
             needed.setdefault(path, (cfg, run_set))
     missing = {path: entry for path, entry in needed.items() if not is_cached(path, entry[0])}
-    log(f"{len(needed) - len(missing)} of {len(needed)} runs cached in {cache}; "
+    log(f"{len(needed) - len(missing)} of {plural(len(needed), 'run')} cached in {cache}; "
         f"training {len(missing)}")
     for path in missing:
         if path.exists():  # interrupted or stale: start it afresh
