@@ -69,7 +69,7 @@ from initlab.data import (
 from initlab.data import steps_per_epoch as updates_per_epoch
 from initlab.errors import UsageError
 from initlab.model import layer_widths
-from initlab.runs import RunWriter
+from initlab.runs import RunWriter, atomic_write_text
 from initlab.train import GroupTrainer, MemberState, resolve_device
 from initlab.watching import LAYER_TYPES, ZERO_FLOOR_ACTIVATIONS, Watch
 
@@ -731,7 +731,7 @@ def run_bench(settings: BenchSettings, out: Path | None = None,
         mark = "[green]met[/green]" if goal["met"] else "[red]not met[/red]"
         console.print(f"goal {goal['goal']}: {goal['value']:g} {mark}", highlight=False)
     if out is not None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {out}", highlight=False)
     return result
 

@@ -42,6 +42,7 @@ from rich.table import Table
 
 from initlab.bench import WATCH_MODELS, BenchSettings, machine_info
 from initlab.errors import UsageError
+from initlab.runs import atomic_write_text
 
 MAX_SLOWDOWN = 1.05  # issue 21: no contender more than 5% slower than before
 LEVEL = 0.95
@@ -313,7 +314,7 @@ def run_pair(against: str, settings: BenchSettings, rounds: int, out: Path | Non
     }
     console.print(pair_table(result))
     if out is not None:
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
         console.print(f"wrote {out}", style="dim", highlight=False)
     return result
 

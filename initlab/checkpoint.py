@@ -14,6 +14,7 @@ could run code) is refused, never executed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import pickle
@@ -32,10 +33,12 @@ from initlab.runs import (
     read_checkpoint_bytes,
     records_prefix_problem,
     records_written,
+    truncate_to,
     write_error,
 )
 
 VERSION = 3
+RUNS_CODE = "loading it could run code"  # a refusal that no older checkpoint overrides
 State = dict[str, Any]
 
 
@@ -57,13 +60,10 @@ def save_group(run_dirs: Sequence[Path | None], states: Sequence[State],
         state = {"version": VERSION, "stats_bytes": records_written(run_dir), **state}
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        path = run_dir / CHECKPOINT_FILE
-        if path.exists():
-            try:
-                os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_FILE))
-            except OSError as err:
-                raise write_error(path, err) from err
-        atomic_write_bytes(path, buffer.getvalue())
+        # The new checkpoint is whole on disk before the old one becomes checkpoint.prev.pt:
+        # a full disk leaves checkpoint.pt as it was.
+        atomic_write_bytes(run_dir / CHECKPOINT_FILE, with_checksum(buffer.getvalue()),
+                           previous=run_dir / PREVIOUS_CHECKPOINT_FILE)
     if not keep_previous:
         for run_dir in run_dirs:
             if run_dir is not None:
@@ -85,10 +85,36 @@ def records_problem(run_dir: Path, state: State) -> str | None:
     return records_prefix_problem(run_dir, state["stats_bytes"])
 
 
+# A checkpoint file is torch.save's bytes and a last line with their SHA-256, so that a flipped
+# bit anywhere (in a weight too, which no structure check sees) is found, not trained on.
+CHECKSUM_MARK = b"\ninitlab-sha256:"
+CHECKSUM_LENGTH = len(CHECKSUM_MARK) + 64 + 1
+
+
+def with_checksum(payload: bytes) -> bytes:
+    return payload + CHECKSUM_MARK + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+
+
+def checked_payload(raw: bytes, path: Path) -> bytes:
+    """torch.save's bytes of a checkpoint file, their checksum verified; a file written before
+    checkpoints carried one is taken as it is (its structure is still checked)."""
+    tail = raw[-CHECKSUM_LENGTH:]
+    if not tail.startswith(CHECKSUM_MARK):
+        if CHECKSUM_MARK in raw[-4 * CHECKSUM_LENGTH:]:
+            raise CheckpointError(f"{path}: damaged checkpoint: its checksum line is cut short "
+                                  f"(truncated?)")
+        return raw
+    payload, expected = raw[:-CHECKSUM_LENGTH], tail[len(CHECKSUM_MARK):-1]
+    if hashlib.sha256(payload).hexdigest().encode() != expected:
+        raise CheckpointError(f"{path}: damaged checkpoint: its bytes do not match their "
+                              f"SHA-256 (a flipped bit or a cut-short file); not trained on")
+    return payload
+
+
 def read_checkpoint(path: Path) -> State:
     """The state in one checkpoint file, as plain data; CheckpointError if it is not one."""
     try:
-        raw = read_checkpoint_bytes(path)
+        raw = checked_payload(read_checkpoint_bytes(path), path)
     except UsageError as err:
         raise CheckpointError(str(err)) from None
     try:
@@ -99,8 +125,8 @@ def read_checkpoint(path: Path) -> State:
         lines = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
         if isinstance(err, pickle.UnpicklingError) and lines:
             raise CheckpointError(f"{path}: refused: it holds more than plain data (tensors, "
-                                  f"numbers, strings, lists, dicts), and loading it could run "
-                                  f"code ({lines[0][:100]})") from None
+                                  f"numbers, strings, lists, dicts), and {RUNS_CODE} "
+                                  f"({lines[0][:100]})") from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") \
             from None
     try:
@@ -265,6 +291,4 @@ def rewind_member(run_dir: Path, chosen: tuple[Path, State] | None) -> None:
 
 def truncate_stats(run_dir: Path, state: State) -> None:
     """Drop records appended after the checkpoint was taken."""
-    path = run_dir / STATS_FILE
-    if path.exists() and path.stat().st_size > state["stats_bytes"]:
-        os.truncate(path, state["stats_bytes"])
+    truncate_to(run_dir / STATS_FILE, state["stats_bytes"])

@@ -318,19 +318,34 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
 
 @app.command()
 @friendly_errors
-def validate(config: Annotated[Path, typer.Argument(metavar="CONFIG")],
-             set_: SetOption = None) -> None:
-    """Check a config file and report every problem in it at once."""
+def validate(
+    arguments: Annotated[list[str], typer.Argument(
+        metavar="CONFIG [KEY=VALUE]", show_default=False,
+        help="A config file or a starter config's name, then config values as KEY=VALUE, as "
+        "initlab run takes them.")],
+    set_: SetOption = None,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep", "-m", help="Sweep the values given as KEY=A,B,C, as initlab run -m "
+        "would.")] = False,
+) -> None:
+    """Check a config file (with the values initlab run would take) and report every problem
+    in it at once."""
     from initlab.config import analyse
+    from initlab.overrides import command_line_sweep, split_arguments
 
-    experiment, problems = analyse(config, set_ or [])
+    config, assignments = split_arguments(arguments)
+    if config is None:
+        raise UsageError("give a CONFIG file (or a starter config's name) to validate")
+    set_, swept = command_line_sweep([*(set_ or []), *assignments], sweep)
+    experiment, problems = analyse(config, set_, swept)
     if experiment is None:
         for problem in problems:
-            console.print(problem, highlight=False, markup=False, soft_wrap=True)
+            console.print(problem, highlight=False, markup=False, emoji=False,
+                          soft_wrap=True)
         raise typer.Exit(2)
     n = len(experiment.members)
     console.print(f"{config}: valid ({n} member{'s' if n != 1 else ''})", highlight=False,
-                  markup=False, soft_wrap=True)
+                  markup=False, emoji=False, soft_wrap=True)
 
 
 @app.command("config")
@@ -456,7 +471,7 @@ def compare(
     figure."""
     from initlab.browse import compare_tables
     from initlab.plot import COMPARE_METRICS, IMAGE_SUFFIXES, for_runs, plot_runs
-    from initlab.runs import check_output_parent, load_runs
+    from initlab.runs import check_output_parent, load_runs, refuse_unsafe_target
 
     out = user_path(out, "--out")  # type: ignore[assignment]
     if out is None:  # beside the runs, as `initlab plot` draws into a run's directory
@@ -468,6 +483,7 @@ def compare(
         raise UsageError(f"--out {bounded(str(out))}: expected a file name ending in "
                          f"{', '.join(IMAGE_SUFFIXES)}")
     check_output_parent(out.parent)
+    refuse_unsafe_target(out)
     runs = [r for d in run_dirs for r in load_runs(user_path(d, "RUN_DIR"))]  # type: ignore
     if len(runs) < 2:
         raise UsageError("compare needs two runs or more (a sweep directory counts as its "
@@ -640,8 +656,11 @@ def figures(
 @app.command()
 @friendly_errors
 def bench(
-    out: Annotated[Path, typer.Option("--out", help="Write the results as JSON here.")]
-    = Path("bench.json"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the results as JSON here (default: bench.json, never over an "
+        "existing one without --force).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an existing bench.json when --out is not given.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     steps: Annotated[int | None, typer.Option(
         "--steps", min=1, help="Timed steps per contender (default 120; big sweeps on the CPU "
@@ -675,12 +694,22 @@ def bench(
     and the cost of initlab.watch on models that are not initlab's; with --against, this code
     against another version of it."""
     from initlab.bench import run_bench, settings_for
+    from initlab.runs import check_output_parent, output_folder, refuse_unsafe_target
 
+    if out is None:
+        out = Path("bench.json")
+        if os.path.lexists(out) and not force:  # a file the user did not name
+            raise UsageError(f"{out} exists and --out was not given; name the results with "
+                             f"--out FILE, or add --force to overwrite it")
     out = user_path(out, "--out")  # type: ignore[assignment]
+    # Checked before the benchmark, which takes minutes: its result is never lost at the end.
+    check_output_parent(out.parent)
+    refuse_unsafe_target(out)
     data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {bounded(device)!r}")
     settings = settings_for(device, steps, warmup, blocks, sweep, data_root, only)
+    output_folder(out.parent)
     if against is not None:
         from initlab.bench_pair import run_pair
 

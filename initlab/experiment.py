@@ -13,6 +13,7 @@ import functools
 import gc
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -302,12 +303,21 @@ def smaller_stack(trainer: GroupTrainer, data: MNISTTensors, device: Any) -> Gro
 
 
 def resume_hint(group: Sequence[MemberState], top: Path) -> str:
-    """What to do after a failed write: resume from the last checkpoint, if there is one."""
-    if any((m.writer.path / CHECKPOINT_FILE).exists() for m in group):
-        return f"The last checkpoint is intact; once this is fixed, continue with: " \
-               f"initlab run --resume {top}"
-    return f"No checkpoint was written yet; once this is fixed, start the run again " \
-           f"(the records in {top} are kept)."
+    """What to do after a failed write, from what is on disk: ``--resume`` where it would
+    continue (from which step), else why not, with what is kept."""
+    if not any(os.path.lexists(m.writer.path / name) for m in group
+               for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)):
+        return f"No checkpoint was written yet; once this is fixed, start the run again " \
+               f"(the records in {top} are kept)."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged newer checkpoint: said below
+            plans = plan_resume(top)
+    except UsageError as err:
+        return f"It cannot be resumed as it is ({err}); its records in {top} are kept."
+    steps = [checkpoint.position(p.state)[0] for p in plans if p.trains and p.state]
+    where = f" from step {min(steps)}" if steps else ""
+    return f"Once this is fixed, continue{where} with: initlab run --resume {top}"
 
 
 def mark_stopped(group: Sequence[MemberState]) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -36,7 +37,16 @@ from typing import Any
 import numpy as np
 
 from initlab.errors import UsageError
-from initlab.runs import FINISHED, Run, RunWriter, read_run_config
+from initlab.runs import (
+    FINISHED,
+    Run,
+    RunWriter,
+    atomic_output,
+    output_folder,
+    read_run_config,
+    refuse_unsafe_folder,
+    refuse_unsafe_target,
+)
 from initlab.stats import LAYER_STATS
 
 FORMATS = ("csv", "tensorboard")
@@ -95,10 +105,13 @@ def export_name(run: Run) -> Path:
 CSV_FILES = ("records.csv", "layers.csv")
 
 
-def check_targets(folders: Sequence[Path], to: str, force: bool) -> None:
+def check_targets(folders: Sequence[Path], to: str, force: bool, out: Path) -> None:
     """Before anything is written: each run's folder can be made, and files an earlier export
     (or the user) left there are overwritten only with ``force``."""
     for folder in folders:
+        refuse_unsafe_folder(folder, out)
+        for name in CSV_FILES if to == "csv" else ():
+            refuse_unsafe_target(folder / name)
         for parent in (folder, *folder.parents):
             if os.path.lexists(parent) and not parent.is_dir():
                 raise UsageError(f"cannot export into {folder}: {parent} is a file")
@@ -126,11 +139,12 @@ def export_runs(runs: Sequence[Run], to: str, out: Path, force: bool = False,
     twice = sorted({str(n) for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"two runs would be exported to the same place: {', '.join(twice)}")
-    check_targets([out / name for name in names], to, force)
+    check_targets([out / name for name in names], to, force, out)
     written = []
     for run, name in zip(runs, names, strict=True):
         target = out / name
         try:
+            output_folder(target, out)
             written += (write_csv(run, target) if to == "csv"
                         else [write_tensorboard(run, target, all_layers)])
         except OSError as err:
@@ -145,16 +159,18 @@ def write_csv(run: Run, folder: Path) -> list[Path]:
     """``records.csv`` (one row per record: step, epoch, phase, loss, errors) and
     ``layers.csv`` (one row per record and layer, every per-layer statistic a column); empty
     cells where a value is undefined."""
-    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, per_layer in zip(CSV_FILES, (False, True), strict=True):
         table = run.table(per_layer)
         path = folder / name
-        with open(path, "w", newline="") as f:
+        with atomic_output(path) as raw:
+            f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             writer = csv.writer(f)
             writer.writerow(list(table))
             for row in zip(*table.values(), strict=True):
                 writer.writerow([_cell(v) for v in row])
+            f.flush()
+            f.detach()  # atomic_output closes the file once it is on disk
         paths.append(path)
     return paths
 
@@ -175,9 +191,10 @@ def write_tensorboard(run: Run, folder: Path, all_layers: bool = False) -> Path:
     Wall times are spread over the run's recorded duration (records carry steps, not times)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(EVENTS_PREFIX + "*"):
-        old.unlink()
+        old.unlink()  # a link is removed, never followed
+    # TensorBoard's writer names its own new file (host, time, pid) in a folder checked by
+    # output_folder: the one writer outside initlab.runs (tests/test_writes.py).
     writer = SummaryWriter(log_dir=str(folder))
     start, seconds, steps = _timeline(run)
     for record in run.records:

@@ -10,13 +10,10 @@ and every check stay config.py's.
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
+import os
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import yaml
 
 from initlab import config
 from initlab.errors import ConfigError, UsageError, bounded
@@ -25,9 +22,14 @@ SWEEP_FLAG = "--sweep"  # also -m, as Hydra's multirun
 
 
 def is_assignment(arg: str) -> bool:
-    """``key=value`` (Hydra's override form), not a file name that happens to hold ``=``."""
-    key, equals, _ = arg.partition("=")
-    return bool(equals) and bool(key) and "/" not in key and not key.endswith(".yaml")
+    """``key=value`` (Hydra's override form), not a file name that happens to hold ``=``
+    (``k=v.yml``, or any file that exists)."""
+    key, equals, value = arg.partition("=")
+    if not (equals and key) or "/" in key or key.endswith((".yaml", ".yml")):
+        return False
+    if key.strip() in config.FIELDS:
+        return True
+    return not (value.endswith((".yaml", ".yml")) or os.path.lexists(arg))
 
 
 def split_arguments(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -92,52 +94,13 @@ def sweep_hint(problems: list[str], overrides: Sequence[str]) -> list[str]:
 
 def load(path: str | Path, overrides: Sequence[str], swept: dict[str, list[str]]
          ) -> config.Experiment:
-    """config.load_experiment with the command line's sweep merged into the file's (a key
-    swept in both takes the command line's values)."""
-    if not swept:
-        try:
-            return config.load_experiment(path, overrides)
-        except ConfigError as err:
-            raise ConfigError(sweep_hint(err.problems, overrides)) from None
-    with _merged_file(path, swept) as merged:
-        if merged is None:  # the file itself is unreadable: its own message
-            return config.load_experiment(path, overrides)
-        try:
-            return config.load_experiment(merged, overrides)
-        except ConfigError as err:  # name the user's file, not the merged copy
-            shown = str(config.find_config(path))
-            raise ConfigError([line.replace(str(merged), shown) for line in err.problems]
-                              ) from None
-
-
-@contextlib.contextmanager
-def _merged_file(path: str | Path, swept: dict[str, list[str]]) -> Iterator[Path | None]:
-    """A copy of the config file with ``swept`` added to its sweep section, under the same
-    file name (a run's default name is its file's); None if the file does not read as a
-    mapping."""
-    found = config.find_config(path)
+    """config.load_experiment with the command line's sweep added to the file's (a key swept
+    in both takes the command line's values): the file is read once, by config's bounded
+    reader, and a problem in a swept value names the command line."""
     try:
-        data = config.load_yaml(found.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError, RecursionError):
-        data = None
-    if not isinstance(data, dict):
-        yield None
-        return
-    sweep = data.get("sweep") if isinstance(data.get("sweep"), dict) else {}
-    for key, raws in swept.items():
-        values = []
-        for raw in raws:
-            try:
-                values.append(config.load_yaml(raw))
-            except (yaml.YAMLError, ValueError, RecursionError):
-                raise UsageError(f"{key}={bounded(','.join(raws))}: cannot parse the value "
-                                 f"{bounded(raw)!r}") from None
-        sweep[key] = values
-    data["sweep"] = sweep
-    with tempfile.TemporaryDirectory(prefix="initlab-sweep-") as folder:
-        merged = Path(folder) / found.name
-        merged.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        yield merged
+        return config.load_experiment(path, overrides, swept)
+    except ConfigError as err:
+        raise ConfigError(sweep_hint(err.problems, overrides)) from None
 
 
 def mistyped_option(args: Sequence[str]) -> str | None:
@@ -166,7 +129,7 @@ def mistyped_option(args: Sequence[str]) -> str | None:
 # --- `initlab config NAME`: a starter config with every key and its doc ---------------------------
 
 def _yaml_value(value: object) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix(
+    return config.yaml_text(value, flow=True, width=1000).strip().removesuffix(
         "\n...").removesuffix(" ...").strip()
 
 

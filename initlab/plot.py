@@ -19,14 +19,21 @@ import os
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from initlab import palette
 from initlab.describe import flat_config, run_labels, title_lines, varying
 from initlab.errors import UsageError, bounded
-from initlab.runs import Run, check_output_parent, is_run_dir
+from initlab.runs import (
+    Run,
+    atomic_output,
+    check_output_parent,
+    is_run_dir,
+    output_folder,
+    refuse_unsafe_target,
+)
 from initlab.stats import LAYER_STATS
 from initlab.wording import how_it_ended
 
@@ -120,6 +127,8 @@ def output_paths(out: Path | None, default_dir: Path, force: bool = False
         raise UsageError(f"{bounded(str(taken[0]), 200)} exists and was not named by --out; "
                          f"add --force to overwrite it, or choose another --out")
     check_output_parent(paths[0].parent)
+    for path in paths:  # a link, FIFO or folder there (a received run folder): refused now
+        refuse_unsafe_target(path)
     return paths
 
 
@@ -276,9 +285,16 @@ def finish(fig, runs: Sequence[Run], colors: list, out: Path, note: str = "") ->
     height = fig.get_size_inches()[1]  # room in inches: the legend below, the title above
     fig.tight_layout(rect=(0, min((0.1 + 0.17 * legend_rows) / height, 0.45), 1,
                            1 - 0.5 / height))
+    save(fig, out, dpi=110)
+
+
+def save(fig, out: Path, **options: Any) -> None:
+    """A figure into ``out`` (its format from the suffix) through initlab's one writer: a
+    temporary file renamed over it, never written through a link."""
+    output_folder(out.parent)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
+        with atomic_output(out, sync=False) as f:
+            fig.savefig(f, format=out.suffix.lstrip(".").lower() or "png", **options)
     except OSError as err:
         raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
 

@@ -13,6 +13,7 @@ members that train on to their checkpoint (records written after it are dropped)
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from initlab.config import (
     config_from_dict,
     group_key,
 )
-from initlab.errors import ConfigError, UsageError
+from initlab.errors import ConfigError, UsageError, bounded
 from initlab.model import StackedMLP, parameter_count
 from initlab.runs import (
     CONFIG_FILE,
@@ -70,8 +71,12 @@ def plan_group(group: Sequence[MemberPlan]) -> None:
     found: dict[Path, list[tuple[Path, dict]]] = {}
     for plan in group:
         states, problems = checkpoint.readable_states(plan.path)
-        if problems:
+        if problems and (not states or any(checkpoint.RUNS_CODE in p for p in problems)):
             raise UsageError(f"{problems[0]}; resume refused, nothing was changed")
+        if problems:  # the newer one is damaged, the one before it whole: continue from that
+            path, state = states[0]
+            warnings.warn(f"{problems[0]}; {path.name} (step {checkpoint.position(state)[0]}) "
+                          f"is whole: the run continues from it", stacklevel=2)
         for path, state in states:
             check_state(plan, path, state)
         found[plan.path] = states
@@ -137,11 +142,18 @@ def check_state(plan: MemberPlan, path: Path, state: dict) -> None:
             raise UsageError(f"{path}: its config is not one initlab reads; resume refused, "
                              f"nothing was changed") from None
         changed = config_differences(saved, plan.config)
+        if changed and saved.name != plan.config.name:
+            raise UsageError(f"{path}: is the checkpoint of another run (its config is named "
+                             f"{bounded(saved.name, 40)!r}, {plan.path / CONFIG_FILE} "
+                             f"{bounded(plan.config.name, 40)!r}); resume refused, nothing "
+                             f"was changed")
         if changed:
             more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
-            raise UsageError(f"{plan.path / CONFIG_FILE} changed since the run started: "
-                             f"{'; '.join(changed[:3])}{more}; put it back, or start a new run "
-                             f"with `initlab run`")
+            raise UsageError(f"{path} does not match {plan.path / CONFIG_FILE}: "
+                             f"{'; '.join(changed[:3])}{more}; either config.yaml was edited "
+                             f"since the run started (put it back) or the checkpoint was "
+                             f"copied from another run (put this run's back); or start a new "
+                             f"run with `initlab run`")
     expected = parameter_count(plan.config.model)
     found = state["model"]["params"].numel()
     if found != expected:

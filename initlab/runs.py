@@ -98,15 +98,119 @@ def write_error(path: Path, err: OSError) -> RunWriteError:
     return RunWriteError(f"cannot write {path}: {err.strerror or err}")
 
 
+# --- The writer: every file initlab writes ------------------------------------------------------
+#
+# One rule for every file initlab writes (run files, figures, exports, benchmarks): the bytes go
+# to a temporary name in the target's own folder, are flushed to disk, and are renamed over the
+# target, so a crash leaves the old file or the new one, never half of one. An existing target
+# that is not a regular file (a link, FIFO, device, socket or folder, e.g. planted in a run
+# folder someone sent) is refused with one line: nothing is written through a link, and nothing
+# outside the folder named for the output is touched. tests/test_writes.py fails when a module
+# of initlab writes a file any other way. (Self-contained: it needs only UsageError.)
+
+
+class UnsafeTarget(RunWriteError):
+    """An output's name is taken by something that is not a regular file."""
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place, so a crash leaves
-    either the old file or the new one, never half of one."""
+def _not_regular(mode: int) -> str | None:
+    """What a file of this mode is, when it is not a regular file."""
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def refuse_unsafe_target(path: Path) -> None:
+    """Nothing, when ``path`` is free or a regular file initlab may replace; else one
+    ``UnsafeTarget`` naming what is there. Commands call it up front, before any work."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise write_error(path, err) from err
+    what = _not_regular(info.st_mode)
+    if what is not None:
+        raise UnsafeTarget(f"{bounded(str(path), 200)}: is {what}; initlab writes only regular "
+                           f"files, never through a link: move it away or choose another "
+                           f"output")
+
+
+def _below(folder: Path, inside: Path | None) -> list[Path]:
+    """The folders from just below ``inside`` down to ``folder`` (none without ``inside``)."""
+    if inside is None or inside not in folder.parents:
+        return []
+    return [p for p in (*reversed(folder.parents), folder) if inside in p.parents]
+
+
+def refuse_unsafe_folder(folder: Path, inside: Path | None = None) -> None:
+    """Checks up front, creating nothing: each existing folder from below ``inside`` (the
+    folder the user named, which may be a link they made) down to ``folder`` is a real folder,
+    never a link, so that a link planted there never leads a write outside ``inside``."""
+    for part in _below(folder, inside):
+        try:
+            mode = os.lstat(part).st_mode
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise write_error(part, err) from err
+        if not stat.S_ISDIR(mode):
+            raise UnsafeTarget(f"{bounded(str(part), 200)}: is {_not_regular(mode) or 'a file'}, "
+                               f"expected a folder to write into; initlab never writes through "
+                               f"a link")
+
+
+def output_folder(folder: Path, inside: Path | None = None) -> Path:
+    """``folder``, created if missing, checked as ``refuse_unsafe_folder`` says."""
+    below = _below(folder, inside)
+    top = inside if below else folder
+    try:
+        top.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+    except OSError as err:
+        raise write_error(top, err) from err  # type: ignore[arg-type]
+    if not os.path.isdir(top):  # type: ignore[arg-type]
+        raise UnsafeTarget(f"{bounded(str(top), 200)}: is a file, expected a folder to write "
+                           f"into")
+    for part in below:
+        refuse_unsafe_folder(part, inside)
+        try:
+            part.mkdir(exist_ok=True)
+        except OSError as err:
+            raise write_error(part, err) from err
+    refuse_unsafe_folder(folder, inside)
+    return folder
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, previous: Path | None = None,
+                  sync: bool = True) -> Iterator[Any]:
+    """A binary file to write ``path`` through: a temporary file beside it, renamed over it
+    when the block ends without an error (and removed when it raises). With ``previous``, the
+    file ``path`` held is renamed to ``previous`` just before the new one takes its place
+    (a checkpoint's rotation: the old one is kept until the new one is whole on disk).
+    ``sync``: flush to disk before the rename (off for files that are cheap to redo)."""
+    refuse_unsafe_target(path)
+    if previous is not None:
+        refuse_unsafe_target(previous)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
@@ -114,10 +218,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
+        refuse_unsafe_target(path)  # placed while we wrote: still never replaced silently
+        if previous is not None and os.path.lexists(path):
+            os.replace(path, previous)
         os.replace(tmp, path)
+        if sync:
+            _fsync_folder(path.parent)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
@@ -125,8 +235,69 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes, *, previous: Path | None = None) -> None:
+    """``data`` as the whole of ``path``, by the rule above (``atomic_output``)."""
+    with atomic_output(path, previous=previous) as f:
+        f.write(data)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append to ``path`` (created if missing): a regular file only, never through a link
+    (``O_NOFOLLOW``, then ``fstat``); flushed to disk. The one writer that appends
+    (``stats.jsonl``: a torn last line is skipped by readers and dropped on resume)."""
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+             | os.O_CLOEXEC)
+    refuse_unsafe_target(path)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            refuse_unsafe_target(path)
+        raise write_error(path, err) from err
+    try:
+        what = _not_regular(os.fstat(fd).st_mode)
+        if what is not None:
+            raise UnsafeTarget(f"{bounded(str(path), 200)}: is {what}; initlab appends only to "
+                               f"regular files")
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if data:
+            os.fsync(fd)
+    except OSError as err:
+        raise write_error(path, err) from err
+    finally:
+        os.close(fd)
+
+
+def truncate_to(path: Path, size: int) -> None:
+    """Cut ``path`` to at most ``size`` bytes (a resume drops records written after its
+    checkpoint): a regular file only, never through a link; a missing file is left missing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        refuse_unsafe_target(path)
+        raise write_error(path, err) from err
+    try:
+        info = os.fstat(fd)
+        what = _not_regular(info.st_mode)
+        if what is not None:
+            raise UnsafeTarget(f"{bounded(str(path), 200)}: is {what}; initlab writes only "
+                               f"regular files")
+        if info.st_size > size:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+    except OSError as err:
+        raise write_error(path, err) from err
+    finally:
+        os.close(fd)
 
 
 def check_output_parent(parent: Path) -> None:
@@ -382,15 +553,8 @@ class RunWriter:
         """Append records; the file exists from the first call on, even with none (a member
         that diverged at its init capture has a run directory with no records)."""
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
-        path = self.path / STATS_FILE
-        try:
-            with open(path, "a") as f:
-                if lines:
-                    f.write(lines)
-                    f.flush()
-                    os.fsync(f.fileno())
-        except OSError as err:  # a partial line is dropped on resume (checkpoint's length)
-            raise write_error(path, err) from err
+        # a partial line is dropped on resume (the checkpoint records the file's length)
+        append_bytes(self.path / STATS_FILE, lines.encode())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_summary(self.path, summary)

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -44,6 +43,7 @@ from torch.utils.hooks import RemovableHandle
 
 import initlab.stats as stats
 from initlab.activations import ReLU, Tanh
+from initlab.config import yaml_text
 from initlab.errors import UsageError
 from initlab.records import RunLog
 from initlab.runs import (
@@ -837,8 +837,7 @@ class Watch:
             section["optimizers"] = window.optimizers
         config = {"name": self.path.name if self.path else "watch", "watch": section}
         try:
-            self.log.writer.write_config(yaml.safe_dump(config, sort_keys=False,
-                                                        default_flow_style=None))
+            self.log.writer.write_config(yaml_text(config, flow=None))
         except RunWriteError as err:
             self.broken(err)
         self.config_written = True

@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import examples
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from initlab import __version__, config
 from initlab.cli import app
-from initlab.overrides import command_line_sweep, mistyped_option, split_arguments, split_values
+from initlab.overrides import (
+    command_line_sweep,
+    mistyped_option,
+    split_arguments,
+    split_values,
+    starter_text,
+)
 
 runner = CliRunner()
 # The initial network only (no training step): a run in about a second.
@@ -52,7 +61,9 @@ def test_a_sweep_from_the_command_line_names_members_as_a_file_would(tmp_path: P
 def test_sweep_problems_name_the_users_file_and_a_list_without_sweep_says_how() -> None:
     result = runner.invoke(app, ["run", "sweep-c", "init.c=1,x", "-m"])
     assert result.exit_code == 2
-    assert "sweep-c.yaml: sweep.init.c[1]: expected a number" in result.output
+    # issue 32: the command line's value is named as such, not blamed on the file
+    assert "sweep-c.yaml (command line init.c=1,x -m): sweep.init.c[1]: expected a number" \
+        in result.output
     assert "initlab-sweep-" not in result.output
     result = runner.invoke(app, ["run", "kaiming", "init.c=1,2"])
     assert result.exit_code == 2 and "--sweep or -m" in result.output
@@ -105,3 +116,105 @@ def test_help_is_plain_text_with_its_extras_and_a_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"initlab {__version__}"
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
+
+
+# --- Issue 32: the command-line sweep reads as plain `run` does; YAML 1.2 both ways -------------
+
+
+@pytest.mark.parametrize("make", ["FIFO", "device", "too big"])
+def test_a_command_line_sweep_reads_its_config_through_the_bounded_reader(
+        tmp_path: Path, make: str) -> None:
+    """Issue 32: `initlab run FIFO key=a,b -m` hung (no regular-file or size check on the
+    sweep's path); /dev/zero ate memory; a 1.2 MB file was accepted."""
+    import os
+
+    path = tmp_path / "c.yaml"
+    if make == "FIFO":
+        os.mkfifo(path)
+    elif make == "device":
+        path = Path("/dev/zero")
+    else:
+        path.write_text("name: big\n" + "#" * 1_200_000 + "\n")
+    for command in ("run", "validate"):
+        result = runner.invoke(app, [command, str(path), "init.c=1,2", "-m"])
+        assert result.exit_code == 2, result.output
+        expected = "is 1,200,0" if make == "too big" else "is not a regular file"
+        assert expected in result.output and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["1e3", "0o17", "0x1F", "true", "null", "1_000", ".inf"])
+def test_a_quoted_name_that_looks_like_a_number_survives_a_command_line_sweep(
+        tmp_path: Path, name: str) -> None:
+    """Issue 32: -m wrote the merged config with YAML 1.1's dumper: name: "1e3" read back as a
+    number and a valid config was refused."""
+    path = tmp_path / "q.yaml"
+    path.write_text(f'name: "{name}"\ntrain: {{epochs: 0}}\n')
+    experiment = config.load_experiment(path, [], {"init.c": ["1", "2"]})
+    assert experiment.name == name and len(experiment.members) == 2
+
+
+def test_a_command_line_sweep_never_replaces_an_invalid_sweep_section(tmp_path: Path) -> None:
+    """Issue 32: -m quietly replaced a `sweep:` that is not a mapping."""
+    path = tmp_path / "s.yaml"
+    path.write_text("sweep: 5\n")
+    result = runner.invoke(app, ["validate", str(path), "init.c=1,2", "-m"])
+    assert result.exit_code == 2 and "s.yaml: sweep: expected a mapping" in result.output
+
+
+def test_validate_takes_the_forms_run_takes(tmp_path: Path) -> None:
+    """Issue 32: `validate` knew only --set, not KEY=VALUE or a command-line sweep."""
+    result = runner.invoke(app, ["validate", "kaiming", "init.c=1,2", "-m"])
+    assert result.exit_code == 0 and "valid (2 members)" in result.output, result.output
+    result = runner.invoke(app, ["validate", "kaiming", "train.lr=-1"])
+    assert result.exit_code == 2 and "kaiming.yaml (--set train.lr=-1): train.lr" \
+        in result.output, result.output
+
+
+def test_a_config_named_like_an_assignment_is_the_config(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 32: a config named `k=v.yml` was taken for an override."""
+    monkeypatch.chdir(tmp_path)
+    Path("k=v.yml").write_text("train: {epochs: 0}\n")
+    Path("a=b").write_text("train: {epochs: 0}\n")
+    assert split_arguments(["k=v.yml", "init.c=3"]) == ("k=v.yml", ["init.c=3"])
+    assert split_arguments(["a=b"]) == ("a=b", [])  # a file that exists
+    assert split_arguments(["kaiming", "data.root=x.yml"]) == ("kaiming", ["data.root=x.yml"])
+    result = runner.invoke(app, ["validate", "k=v.yml"])
+    assert result.exit_code == 2 and "name: must be" in result.output  # read as the config
+
+
+_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+            | st.floats(allow_nan=False) | st.text(max_size=12)
+            | st.sampled_from(["1e3", "0o17", "0x1F", "010", "yes", "off", "~", "1:30", ".5",
+                               "+.inf", "-", "", " x", "[a]", "#c", "a: b", "2020-13-45"]))
+_DATA = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
+                     max_leaves=12)
+
+
+@examples(200)
+@given(_DATA, st.sampled_from([False, True, None]))
+def test_every_yaml_initlab_writes_reads_back_to_the_same_values(data: object,
+                                                                flow: bool | None) -> None:
+    """Issue 32: every YAML initlab writes is YAML 1.2 (config.yaml, `-m`, `initlab config`,
+    initlab.watch) and reads back, in the dialect it is read in, to the same values."""
+    assert config.load_yaml(config.yaml_text(data, flow=flow)) == data
+
+
+@examples(30)
+@given(st.sampled_from(["1e3", "0o17", "0x1F", "true", "null", "1_000", "010", "x.1", "off"]),
+       st.sampled_from(["kaiming", "sweep-c", None]))
+def test_initlab_config_of_a_file_reads_back(tmp_path_factory: pytest.TempPathFactory,
+                                             name: str, starter: str | None) -> None:
+    """Issue 32: `initlab config NAME > f.yaml` did not always read back (a quoted name)."""
+    folder = tmp_path_factory.mktemp("cfg")
+    source = folder / "src.yaml"
+    base = (starter and (config.EXAMPLES_DIR / f"{starter}.yaml").read_text()) or ""
+    lines = [line for line in base.splitlines() if not line.startswith("name:")]
+    source.write_text("\n".join([f"name: '{name}'", *lines]) + "\n")
+    text = starter_text(str(source))
+    copy = folder / "copy.yaml"
+    copy.write_text(text)
+    printed, original = config.load_experiment(copy), config.load_experiment(source)
+    assert printed.name == name
+    assert [m.config for m in printed.members] == [m.config for m in original.members]

@@ -128,8 +128,28 @@ def test_a_finished_member_is_never_written_while_its_group_resumes(tmp_path: Pa
 
 def test_an_unreadable_checkpoint_is_refused(tmp_path: Path) -> None:
     run = make_run(tmp_path, SINGLE, stop_at=17)
-    (run / "checkpoint.pt").write_bytes(b"\x00garbage")
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / name).write_bytes(b"\x00garbage")
     refused(run, "checkpoint.pt: not a readable checkpoint")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped bit"])
+def test_a_damaged_checkpoint_resumes_from_the_previous_one(tmp_path: Path,
+                                                            damage: str) -> None:
+    """Issue 32: a truncated checkpoint.pt was refused although checkpoint.prev.pt was whole;
+    a flipped bit in a weight was trained on (checkpoints carry a SHA-256 now)."""
+    run = make_run(tmp_path, SINGLE, stop_at=17)
+    data = bytearray((run / "checkpoint.pt").read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 3] ^= 0x10  # inside the weights, past torch's own headers
+    (run / "checkpoint.pt").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"checkpoint\.pt: .*checkpoint\.prev\.pt \(step 15\) "
+                      r"is whole: the run continues from it"):
+        result = cli("run", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize(("key", "value", "shown"), [
@@ -143,7 +163,16 @@ def test_an_edited_config_is_refused_naming_what_changed(tmp_path: Path, key: st
     section, name = key.split(".")
     config[section][name] = value
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    refused(run, "changed since the run started", shown)
+    refused(run, "does not match", "config.yaml was edited", shown)
+
+
+def test_a_foreign_checkpoint_is_not_blamed_on_the_config(tmp_path: Path) -> None:
+    """Issue 32: another run's checkpoint copied in was reported as an edited config.yaml."""
+    run = make_run(tmp_path, SINGLE, stop_at=17)
+    other = make_run(tmp_path / "other", {**SINGLE, "name": "other"}, stop_at=17)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / name).write_bytes((other / name).read_bytes())
+    refused(run, "is the checkpoint of another run", "'other'")
 
 
 def test_records_shorter_than_the_checkpoint_are_refused(tmp_path: Path) -> None:
@@ -209,12 +238,19 @@ def test_a_completed_run_without_checkpoints_or_summary_is_refused_and_kept(
 
 
 def test_a_flipped_byte_in_a_checkpoint_key_is_refused_not_a_key_error(tmp_path: Path) -> None:
-    """hypothesis once drew this in make test: KeyError: 'buffers' with a traceback."""
+    """hypothesis once drew this in make test: KeyError: 'buffers' with a traceback. Its
+    checksum finds it now; a checkpoint written before checkpoints had one (no checksum line)
+    still has its structure checked. No whole checkpoint.prev.pt to fall back on here."""
+    from initlab.checkpoint import CHECKSUM_LENGTH
+
     run = make_run(tmp_path, SINGLE, stop_at=17)
+    (run / "checkpoint.prev.pt").unlink(missing_ok=True)
     raw = (run / "checkpoint.pt").read_bytes()
     at = raw.index(b"buffers")
-    (run / "checkpoint.pt").write_bytes(raw[:at] + b"b" + bytes([raw[at + 1] ^ 0x20])
-                                        + raw[at + 2:])
+    flipped = raw[:at] + b"b" + bytes([raw[at + 1] ^ 0x20]) + raw[at + 2:]
+    (run / "checkpoint.pt").write_bytes(flipped)
+    refused(run, "checkpoint.pt: damaged checkpoint: its bytes do not match their SHA-256")
+    (run / "checkpoint.pt").write_bytes(flipped[:-CHECKSUM_LENGTH])
     refused(run, "checkpoint.pt: damaged checkpoint: model.buffers is missing",
             "nothing was changed")
 
@@ -235,4 +271,5 @@ def test_a_checkpoint_that_does_not_fit_its_network_is_refused(tmp_path: Path,
     else:
         state["params_init"] = state["params_init"][:-1]
     torch.save(state, run / "checkpoint.pt")
+    (run / "checkpoint.prev.pt").unlink(missing_ok=True)  # nothing whole to fall back on
     refused(run, "checkpoint.pt: ")

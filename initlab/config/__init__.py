@@ -53,6 +53,7 @@ from initlab.config.schema import (
 )
 from initlab.config.sweep import MAX_MEMBERS, short_keys
 from initlab.config.yaml12 import MAX_YAML_VALUES, load_yaml
+from initlab.config.yaml12 import dump as yaml_text
 
 __all__ = [
     "EXAMPLES_DIR", "FIELDS", "GROUP_KEYS", "MAX_CONFIG_BYTES", "MAX_MEMBERS", "MAX_NAME",
@@ -61,5 +62,5 @@ __all__ = [
     "build", "config_differences", "config_from_dict", "config_hash", "config_to_dict",
     "dump_yaml", "example_names", "field_docs", "field_specs", "find_config", "group_key",
     "load_experiment", "load_yaml", "member", "set_dotted", "shared", "short_keys",
-    "validate_file",
+    "validate_file", "yaml_text",
 ]

@@ -3,8 +3,9 @@ apply the overrides, check everything, expand the sweep; every problem reported 
 
 from __future__ import annotations
 
+import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,30 +63,42 @@ class Experiment:
         return bool(self.sweep)
 
 
+def read_config_text(path: Path) -> str:
+    """A config file's text, read as a bounded reader reads: a regular file only (a FIFO would
+    block, /dev/zero never end: opened without blocking, then checked), at most
+    MAX_CONFIG_BYTES; else ValueError saying what is wrong (OSError as the system says)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ValueError("is a directory, expected a YAML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("is not a regular file, expected a YAML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"is {info.st_size:,} bytes; a config is at most "
+                             f"{MAX_CONFIG_BYTES:,}")
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"is more than {MAX_CONFIG_BYTES:,} bytes; a config is at most "
+                         f"{MAX_CONFIG_BYTES:,}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+
+
 def _read_mapping(path: Path, problems: Problems) -> dict | None:
     """The file's top-level mapping, or None after recording why there is none."""
     try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            problems.add("", "is a directory, expected a YAML file")
-            return None
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
-            problems.add("", "is not a regular file, expected a YAML file")
-            return None
-        if info.st_size > MAX_CONFIG_BYTES:
-            problems.add("", f"is {info.st_size:,} bytes; a config is at most "
-                             f"{MAX_CONFIG_BYTES:,}")
-            return None
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except FileNotFoundError:
         problems.add("", f"no such file (the starter configs: {', '.join(example_names())})")
         return None
-    except UnicodeDecodeError:
-        problems.add("", "is not UTF-8 text")
+    except ValueError as err:
+        problems.add("", str(err))
         return None
-    except (OSError, ValueError) as err:  # a symlink loop, a NUL in the name, ...
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        problems.add("", f"cannot read: {bounded(reason)}")
+    except OSError as err:  # a symlink loop, a NUL in the name, ...
+        problems.add("", f"cannot read: {bounded(err.strerror or str(err))}")
         return None
     try:
         data = load_yaml(text)
@@ -103,15 +116,19 @@ def _read_mapping(path: Path, problems: Problems) -> dict | None:
 
 
 def _analyse(path: str | Path, overrides: Sequence[str], construct: bool = True,
+             swept: Mapping[str, Sequence[str]] | None = None,
              ) -> tuple[Experiment | None, list[str]]:
     """The experiment (None if anything is wrong, or not ``construct``) and every problem
-    found."""
+    found. ``swept``: keys swept on the command line (``key=a,b -m``), their values as typed,
+    added to the file's sweep (a key in both takes the command line's)."""
     path = find_config(path)
     problems = Problems(str(path))
     data = _read_mapping(path, problems)
     if data is None:
         return None, problems.lines
     flat, raw_sweep = flatten(data, problems, allow_sweep=True)
+    if swept:
+        raw_sweep = _add_command_line_sweep(raw_sweep, swept, problems)
     swept = {str(k) for k in raw_sweep} if isinstance(raw_sweep, dict) else set()
     apply_overrides(overrides, flat, swept, problems)
     if "name" not in flat:
@@ -138,15 +155,43 @@ def _analyse(path: str | Path, overrides: Sequence[str], construct: bool = True,
     return experiment, []
 
 
-def analyse(path: str | Path, overrides: Sequence[str] = ()
+def _add_command_line_sweep(raw_sweep: object, swept: Mapping[str, Sequence[str]],
+                            problems: Problems) -> object:
+    """The file's sweep with the command line's keys added, each value read in the config's
+    YAML dialect; problems in them name the command line, not the file. A file's sweep that is
+    not a mapping stays as it is (its problem is reported, never replaced)."""
+    if not isinstance(raw_sweep, dict):
+        return raw_sweep
+    merged = dict(raw_sweep)
+    for key, raws in swept.items():
+        text = f"{key}={','.join(raws)}"
+        problems.origins[f"sweep.{key}"] = f"command line {bounded(text)} -m"
+        values = []
+        for raw in raws:
+            try:
+                values.append(load_yaml(raw))
+            except PARSE_ERRORS as err:
+                problems.add(f"sweep.{key}", f"cannot parse the value {bounded(raw)!r}: "
+                             f"{yaml_problem(err)}")
+                values = []
+                break
+        if values:
+            merged[key] = values
+    return merged
+
+
+def analyse(path: str | Path, overrides: Sequence[str] = (),
+            swept: Mapping[str, Sequence[str]] | None = None,
             ) -> tuple[Experiment | None, list[str]]:
     """The experiment and no problem, or None and every problem (one analysis of the file)."""
-    return _analyse(path, overrides)
+    return _analyse(path, overrides, swept=swept)
 
 
-def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
-    """Read, override, validate and expand a config file; ConfigError lists every problem."""
-    experiment, problems = _analyse(path, overrides)
+def load_experiment(path: str | Path, overrides: Sequence[str] = (),
+                    swept: Mapping[str, Sequence[str]] | None = None) -> Experiment:
+    """Read, override, validate and expand a config file (with keys swept on the command
+    line, ``swept``); ConfigError lists every problem."""
+    experiment, problems = _analyse(path, overrides, swept=swept)
     if experiment is None:
         raise ConfigError(problems)
     return experiment

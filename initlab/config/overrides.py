@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from initlab.config.problems import Problems, unknown_path
 from initlab.config.schema import FIELDS
 from initlab.config.yaml12 import PARSE_ERRORS, load_yaml, yaml_problem
+from initlab.errors import bounded
 
 
 def apply_overrides(
@@ -30,5 +31,5 @@ def apply_overrides(
         except PARSE_ERRORS as err:
             problems.add(key, f"cannot parse the value: {yaml_problem(err)}", override=text)
             continue
-        problems.origins[key] = text
+        problems.origins[key] = f"--set {bounded(text)}"
 

@@ -18,14 +18,18 @@ class Problems:
     def __init__(self, source: str):
         self.source = source
         self.lines: list[str] = []
-        self.origins: dict[str, str] = {}  # dotted key -> the --set text its value came from
+        # dotted key -> where on the command line its value came from ("--set init.c=3");
+        # a problem under ``sweep.KEY`` (``sweep.KEY[1]``) looks up ``sweep.KEY``
+        self.origins: dict[str, str] = {}
 
     def add(
         self, key: str, message: str, *, related: Iterable[str] = (), override: str | None = None
     ) -> None:
-        if override is None:
-            override = next((self.origins[k] for k in (key, *related) if k in self.origins), None)
-        where = self.source if override is None else f"{self.source} (--set {bounded(override)})"
+        origin = None if override is None else f"--set {bounded(override)}"
+        if origin is None:
+            origin = next((self.origins[k] for k in (key, key.partition("[")[0], *related)
+                           if k in self.origins), None)
+        where = self.source if origin is None else f"{self.source} ({origin})"
         key = bounded(key)
         message = " ".join(message.split("\n"))  # one line per problem, whatever the parser said
         line = f"{where}: {key}: {message}" if key else f"{where}: {message}"

@@ -101,9 +101,12 @@ def _check_expanded_size(data: Any) -> None:
             stack.extend(item)
 
 
-def dump(data: Any) -> str:
-    """Data as YAML that this dialect reads back as the same values, keys in their order."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+def dump(data: Any, *, flow: bool | None = False, width: int = 80) -> str:
+    """Data as YAML that this dialect reads back as the same values, keys in their order (the
+    one YAML writer: every YAML initlab writes is YAML 1.2's core schema). ``flow``: True for
+    one line (``[1, 2]``), None for flow style in the innermost collections only."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=flow,
+                     width=width, allow_unicode=True)
 
 
 def yaml_problem(err: Exception) -> str:

@@ -29,7 +29,7 @@ from initlab.config import Experiment, ModelConfig, RunConfig, load_experiment
 from initlab.data import TRAIN_IMAGES
 from initlab.intervals import interval
 from initlab.model import layer_widths
-from initlab.plot import layer_values, use_headless_backend
+from initlab.plot import layer_values, save, use_headless_backend
 from initlab.report import Claim, Source
 from initlab.runs import FINISHED, Run, atomic_write_text, load_run
 from initlab.stats import LAYER_STATS
@@ -131,7 +131,7 @@ def seeded_source(path: Path, offset: int, limit: int | None) -> Path:
     folder.mkdir(exist_ok=True)
     target = folder / path.name
     if not target.exists() or target.read_text(encoding="utf-8") != text:
-        target.write_text(text, encoding="utf-8")
+        atomic_write_text(target, text)
     return target
 
 
@@ -539,11 +539,10 @@ def save_figure(fig: MplFigure, out: Path, name: str) -> list[Path]:
     for ax in fig.axes:  # only now: every panel of a shared axis has its data
         if ax.get_yscale() == "log" and ax.get_ylabel() in layer_labels:
             show_decades(ax)
-    out.mkdir(parents=True, exist_ok=True)
     png, svg = out / f"{name}.png", out / f"{name}.svg"
-    fig.savefig(png, dpi=110)
+    save(fig, png, dpi=110)
     with plt.rc_context({"svg.hashsalt": "initlab"}):  # stable ids: small diffs on re-runs
-        fig.savefig(svg, metadata={"Date": None})
+        save(fig, svg, metadata={"Date": None})
     plt.close(fig)
     return [png, svg]
 
