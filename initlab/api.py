@@ -41,7 +41,8 @@ def compare(runs: Sequence[Run], width: int = 100) -> str:
     from initlab.browse import compare_tables
 
     text = io.StringIO()
-    console = Console(file=text, width=width, color_system=None)
+    console = Console(file=text, width=width, color_system=None, markup=False, emoji=False,
+                      highlight=False)  # names and summaries are text, never markup
     for table in compare_tables(runs):
         console.print(table)
     return text.getvalue()

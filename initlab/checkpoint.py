@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import pickle
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,17 @@ def readable_states(run_dir: Path) -> tuple[list[tuple[Path, State]], list[str]]
             continue
         found.append((path, state))
     return found, problems
+
+
+def regular_files(run_dir: Path) -> bool:
+    """Whether each checkpoint file of ``run_dir`` that exists is a regular file."""
+    for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+        try:
+            if not stat.S_ISREG(os.lstat(run_dir / name).st_mode):
+                return False
+        except FileNotFoundError:
+            continue
+    return True
 
 
 def position(state: State) -> tuple[int, int, int]:

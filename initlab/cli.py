@@ -21,6 +21,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from initlab.errors import UsageError, bounded
+from initlab.progress import TextConsole
 
 PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only draw by default
 # What an option's value is, in the help: words, not Python types ("<list[str]>").
@@ -53,7 +54,7 @@ class PlainHelpGroup(TyperGroup):
 app = typer.Typer(cls=PlainHelpGroup, add_completion=True, no_args_is_help=True,
                   rich_markup_mode=None,
                   help="Initialization and normalization experiments on deep MLPs, on MNIST.")
-console = Console(stderr=True)
+console = TextConsole(stderr=True)  # user text is text (issue 32): no markup or emoji codes
 F = TypeVar("F", bound=Callable[..., Any])
 
 DataRoot = Annotated[
@@ -152,8 +153,10 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except UsageError as err:
             # The message quotes user input: never markup, and never wrapped mid-path.
-            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False,
-                          markup=True, soft_wrap=True)
+            first, *more = str(err).split("\n")  # a problem a line (a ConfigError's)
+            console.print(f"[red]error:[/red] {escape(first)}", markup=True, soft_wrap=True)
+            for line in more:
+                console.print(line, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -287,7 +290,7 @@ def train(config: Path | None, out: Path, set_: list[str] | None, data_root: str
             raise UsageError("--resume continues a run in one process (its checkpoint holds "
                              "the global batch order); run it without torchrun")
         # Only rank 0 reports; the others train silently.
-        shown = console if comm.is_writer else Console(file=io.StringIO())
+        shown = console if comm.is_writer else TextConsole(file=io.StringIO())
         with RichProgress(shown) as progress:
             try:
                 if resume is not None:
@@ -452,7 +455,7 @@ app.command("list", hidden=True, help="The same as ls.")(ls)
 def wide_console() -> Console:
     """stdout for tables: the terminal's width, or a wide one in a pipe or file (rows are
     greppable lines there, not folded)."""
-    return Console(width=None if sys.stdout.isatty() else 220)
+    return TextConsole(width=None if sys.stdout.isatty() else 220)
 
 
 @app.command()
@@ -578,6 +581,7 @@ def export(
     """Export runs as CSV files or TensorBoard event files."""
     from initlab.export import FORMATS, export_runs
     from initlab.runs import check_output_parent, load_runs
+    from initlab.wording import how_it_ended
 
     out = user_path(out, "--out")  # type: ignore[assignment]
     if to not in FORMATS:
@@ -589,8 +593,7 @@ def export(
         say(f"wrote {path}")
     for run in runs:  # the same words as ls, compare and the figures
         if run.status == "diverged":
-            say(f"{run.display_name}: diverged at step {run.summary.get('diverged_step')}; "
-                f"its records end there")
+            say(f"{run.display_name}: {how_it_ended(run.summary)}; its records end there")
     if to == "tensorboard":
         say(f"open with: tensorboard --logdir {shlex.quote(str(out))}")
 
@@ -650,7 +653,7 @@ def figures(
             progress.stop()
             log("interrupted: unfinished runs start afresh on the next `initlab figures`")
             raise typer.Exit(stop.exit_code) from None
-    Console().print(report_table(result.claims, result.title))
+    TextConsole(markup=True).print(report_table(result.claims, result.title))
     log(f"wrote {plural(len(result.files), 'file')} and {result.report}")
 
 @app.command()
@@ -713,9 +716,9 @@ def bench(
     if against is not None:
         from initlab.bench_pair import run_pair
 
-        run_pair(against, settings, rounds, out, Console(), pairs)
+        run_pair(against, settings, rounds, out, TextConsole(markup=True), pairs)
         return
-    run_bench(settings, out, Console())
+    run_bench(settings, out, TextConsole(markup=True))
 
 
 def show_warnings_plainly() -> None:

@@ -21,6 +21,17 @@ def bounded(value: object, limit: int = ECHO_LIMIT) -> str:
     return f"{text[: keep // 2]} ... {text[len(text) - (keep - keep // 2):]}"
 
 
+def printable(text: str, newlines: bool = True) -> str:
+    """Text as a terminal shows it safely: control characters (an escape sequence, a carriage
+    return, a bell) written as escapes (``\\x1b``), so that a user's text can never move the
+    cursor or recolour what follows; line breaks kept with ``newlines``, else escaped too (a
+    name holding one must not look like two lines)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or (newlines and c == "\n") else repr(c)[1:-1]
+                   for c in text)
+
+
 class UsageError(Exception):
     """Bad input from the user: one clear message, exit code 2, nothing written."""
 

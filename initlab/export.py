@@ -109,14 +109,14 @@ def check_targets(folders: Sequence[Path], to: str, force: bool, out: Path) -> N
     """Before anything is written: each run's folder can be made, and files an earlier export
     (or the user) left there are overwritten only with ``force``."""
     for folder in folders:
-        refuse_unsafe_folder(folder, out)
-        for name in CSV_FILES if to == "csv" else ():
-            refuse_unsafe_target(folder / name)
         for parent in (folder, *folder.parents):
             if os.path.lexists(parent) and not parent.is_dir():
                 raise UsageError(f"cannot export into {folder}: {parent} is a file")
             if parent.is_dir():
                 break
+        refuse_unsafe_folder(folder, out)  # a link among them, or a FIFO
+        for name in CSV_FILES if to == "csv" else ():
+            refuse_unsafe_target(folder / name)
         if force or not folder.is_dir():
             continue
         taken = ([folder / name for name in CSV_FILES if os.path.lexists(folder / name)]

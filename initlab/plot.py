@@ -282,10 +282,34 @@ def finish(fig, runs: Sequence[Run], colors: list, out: Path, note: str = "") ->
     fig.legend(handles, run_labels(runs), loc="lower center", ncol=ncol, fontsize=8,
                frameon=False)
     legend_rows = math.ceil(len(runs) / ncol)
+    clip_huge(fig)
     height = fig.get_size_inches()[1]  # room in inches: the legend below, the title above
     fig.tight_layout(rect=(0, min((0.1 + 0.17 * legend_rows) / height, 0.45), 1,
                            1 - 0.5 / height))
     save(fig, out, dpi=110)
+
+
+PLOTTABLE = 1e300  # beyond this a linear axis's span overflows a float (1e308 - -1e308)
+
+
+def clip_huge(fig) -> None:
+    """Finite values too large for an axis (a record saying 1e308) drawn at ±1e300, so that
+    the figure is drawn rather than matplotlib's OverflowError."""
+    for ax in fig.axes:
+        clipped = False
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            if np.any(np.abs(y[np.isfinite(y)]) > PLOTTABLE):
+                line.set_ydata(np.clip(y, -PLOTTABLE, PLOTTABLE))
+                clipped = True
+        if clipped:
+            ax.relim()
+            ax.autoscale_view()
+
+
+def _within_plottable(values: np.ndarray) -> np.ndarray:
+    """Finite values clipped to ±PLOTTABLE (a colour scale's ticks overflow beyond it)."""
+    return np.where(np.isfinite(values), np.clip(values, -PLOTTABLE, PLOTTABLE), values)
 
 
 def save(fig, out: Path, **options: Any) -> None:
@@ -636,6 +660,7 @@ def draw_map(fig, ax: Axes, run: Run, metric: str, rows: np.ndarray,
     # The scale: every record before a divergence; what came after shows red beyond it.
     every = np.concatenate([v[np.isfinite(v)] for v in (
         r.plotted(metric)[before_divergence(r)] for r in column_runs)])
+    values, every = _within_plottable(values), _within_plottable(every)
     own = values[np.isfinite(values)]
     if not len(every):
         every = own

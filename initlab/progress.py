@@ -19,6 +19,7 @@ from rich.table import Column
 from rich.text import Text
 
 from initlab.describe import plural
+from initlab.errors import printable
 from initlab.runs import Outcome
 from initlab.wording import how_it_ended, percent
 
@@ -29,6 +30,20 @@ LINE_EVERY_S = 30.0  # without a terminal: a line at least this often while step
 def quiet_progress(label: str, total: int) -> Callable[[dict[str, Any]], None]:
     """A factory whose bars show nothing."""
     return lambda event: None
+
+
+class TextConsole(Console):
+    """A console on which text stays text: no ``:emoji:`` codes, no highlighting, no markup
+    unless asked for (``markup=True``: only initlab's own words carry any), and control
+    characters, line breaks included, escaped in every string it renders, table cells too
+    (``printable``): text of several lines is printed a line at a time."""
+
+    def __init__(self, **options: Any) -> None:
+        options = {"markup": False, "emoji": False, "highlight": False, **options}
+        super().__init__(**options)
+
+    def render_str(self, text: str, **options: Any) -> Any:
+        return super().render_str(printable(text, newlines=False), **options)
 
 
 class RichProgress:

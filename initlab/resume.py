@@ -71,7 +71,10 @@ def plan_group(group: Sequence[MemberPlan]) -> None:
     found: dict[Path, list[tuple[Path, dict]]] = {}
     for plan in group:
         states, problems = checkpoint.readable_states(plan.path)
-        if problems and (not states or any(checkpoint.RUNS_CODE in p for p in problems)):
+        # Only damage inside a regular file falls back on the other checkpoint: a link, FIFO
+        # or folder in its place was put there, and is refused as any reader refuses it.
+        if problems and (not states or any(checkpoint.RUNS_CODE in p for p in problems)
+                         or not checkpoint.regular_files(plan.path)):
             raise UsageError(f"{problems[0]}; resume refused, nothing was changed")
         if problems:  # the newer one is damaged, the one before it whole: continue from that
             path, state = states[0]

@@ -164,9 +164,9 @@ def refuse_unsafe_folder(folder: Path, inside: Path | None = None) -> None:
         except OSError as err:
             raise write_error(part, err) from err
         if not stat.S_ISDIR(mode):
+            link = "; initlab never writes through a link" if stat.S_ISLNK(mode) else ""
             raise UnsafeTarget(f"{bounded(str(part), 200)}: is {_not_regular(mode) or 'a file'}, "
-                               f"expected a folder to write into; initlab never writes through "
-                               f"a link")
+                               f"expected a folder to write into{link}")
 
 
 def output_folder(folder: Path, inside: Path | None = None) -> Path:
@@ -856,6 +856,7 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
                     raise UsageError(f"{where}: \"{key}\" has {len(value)} values; line "
                                      f"{first} has {width}")
         records.append(record)
+    _check_ranges(records, widths, path)
     # A per-layer key is a list wherever it is given: a string or a number under a key another
     # record lists would be read as one (the readers build [T, L] arrays). Records are lines
     # 1..len(records): only a torn last line is ever skipped.
@@ -866,6 +867,25 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
                 raise UsageError(f"{path}: line {n}: \"{key}\" must be a list of numbers, as "
                                  f"on line {first}; got {bounded(value)}")
     return records
+
+
+def _check_ranges(records: list[dict[str, Any]], widths: dict[str, tuple[int, int]],
+                  path: Path) -> None:
+    """Per-layer statistics with a range (a fraction in [0, 1]: ``LayerStat.within``) hold
+    values in it."""
+    from initlab.stats import LAYER_STATS  # the statistics' one definition
+
+    for key in widths:
+        stat = LAYER_STATS.get(key)
+        if stat is None or stat.within is None:
+            continue
+        low, high = stat.within
+        for n, record in enumerate(records, start=1):
+            values = record.get(key)
+            for v in values if isinstance(values, list) else ():
+                if v is not None and not low <= v <= high:
+                    raise UsageError(f"{path}: line {n}: \"{key}\" must hold values in "
+                                     f"[{low:g}, {high:g}], got {bounded(v)}")
 
 
 def records_written(run_dir: Path) -> int:
@@ -1066,17 +1086,26 @@ def _check_config(config: dict[str, Any], source: Path) -> None:
 
 def _check_layers_match(run: Run, source: Path) -> None:
     """The number of layers the config says against the per-layer lists recorded: an MLP of
-    L layers records L values (L - 1 for hidden-layer statistics), a watched model one per
-    watched layer."""
-    widest = _widest(run.layers)
-    if not widest:
+    L layers records L values of each statistic (L - 1 of a hidden-layer one), a watched model
+    at most one per watched layer; no list is empty where the run has layers to fill it."""
+    if not run.layers:
         return
+    from initlab.stats import LAYER_STATS  # which statistics are per hidden layer
+
     depth = run.depth
-    if not widest <= depth <= widest + 1:
-        key = "watch.layers" if run.kind == "watch" else "model.depth"
-        raise UsageError(f"{source}: {key} says {depth:,} layers, but the records in "
-                         f"{STATS_FILE} have {widest} per layer; the config does "
-                         f"not belong to these records")
+    where = "watch.layers" if run.kind == "watch" else "model.depth"
+    widest = _widest(run.layers)
+    for key, values in run.layers.items():
+        width = values.shape[1]
+        stat = LAYER_STATS.get(key)
+        if run.kind == "mlp" and stat is not None:
+            fits = width == depth - int(stat.hidden_only)
+        else:
+            fits = (1 <= width or depth <= 1) and widest <= depth <= widest + 1
+        if not fits:
+            raise UsageError(f"{source}: {where} says {depth:,} layers, but the records in "
+                             f"{STATS_FILE} have {width} values of \"{bounded(key, 40)}\" "
+                             f"each: the config and the records do not match")
 
 
 def _plural(n: int, word: str) -> str:
@@ -1129,7 +1158,8 @@ class Run:
                     widths.setdefault(key, len(value))
         self.layers = {
             key: np.array([[_num(v) for v in r[key]] if key in r else [math.nan] * width
-                           for r in self.records], dtype=float).reshape(-1, width)
+                           for r in self.records], dtype=float).reshape(len(self.records),
+                                                                        width)
             for key, width in widths.items()
         }
 

@@ -281,6 +281,9 @@ class LayerStat:
     # nonlinearity has it (dead tanh units or saturated ReLUs would be a row of zeros, computed
     # at every captured step).
     trait: str | None = None
+    # The values it can take, checked when a run is read (a record from elsewhere saying 5.0
+    # dead units once made "500% of the hidden units"); None: any finite number.
+    within: tuple[float, float] | None = None
 
     def recorded_at(self, phase: str) -> bool:
         """Whether a record of ``phase`` holds it: a captured step's (``train``) unless it is
@@ -315,7 +318,7 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
     LayerStat("weight_norm", "‖W_i‖_F", ("weights",), lambda t: t.weight_norms),
     LayerStat("dead_fraction", "dead units (output 0 for the whole batch)", ("activations",),
               lambda t: dead_fractions(t.activations), log_scale=False, hidden_only=True,
-              per_rank="approx", trait="can_die"),
+              per_rank="approx", trait="can_die", within=(0.0, 1.0)),
     LayerStat("unit_input_p15", "unit 0's nonlinearity input, 15th percentile over the batch",
               ("unit_inputs",), lambda t: sorted_quantile(t.sorted_unit_inputs, 0.15),
               log_scale=False, hidden_only=True, per_rank="approx"),
@@ -333,7 +336,7 @@ LAYER_STATS: dict[str, LayerStat] = {s.key: s for s in (
               costly=True),
     LayerStat("saturated_fraction", f"saturated outputs |σ(z)| > {SATURATED} (tanh)",
               ("activations",), lambda t: saturated_fractions(t.activations), log_scale=False,
-              hidden_only=True, per_rank="mean", trait="saturates"),
+              hidden_only=True, per_rank="mean", trait="saturates", within=(0.0, 1.0)),
 )}
 LAYER_KEYS = tuple(LAYER_STATS)
 

@@ -17,5 +17,7 @@ def how_it_ended(summary: Mapping[str, Any]) -> str:
     the status itself (completed, interrupted, running; ``unknown`` without one)."""
     status = summary.get("status") or "unknown"
     if status == "diverged":
-        return f"diverged at step {summary.get('diverged_step')}"
+        step = summary.get("diverged_step")
+        return "diverged (its summary does not say at which step)" if step is None else \
+            f"diverged at step {step}"
     return str(status)

@@ -353,8 +353,13 @@ def test_disk_full_mid_sweep_is_clear_and_resumable(
     full = tmp_path / "runs" / "diverge"
     assert f"cannot write {full / 'lr=0.01' / 'checkpoint.pt'}: No space left on device" \
         in result.output
-    assert f"continue with: initlab run --resume {full}" in result.output
-    assert not (full / "lr=0.01" / "checkpoint.pt").exists()  # moved aside, not replaced
+    # issue 32: it said "No checkpoint was written yet" while a checkpoint could resume; the
+    # old checkpoint now stays in place until the new one is whole, and the message says
+    # where --resume continues from, as resume itself decides it
+    assert f"continue from step 7 with: initlab run --resume {full}" in result.output
+    from initlab.checkpoint import read_checkpoint
+
+    assert read_checkpoint(full / "lr=0.01" / "checkpoint.pt")["group"]["step"] == 7
     assert (full / "lr=1.0" / "checkpoint.pt").exists()
     result = cli("run", "--resume", full)
     assert result.exit_code == 0, result.output

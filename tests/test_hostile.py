@@ -262,8 +262,8 @@ def test_a_damaged_run_resumes_or_is_refused_and_kept(interrupted: Path, tmp_pat
         assert files(run) == before  # refused: nothing changed
     else:  # it resumed: every record the run had before its checkpoint is still there
         summary = json.loads((run / "summary.json").read_text())
-        # A flipped bit inside a weight is a different weight (checkpoints carry no checksum):
-        # fuzzing found one that became -1.7e36, and the resumed run diverged, as it should.
+        # A flipped bit inside a weight: its checksum finds it (issue 32), and resume continues
+        # from checkpoint.prev.pt when that is whole (or refuses).
         assert summary["status"] in ("completed", "diverged"), summary
         if name != "stats.jsonl":
             assert (run / "stats.jsonl").read_bytes()[:kept] == records[:kept]
@@ -476,18 +476,96 @@ def test_every_command_refuses_or_reads_a_damaged_file(interrupted_sweep: Path,
     assert outside.read_bytes() == outside_before
 
 
-def test_a_flipped_bit_in_a_weight_resumes_and_keeps_every_record(interrupted: Path,
-                                                                   tmp_path: Path) -> None:
+def test_a_flipped_bit_in_a_weight_is_found_not_trained_on(interrupted: Path,
+                                                           tmp_path: Path) -> None:
     """What `make fuzz` found (byte 2515 of checkpoint.pt xor 64): a weight of -0.005 became
-    -1.7e36. A checkpoint carries no checksum, so that is a different weight, not damage
-    initlab can see: resume continues from it (and the run may diverge); nothing recorded
-    before the checkpoint is lost."""
+    -1.7e36 and the resumed run trained on it. Checkpoints carry a SHA-256 now (issue 32): the
+    flipped bit is found; resume continues from checkpoint.prev.pt when it is whole, or
+    refuses and changes nothing; every record before the checkpoint it continues from is
+    kept."""
     run = Path(shutil.copytree(interrupted, tmp_path / "tiny"))
-    state = checkpoint.read_checkpoint(run / "checkpoint.pt")
-    state["model"]["params"][4] = -1.7e36
-    torch.save(state, run / "checkpoint.pt")
-    records = (run / "stats.jsonl").read_bytes()[: state["stats_bytes"]]
-    result = cli("run", "--resume", run)
-    assert result.exit_code == 0, result.output
-    assert json.loads((run / "summary.json").read_text())["status"] in ("completed", "diverged")
-    assert (run / "stats.jsonl").read_bytes().startswith(records)
+    raw = bytearray((run / "checkpoint.pt").read_bytes())
+    raw[2515] ^= 64
+    (run / "checkpoint.pt").write_bytes(bytes(raw))
+    previous = run / "checkpoint.prev.pt"
+    had_previous = previous.exists()
+    kept = checkpoint.read_checkpoint(previous)["stats_bytes"] if had_previous else 0
+    records = (run / "stats.jsonl").read_bytes()[:kept]
+    before = files(run)
+    with __import__("warnings").catch_warnings(record=True) as said:
+        __import__("warnings").simplefilter("always")
+        result = cli("run", "--resume", run)
+    if had_previous and result.exit_code == 0:
+        assert any("SHA-256" in str(w.message) and "checkpoint.prev.pt" in str(w.message)
+                   for w in said), [str(w.message) for w in said]
+        assert (run / "stats.jsonl").read_bytes().startswith(records)
+    else:
+        assert result.exit_code == 2 and "SHA-256" in result.output, result.output
+        assert files(run) == before
+
+
+# --------------------------------------------------------------------------- issue 32
+# Write-side damage: a link (out of the folder, dangling, to a folder), a FIFO or a folder at
+# every name a command writes. Each is refused with one line, exit 2; nothing outside is
+# touched, nothing in the run changes.
+
+OUTPUTS = {  # command -> the names it writes, relative to the sweep's folder TOP
+    "plot": ("layers.png", "training.png"),
+    "compare": ("../compare.png",),
+    "export": ("../../exported/sweep", "../../exported/sweep/c=1.0",
+               "../../exported/sweep/c=1.0/records.csv", "../../exported/sweep/c=2.0/layers.csv"),
+    "bench": ("../../bench.json",),
+}
+FOLDERS = OUTPUTS["export"][:2]
+PLANTS = ("link-out", "dangling-link", "link-to-folder", "fifo", "folder")
+
+
+def plant(path: Path, how: str, outside: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "link-out":
+        path.symlink_to(outside)
+    elif how == "dangling-link":
+        path.symlink_to(outside.parent / "nothing-here")
+    elif how == "link-to-folder":
+        path.symlink_to(outside.parent / "elsewhere", target_is_directory=True)
+    elif how == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+
+
+@examples(20)
+@given(command=st.sampled_from(sorted(OUTPUTS)), how=st.sampled_from(PLANTS),
+       which=st.integers(0, 3), force=st.booleans())
+@example(command="plot", how="link-out", which=0, force=False)  # issue 32's security hole
+@example(command="export", how="link-to-folder", which=0, force=True)
+@example(command="bench", how="folder", which=0, force=True)
+def test_every_output_name_refuses_what_is_not_a_regular_file(
+        interrupted_sweep: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch,
+        command: str, how: str, which: int, force: bool) -> None:
+    root = tmp_path_factory.mktemp("writes")
+    top = Path(shutil.copytree(interrupted_sweep, root / "runs" / "sweep"))
+    outside = root / "victim"
+    outside.write_bytes(b"the victim's file")
+    (root / "elsewhere").mkdir()
+    names = OUTPUTS[command]
+    name = names[which % len(names)]
+    target = Path(os.path.normpath(top / name))
+    plant(target, how, outside)
+    before = state_of(top)
+    monkeypatch.chdir(root)
+    args = {"plot": ["plot", top],
+            "compare": ["compare", top],
+            "export": ["export", top, "--out", root / "exported"],
+            "bench": ["bench", "--only", "mlp", "--steps", "1"]}[command]
+    result = cli(*args, *(["--force"] if force and command != "plot" else []))
+    what = f"{command} with {how} at {name}"
+    if how == "folder" and name in FOLDERS:  # a folder where one is written: no damage
+        assert result.exit_code == 0, f"{what}: {result.output}"
+        return
+    assert result.exit_code == 2, f"{what}: {result.output}"
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{what}: {result.output}"
+    assert outside.read_bytes() == b"the victim's file", what
+    assert list((root / "elsewhere").iterdir()) == [], what
+    assert state_of(top) == before, what

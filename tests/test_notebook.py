@@ -29,6 +29,8 @@ def test_the_lecture_notebook_runs_cell_by_cell(tmp_path: Path,
     matplotlib.use("Agg")
     monkeypatch.setenv("INITLAB_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("INITLAB_NOTEBOOK_OUT", str(tmp_path / "runs"))
+    # As if run before (issue 32: run twice, it trained into sweep-c-2 but loaded sweep-c)
+    (tmp_path / "runs" / "sweep-c").mkdir(parents=True)
     namespace: dict = {"__name__": "__main__"}
     for i, source in enumerate(code_cells()):
         assert not any(line.lstrip().startswith(("!", "%")) for line in source.splitlines()), \
@@ -36,6 +38,7 @@ def test_the_lecture_notebook_runs_cell_by_cell(tmp_path: Path,
         exec(compile(source, f"{NOTEBOOK.name}, code cell {i}", "exec"), namespace)
     sweep = namespace["sweep"]
     assert [m.status for m in sweep] == ["completed", "completed", "diverged"]
+    assert {r.path.parent.name for r in namespace["again"]} == {"sweep-c-2"}
     assert {p.name for p in (tmp_path / "runs").glob("*.png")} >= {
         "sweep-c-layers.png", "tanh-layers.png", "layernorm-init.png",
         "normalized-training.png"}

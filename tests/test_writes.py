@@ -172,7 +172,8 @@ def test_the_writer_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: str
     target, elsewhere = tmp_path / "out.json", tmp_path / "victim"
     _special(kind, target, elsewhere)
     for write in (lambda: runs.atomic_write_text(target, "new"),
-                  lambda: runs.append_bytes(target, b"new")):
+                  lambda: runs.append_bytes(target, b"new"),
+                  lambda: runs.truncate_to(target, 0)):
         with pytest.raises(UsageError, match="initlab (writes|appends) only"):
             write()
     if kind == "link":

@@ -68,12 +68,12 @@ def read_config_text(path: Path) -> str:
     block, /dev/zero never end: opened without blocking, then checked), at most
     MAX_CONFIG_BYTES; else ValueError saying what is wrong (OSError as the system says)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError("is a directory, expected a YAML file" if stat.S_ISDIR(info.st_mode)
+                         else "is not a regular file, expected a YAML file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ValueError("is a directory, expected a YAML file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("is not a regular file, expected a YAML file")
         if info.st_size > MAX_CONFIG_BYTES:
             raise ValueError(f"is {info.st_size:,} bytes; a config is at most "
                              f"{MAX_CONFIG_BYTES:,}")
