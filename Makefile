@@ -47,7 +47,8 @@ $(VENV)/.notebook: $(STAMP)
 FUZZ_FACTOR ?= 50
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz INITLAB_FUZZ_FACTOR=$(FUZZ_FACTOR) $(BIN)/python -m pytest -q \
-		tests/test_hostile.py "tests/test_config.py::test_mutated_configs_load_or_raise_config_error"
+		tests/test_hostile.py "tests/test_config.py::test_mutated_configs_load_or_raise_config_error" \
+		"tests/test_overrides.py::test_every_yaml_initlab_writes_reads_back_to_the_same_values"
 
 figures: $(STAMP) data
 	$(BIN)/initlab figures --out figures

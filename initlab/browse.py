@@ -23,7 +23,7 @@ from initlab.describe import (
     training_text,
     varying,
 )
-from initlab.errors import UsageError, bounded
+from initlab.errors import UsageError, bounded, printable
 from initlab.runs import Run, command_path, find_runs, load_run, nested_run_dirs
 from initlab.wording import how_it_ended, percent
 
@@ -83,7 +83,7 @@ def list_table(directory: Path, log: Log, width: int | None = None) -> Renderabl
                                drop_whitespace=False) or [""]
         lines += textwrap.wrap(row[-1], width=max(width, 20), initial_indent="    ",
                                subsequent_indent="    ") if row[-1] else []
-    return Text("\n".join(lines))
+    return Text(printable("\n".join(lines)))  # a name or value never moves the cursor
 
 
 def _list_table(directory: Path, log: Log) -> Table:

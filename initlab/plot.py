@@ -55,9 +55,12 @@ IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def use_headless_backend() -> None:
+    """Draw into files; and titles, legends and labels are text: a run named ``a$\\foo$`` is
+    never read as mathtext (issue 32: user text is never markup; labels use Unicode)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
 
 
 def layer_values(run: Run, metric: str, phase: str) -> np.ndarray:

@@ -134,3 +134,15 @@ def test_a_diverged_run_without_its_step_says_so(tmp_path: Path) -> None:
                  ["export", str(run_dir), "--out", str(tmp_path / "x")]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "None" not in result.output, result.output
+
+
+def test_names_are_never_mathtext_in_figures(tmp_path: Path) -> None:
+    """A run named `a$\\foo{$` made `plot` and `compare` a ParseFatalException (matplotlib read
+    the name as mathtext)."""
+    runs = tmp_path / "runs"
+    hostile, plain = make_run(runs / "a$\\foo{$"), make_run(runs / "b")
+    result = runner.invoke(app, ["plot", str(hostile)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["compare", str(hostile), str(plain), "--out",
+                                 str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
