@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich import box
-from rich.console import Console, RenderableType
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +24,7 @@ from initlab.describe import (
     varying,
 )
 from initlab.errors import UsageError, bounded, printable
+from initlab.progress import TextConsole
 from initlab.runs import Run, command_path, find_runs, load_run, nested_run_dirs
 from initlab.wording import how_it_ended, percent
 
@@ -64,7 +65,7 @@ def list_table(directory: Path, log: Log, width: int | None = None) -> Renderabl
     defaults (a line still too long folds)."""
     width = LIST_WIDTH if width is None else min(width, LIST_WIDTH)
     table = _list_table(directory, log)
-    if Console(width=10_000).measure(table).maximum <= width:
+    if TextConsole(width=10_000).measure(table).maximum <= width:
         return table
     rows = [[str(cell) for cell in cells] for cells in zip(
         *(column.cells for column in table.columns), strict=True)]

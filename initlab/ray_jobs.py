@@ -47,6 +47,7 @@ from initlab.progress import ProgressFactory
 from initlab.runs import (
     CONFIG_FILE,
     RunWriter,
+    atomic_write_text,
     config_text,
     load_run,
     read_sent_files,
@@ -130,7 +131,7 @@ class RayExecutor:
         token = secrets.token_hex(8)
         marker = None if self.results == "sent" else marker_path(jobs, token)
         if marker is not None:
-            marker.write_text(token)
+            atomic_write_text(marker, token)
         try:
             _Tasks(ray, jobs, token, marker, self.results, self.retries, progress).run()
         finally:
