@@ -294,15 +294,6 @@ def report_notes(figures: Sequence[Figure], mode: Mode, cache: Path,
 
 # Statements of the lectures' notes (issue 30's list) that no row measures, and why.
 STATEMENTS_WITHOUT_ROWS = (
-    ("Lecture 9, layer norm: “exploding and vanishing gradients disappear”",
-     "no row; the data say otherwise across the layers: with layer norm after the ReLU the "
-     "gradients grow ~1.21× per layer towards the input whatever c (normalized-gradients, "
-     "~1e4× over 49 layers); what disappears is their dependence on c (layernorm-norms)"),
-    ("Lecture 9, layer norm: the gradient curves are nearly the same whatever the init",
-     "no row yet: layernorm-norms draws them at c = 1, 2, 3 (its rows test the activations)"),
-    ("Lecture 9, layer norm: the gradient curves differ more (across the layers) than in the "
-     "earlier plots", "no row yet; normalized-gradients' growth (~1e4×) against init-norms' "
-     "c = 2 gradient span (its rows) supports it"),
     ("Lecture 9: after training, the gradients change across the layers with similar effects of "
      "the init", "no row yet: trained-norms draws the trained gradient norms per c"),
     ("Lecture 9: smaller weights give a smoother function (Lipschitz)",

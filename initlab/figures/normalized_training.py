@@ -105,6 +105,11 @@ def edge(run: Run | None, runs: Sequence[Run]) -> str:
         if lr == min(lrs) else ""
 
 
+# The loss panel's top: a loss above 10 (over 4× chance's log 10 = 2.3) is a net that does not
+# train; a run that blew up (1e21) would otherwise flatten every other curve.
+LOSS_TOP = 10.0
+
+
 def plot(inp: FigureInput) -> MplFigure:
     import matplotlib as mpl
 
@@ -129,6 +134,11 @@ def plot(inp: FigureInput) -> MplFigure:
             shown = f"{100 * value:.1f}%" if key == "error" else f"{value:.3g}"
             lost = [f"{lr:g}" for lr, r in zip(lrs, members, strict=True) if status_mark(r)]
             lost_text = f"; diverged at lr {', '.join(lost)}" if lost else ""
+            if key == "loss":  # a loss past LOSS_TOP drawn at the top edge, marked ▲
+                above = [v > LOSS_TOP for v in values]
+                values = [min(v, LOSS_TOP) for v in values]
+                ax.plot([lr for lr, a in zip(lrs, above, strict=True) if a], [LOSS_TOP] *
+                        sum(above), "^", color=color, markersize=7, clip_on=False)
             ax.plot(lrs, values, style, marker="o", color=color, markersize=4,
                     label=f"{name}: best {shown} at {lr_text(at)}{edge(at, runs)}{lost_text}")
         ax.set_xscale("log")
@@ -137,7 +147,7 @@ def plot(inp: FigureInput) -> MplFigure:
         ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
         log_axis_plain_labels(ax)
         ax.set_xlabel("Adam learning rate")
-        ax.set_ylabel(label)
+        ax.set_ylabel(label if key == "error" else f"{label}\n(▲: above {LOSS_TOP:g})")
         ax.grid(True, which="both", alpha=0.3)
         # Below the panel, never over the data (the plain net's best points sit in a corner).
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
@@ -205,7 +215,7 @@ def claims(inp: FigureInput) -> list[Claim]:
 FIGURE = Figure(
     "normalized-training",
     "What it takes to train the normalized 50-layer nets: one budget (1 epoch of Adam; plain "
-    "SGD leaves them near chance), three learning rates, for no normalization, batch norm and "
+    "SGD leaves them near chance), five learning rates, for no normalization, batch norm and "
     "layer norm, each after the ReLU (the lecture's placement) or before it. Left: final test "
     "error; right: the last epoch's training loss, against the learning rate. The lecture "
     "warns that layer norm makes fully connected nets hard to train to low loss (norm-spread "
