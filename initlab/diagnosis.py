@@ -676,9 +676,9 @@ def saturation(f: Facts) -> Finding | None:
     mean = float(np.nanmean(sat[r]))
     i = int(np.nanargmax(sat[r]))
     name = f.names[i] if f.kind == "watch" else str(i + 1)
+    modules = f.watch.get("modules") if isinstance(f.watch.get("modules"), dict) else {}
     act = f.activation or ", ".join(k for k in ("Tanh", "Sigmoid", "Hardtanh", "Softsign",
-                                                "Hardsigmoid") if k in (f.watch.get("modules")
-                                                                        or {}))
+                                                "Hardsigmoid") if k in modules)
     return Finding(
         "saturation", f.severity(), "the units saturate: tanh/sigmoid outputs pinned at their "
                                     "limits",

@@ -386,3 +386,28 @@ def test_a_damaged_run_does_not_hide_the_others(tmp_path: Path) -> None:
     result = runner.invoke(app, ["diagnose", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "the run cannot be read" in result.output and "nothing wrong found" in result.output
+
+
+@pytest.mark.parametrize("junk", [3, "x", [1, [2]], {"rms": "big", "columns": None}, None])
+def test_what_watch_recorded_of_the_loop_is_data_not_trusted(tmp_path: Path, junk: object) -> None:
+    """A run folder is data: the loop facts diagnosis reads from config.yaml and summary.json
+    (batch size, modules, dropout, optimizers, inputs, outputs, carried gradients), damaged
+    or of any type, give findings, never an exception."""
+    import yaml
+
+    torch.manual_seed(0)
+    path = tiny_watched(stack([16, 32, 4]), tmp_path / "run", steps=10)
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    for key in ("batch_size", "modules", "dropout", "optimizers"):
+        config["watch"][key] = junk
+    for layer in config["watch"]["layers"]:
+        layer["optimized"] = junk
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = json.loads((path / "summary.json").read_text())
+    summary["watch"] = {"inputs": junk, "outputs": junk, "carried_gradients": junk}
+    (path / "summary.json").write_text(json.dumps(summary))
+    findings = initlab.diagnose(path)
+    assert isinstance(findings, list) and findings
+    summary["watch"] = junk
+    (path / "summary.json").write_text(json.dumps(summary))
+    assert initlab.diagnose(path)
