@@ -126,9 +126,12 @@ def build_figures(only: Sequence[str] | None = None, quick: bool = False,
     found = {f.name: evaluated(f, paths, mode, known, data_root) for f in figures}
     # The adaptive-seeds rule, in rounds over every figure at once (their new runs train in one
     # job pool): a figure with a row still INCONCLUSIVE gets more seeds, up to its cap.
+    asked: dict[str, int] = {}  # seeds each figure was given: never asked twice (no loop)
+    more = mode  # with every seed count given so far
     while wanted := {f.name: n for f in figures if not mode.quick
-                     and (n := more_seeds(f, found[f.name][1], found[f.name][0].seeds()))}:
-        more = mode
+                     and (n := more_seeds(f, found[f.name][1], found[f.name][0].seeds()))
+                     and asked.get(f.name) != n}:
+        asked.update(wanted)
         for figure in figures:
             if figure.name in wanted:
                 log(f"{figure.name}: a row is INCONCLUSIVE: {wanted[figure.name]} seeds")
