@@ -265,10 +265,14 @@ def time_workers(old_root: Path, start: dict[str, Any], settings: BenchSettings,
                     side.send(op="next")
             for side in (old, new):
                 side.read()  # done
-        except RuntimeError:
-            worker_log.seek(0)
-            console.print(worker_log.read()[-4000:], highlight=False, markup=False)
-            raise
+        except RuntimeError as err:
+            if "worker ended" in str(err):  # it died: what it said is all there is to go on
+                worker_log.seek(0)
+                console.print(worker_log.read()[-4000:], highlight=False, markup=False)
+            # One line, not a traceback: a version this bench's worker cannot drive (one older
+            # than the worker protocol, 2026-12-02) answers with what failed.
+            raise UsageError(f"bench --against: {err}; the other version cannot be timed "
+                             f"by this one (older than its worker protocol?)") from None
         finally:
             old.close()
             new.close()

@@ -170,3 +170,21 @@ def test_an_unknown_revision_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "--against 'no-such-revision-xyz'" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "b.json").exists()
+
+
+def test_a_version_the_worker_cannot_drive_is_one_line(tmp_path: Path) -> None:
+    """Issue 32: `bench --against` an older revision (one without the settings this worker
+    sends) ended in a RuntimeError traceback."""
+    old = tmp_path / "old" / "initlab"
+    old.mkdir(parents=True)
+    (old / "__init__.py").write_text("")
+    (old / "bench.py").write_text("class BenchSettings:\n    def __init__(self, device):\n"
+                                  "        pass\n")
+    result = CliRunner().invoke(app, ["bench", "--against", str(tmp_path / "old"), "--device",
+                                      "cpu", "--out", str(tmp_path / "b.json")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()  # its progress ("pair 1 of 6"), one error
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.output
+    assert lines[-1].startswith("error: bench --against: the old side's worker: TypeError"), \
+        result.output
+    assert "Traceback" not in result.output and not (tmp_path / "b.json").exists()
