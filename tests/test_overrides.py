@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import examples
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -194,6 +194,9 @@ _DATA = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
 
 @examples(200)
 @given(_DATA, st.sampled_from([False, True, None]))
+# Found by `make fuzz`: a NEL (U+0085) written as it is read back as a line break.
+@example(data={"\x85": None}, flow=False)
+@example(data=["a\u2028b", "\x85"], flow=True)
 def test_every_yaml_initlab_writes_reads_back_to_the_same_values(data: object,
                                                                 flow: bool | None) -> None:
     """Issue 32: every YAML initlab writes is YAML 1.2 (config.yaml, `-m`, `initlab config`,
