@@ -159,7 +159,7 @@ def test_set_and_max_group_reach_every_run(tmp_path: Path) -> None:
     report = (out / REPORT_FILE).read_text()
     assert "`--set train.backward=autograd`" in report and "`--max-group`" in report
     runs = [p for p in cache.iterdir() if p.is_dir()]
-    assert len(runs) == 3  # c = 1, 2, 3
+    assert len(runs) == 6  # c = 1, 2, 3 with layer norm, and init-norms' (the plain net's)
     for run in runs:
         assert "backward: autograd" in (run / CONFIG_FILE).read_text()
         assert json.loads((run / SUMMARY_FILE).read_text())["members_in_group"] == 1
