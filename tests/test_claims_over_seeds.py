@@ -191,3 +191,17 @@ def test_weight_standardization_inconclusive_when_the_seeds_disagree(tmp_path: P
     inp = FigureInput("weight-standardization", {STEM: dirs})
     _, ws, _ = FIGURES["weight-standardization"].evaluate(inp)
     assert ws.value == pytest.approx(0.0, abs=1e-12) and ws.verdict == "INCONCLUSIVE"
+
+
+def test_normalized_training_says_which_mechanism_the_data_support() -> None:
+    from initlab.figures.normalized_training import GROWTH_ROW, SCALE_ROWS, conclude
+
+    def rows(scale: tuple[float, float], growth: float) -> list[Claim]:
+        return [Claim("f", f"{SCALE_ROWS[0]} …", scale[0], ">", 1.0),
+                Claim("f", f"{SCALE_ROWS[1]} …", scale[1], ">", 1.0),
+                Claim("f", f"{GROWTH_ROW}: …", growth, ">=", 0.02)]
+
+    assert "the erased relative scale —" in conclude(rows((1.2, 1.1), 0.0))
+    assert "the gradient growth, not the erased" in conclude(rows((0.9, 0.8), 0.3))
+    assert "neither mechanism cleanly (the scale rows: PASS, FAIL" in conclude(
+        rows((1.2, 0.8), 0.3))

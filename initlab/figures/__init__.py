@@ -223,8 +223,9 @@ def report_kind(report: Path) -> str | None:
 def figure_summary(figure: Figure, claims: Sequence[Claim]) -> str:
     """One paragraph for a student: the figure (linked), what it shows and why, its tally."""
     passed = sum(c.passed for c in claims)
-    return (f"**[{figure.name}]({figure.name}.png)** — {figure.summary} *Claims: {passed} of "
-            f"{len(claims)} PASS.*")
+    conclusion = f" {figure.conclude(claims)}" if figure.conclude is not None else ""
+    return (f"**[{figure.name}]({figure.name}.png)** — {figure.summary}{conclusion} *Claims: "
+            f"{passed} of {len(claims)} PASS.*")
 
 
 # --- The report's notes -------------------------------------------------------------------------

@@ -245,6 +245,9 @@ class Figure:
     # The most seeds its rows may get, fixed here before any run (0: its recipe's seeds only):
     # while a row is INCONCLUSIVE, the figure's seed sweeps double up to it (``more_seeds``).
     seed_cap: int = 0
+    # What the figure's rows, together, say (a sentence after its summary), from their
+    # verdicts: e.g. which of two mechanisms the data support, or that they support neither.
+    conclude: Callable[[Sequence[Claim]], str] | None = None
 
     def evaluate(self, inp: FigureInput) -> list[Claim]:
         """The figure's claims over its seeds: ``claims`` evaluated on each seed's runs alone,

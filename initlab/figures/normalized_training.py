@@ -138,7 +138,7 @@ def plot(inp: FigureInput) -> MplFigure:
                 above = [v > LOSS_TOP for v in values]
                 values = [min(v, LOSS_TOP) for v in values]
                 ax.plot([lr for lr, a in zip(lrs, above, strict=True) if a], [LOSS_TOP] *
-                        sum(above), "^", color=color, markersize=7, clip_on=False)
+                        sum(above), "^", color=color, markersize=7)
             ax.plot(lrs, values, style, marker="o", color=color, markersize=4,
                     label=f"{name}: best {shown} at {lr_text(at)}{edge(at, runs)}{lost_text}")
         ax.set_xscale("log")
@@ -212,6 +212,35 @@ def claims(inp: FigureInput) -> list[Claim]:
     ]
 
 
+# The rows that decide between the two mechanisms, by the start of their text.
+SCALE_ROWS = ("why — with the gradient growth absent", "why — with the gradient growth small")
+GROWTH_ROW = "layer norm before the ReLU trains better than after it"
+
+
+def conclude(claims: Sequence[Claim]) -> str:
+    """Which mechanism of layer norm's difficulty the data support: the erased relative scale
+    (layer norm stays harder than no normalization without the gradient growth), the gradient
+    growth (it does not, and moving layer norm before the ReLU helps), or neither cleanly."""
+    def verdicts(start: str) -> list[str]:
+        return [c.verdict for c in claims if c.claim.startswith(start)]
+
+    scale = [v for start in SCALE_ROWS for v in verdicts(start)]
+    growth = verdicts(GROWTH_ROW)
+    caveat = ("(under this budget, 1 epoch rather than a plateau, and with no arm that erases "
+              "nothing or gives the scale back)")
+    if scale and all(v == "PASS" for v in scale):
+        return (f"*What the data support {caveat}: the erased relative scale — layer norm "
+                "stays harder to train than no normalization where the gradient growth is "
+                "absent or small.*")
+    if scale and all(v == "FAIL" for v in scale) and growth == ["PASS"]:
+        return (f"*What the data support {caveat}: the gradient growth, not the erased "
+                "relative scale — without the growth layer norm trains as well as no "
+                "normalization, and moving it before the ReLU helps.*")
+    return (f"*What the data support {caveat}: neither mechanism cleanly (the scale rows: "
+            f"{', '.join(scale) or 'none'}; before vs after the ReLU: "
+            f"{', '.join(growth) or 'none'}).*")
+
+
 FIGURE = Figure(
     "normalized-training",
     "What it takes to train the normalized 50-layer nets: one budget (1 epoch of Adam; plain "
@@ -235,6 +264,7 @@ FIGURE = Figure(
         "(lecture). Which mechanism: tested by removing the gradient growth (layer norm before "
         "the ReLU; a 10-layer net)."),
     rows=6,
+    conclude=conclude,
     seed_cap=10,
     order=100,
 )
