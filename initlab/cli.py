@@ -70,7 +70,7 @@ ExecutorOption = Annotated[str, typer.Option(
     "task on a Ray cluster; pip install 'initlab[ray]'; docs/distributed.md).")]
 RayAddress = Annotated[str | None, typer.Option(
     "--ray-address", help="With --executor ray: the cluster's address, or auto (default: "
-    "$RAY_ADDRESS, else a cluster of this machine started for the call).")]
+    "$RAY_ADDRESS, else the cluster ray start runs here, else one started for the call).")]
 
 
 def user_path(value: Path | None, option: str) -> Path | None:

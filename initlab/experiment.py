@@ -155,6 +155,7 @@ def run_experiment_with(exp: Experiment, out: Path, executor: Executor,
     check_output_parent(out)
     configs = [m.config for m in exp.members]
     prepare_data(configs, data_root)  # no run on bad data
+    executor.check(member_jobs(configs, [out] * len(configs), data_root, max_group, threads))
     top = set_up(exp, out)
     paths = member_paths(exp, top)
     jobs = member_jobs(configs, paths, data_root, max_group, threads)

@@ -58,6 +58,10 @@ class Executor(Protocol):
 
     def run(self, jobs: Sequence[Job], progress: ProgressFactory) -> None: ...
 
+    def check(self, jobs: Sequence[Job]) -> None:
+        """A UsageError for a job it could never run, before anything is written."""
+        ...
+
     def describe(self) -> str:
         """How this invocation's runs trained, for the figures' report."""
         ...
@@ -71,6 +75,9 @@ class LocalPool:
 
     def run(self, jobs: Sequence[Job], progress: ProgressFactory) -> None:
         run_jobs(jobs, self.workers, progress)
+
+    def check(self, jobs: Sequence[Job]) -> None:
+        """Nothing: what this machine can hold, ``experiment.prepare_data`` checks."""
 
     def describe(self) -> str:
         if self.workers <= 1:

@@ -5,7 +5,9 @@ Each job (one stacked group, ``initlab.jobs.Job``) is one Ray task that asks for
 threads, one unless a figure says otherwise) and a GPU where its config trains on CUDA (or on
 ``auto`` in a cluster that has GPUs). The address is ``--ray-address`` or Ray's own
 ``RAY_ADDRESS`` (``auto``: the cluster ``ray start`` runs on this machine); with neither, Ray
-starts a cluster of this machine alone for the call.
+joins the cluster ``ray start`` last started here, or starts one of this machine alone for the
+call. A job no node could ever hold (more CPUs than the largest has, a GPU in a cluster
+without one) is refused before anything is submitted.
 
 Where results land. The caller writes a token into a file beside the run folders before it
 submits; a task that reads the same token at the same path shares the caller's file system and
@@ -35,6 +37,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -103,6 +106,8 @@ class RayExecutor:
         if ray.is_initialized():
             return
         where = self.address or os.environ.get("RAY_ADDRESS")
+        if where:
+            check_reachable(where)  # Ray itself would try for minutes
         try:
             ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False,
                      include_dashboard=False if not where else None)
@@ -117,6 +122,13 @@ class RayExecutor:
             require_ray().shutdown()
             self.connected_here = False
 
+    def check(self, jobs: Sequence[Job]) -> None:
+        self.connect()
+        check_resources(require_ray(), [self.with_threads(job) for job in jobs])
+
+    def with_threads(self, job: Job) -> Job:
+        return job if job.threads else dataclasses.replace(job, threads=self.threads)
+
     def describe(self) -> str:
         return ("Runs trained by this invocation: each group a task on a Ray cluster "
                 "(`--executor ray`); the runs table says each run's threads.")
@@ -126,8 +138,7 @@ class RayExecutor:
             return
         self.connect()
         ray = require_ray()
-        jobs = [job if job.threads else dataclasses.replace(job, threads=self.threads)
-                for job in jobs]
+        jobs = [self.with_threads(job) for job in jobs]
         token = secrets.token_hex(8)
         marker = None if self.results == "sent" else marker_path(jobs, token)
         if marker is not None:
@@ -137,6 +148,21 @@ class RayExecutor:
         finally:
             if marker is not None:
                 marker.unlink(missing_ok=True)
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A UsageError when nothing answers at ``address`` (``host:port``; ``auto`` and other
+    forms are Ray's to resolve)."""
+    host, _, port = address.rpartition(":")
+    if not host or "://" in address or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise UsageError(f"--ray-address {bounded(address)}: nothing answers there "
+                         f"({err.strerror or type(err).__name__}); is the cluster's head "
+                         f"started (ray start --head) and the address its host:port?") from None
 
 
 def marker_path(jobs: Sequence[Job], token: str) -> Path:
@@ -157,13 +183,12 @@ class _Tasks:
         # On this node: a node that dies takes no one's progress or cancel flag with it.
         self.box = ray.remote(num_cpus=0)(EventBox).options(
             scheduling_strategy=node_affinity(here)).remote()
-        gpus = ray.cluster_resources().get("GPU", 0) > 0
+        gpus = check_resources(ray, jobs)
         task = remote_task(ray)
         self.refs: dict[Any, tuple[int, Job]] = {}
         for index, job in sorted(enumerate(jobs), key=lambda item: -item[1].cost):
             sent = None if results == "shared" else [config_text(p) for p in job.run_dirs]
-            wants_gpu = job.device == "cuda" or (job.device == "auto" and gpus)
-            ref = task.options(num_cpus=job.threads, num_gpus=1 if wants_gpu else 0,
+            ref = task.options(num_cpus=job.threads, num_gpus=gpus[index],
                                max_retries=retries, retry_exceptions=False,
                                name=job.label).remote(job, index, self.box, token,
                                                       None if marker is None else str(marker),
@@ -214,6 +239,23 @@ class _Tasks:
         if failure is not None and failure[0] == "interrupted":  # where the caller resumes
             failure = (failure[0], str(job.run_dirs[0]), failure[2])
         raise_failure(failure)
+
+
+def check_resources(ray: Any, jobs: Sequence[Job]) -> list[int]:
+    """The GPUs each job asks for (one for CUDA, and for ``auto`` in a cluster with GPUs);
+    a UsageError when some node could never run a job (a task would wait forever)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    has_gpus = any(n.get("GPU", 0) >= 1 for n in nodes)
+    gpus = [int(job.device == "cuda" or (job.device == "auto" and has_gpus)) for job in jobs]
+    for job, gpu in zip(jobs, gpus, strict=True):
+        if (job.threads or 1) > cpus:
+            raise UsageError(f"{job.label}: asks for {job.threads} CPUs, and the largest node "
+                             f"of the Ray cluster has {cpus:g}; ask for fewer threads")
+        if gpu and not has_gpus:
+            raise UsageError(f"{job.label}: train.device is cuda, and no node of the Ray "
+                             f"cluster has a GPU; set train.device=cpu (or auto)")
+    return gpus
 
 
 def write_sent_files(job: Job, files: Files) -> None:

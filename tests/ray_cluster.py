@@ -11,8 +11,9 @@ until stdin closes (then it stops the cluster):
 
 - ``{"do": "cli", "args": [...]}``: ``initlab ARGS`` with RAY_ADDRESS set to the cluster;
   answers its exit code and output;
-- ``{"do": "sent", "config": PATH, "out": DIR}``: the config trained through
-  ``experiment.run_experiment_with`` on a ``RayExecutor`` that sends results back;
+- ``{"do": "sent", "config": PATH, "out": DIR, "threads": N}``: the config trained through
+  ``experiment.run_experiment_with`` on a ``RayExecutor`` that sends results back (a
+  UsageError answers ``{"usage": message}``);
 - ``{"do": "figures", "only": [...], "out": DIR, "cache": DIR}``: quick figures through
   ``figures.build_figures`` on a ``RayExecutor``;
 - ``{"do": "interrupt", "config": PATH, "out": DIR, "when": PATH}``: the config trained on a
@@ -207,7 +208,8 @@ def train(request: dict[str, Any], results: str, progress: Any) -> list[str]:
     from initlab.ray_jobs import RayExecutor
 
     outcomes = run_experiment_with(load(Path(request["config"]), [], {}), Path(request["out"]),
-                                   RayExecutor(results=results), progress=progress)
+                                   RayExecutor(results=results), progress=progress,
+                                   threads=request.get("threads"))
     return [str(o.path) for o in outcomes]
 
 
@@ -242,6 +244,8 @@ def kill(request: dict[str, Any], nodes: list[subprocess.Popen]) -> dict[str, An
 
 
 def serve(nodes: list[subprocess.Popen], answers: Any) -> None:
+    from initlab.errors import UsageError
+
     for line in sys.stdin:
         request = json.loads(line)
         try:
@@ -257,6 +261,8 @@ def serve(nodes: list[subprocess.Popen], answers: Any) -> None:
                 answer = interrupt(request)
             else:
                 answer = {"error": f"unknown request {request['do']!r}"}
+        except UsageError as err:  # what a user would read
+            answer = {"usage": str(err)}
         except Exception as err:  # the test reports it
             answer = {"error": f"{type(err).__name__}: {err}"}
         answers.write(json.dumps(answer, default=str) + "\n")

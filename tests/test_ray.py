@@ -133,6 +133,8 @@ def test_a_sweep_on_two_nodes_gives_the_local_records(cluster: Cluster, configs:
     answer = cluster.ask(do="cli", args=["run", str(configs / "tiny.yaml"), "--out",
                                          str(tmp_path), "--executor", "ray"])
     assert answer["code"] == 0, answer["output"]
+    # The progress lines of a local run (no terminal), one per group and event.
+    assert answer["output"].count("tiny ×2: step 32/32 (100%), done") == 2, answer["output"]
     top = tmp_path / "tiny"
     assert len(records(top)) == 4  # two groups of two, one task each
     assert records(top) == records(local_sweep)
@@ -155,6 +157,15 @@ def test_results_sent_back_are_written_here_with_the_same_records(
     for name, summary in summaries(top).items():
         assert summary["status"] == "completed"
         assert summary["steps"] == local[name]["steps"]
+
+
+def test_a_job_no_node_can_hold_is_refused_before_anything_is_written(
+        cluster: Cluster, configs: Path, tmp_path: Path) -> None:
+    answer = cluster.ask(do="sent", config=str(configs / "tiny.yaml"), out=str(tmp_path),
+                         threads=3)
+    assert answer["usage"] == ("tiny ×2: asks for 3 CPUs, and the largest node of the Ray "
+                               "cluster has 1; ask for fewer threads")
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_quick_figure_on_the_cluster_gives_the_local_pools_runs(
