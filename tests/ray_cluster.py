@@ -14,8 +14,8 @@ until stdin closes (then it stops the cluster):
 - ``{"do": "sent", "config": PATH, "out": DIR, "threads": N}``: the config trained through
   ``experiment.run_experiment_with`` on a ``RayExecutor`` that sends results back (a
   UsageError answers ``{"usage": message}``);
-- ``{"do": "figures", "only": [...], "out": DIR, "cache": DIR}``: quick figures through
-  ``figures.build_figures`` on a ``RayExecutor``;
+- ``{"do": "figures", "only": [...], "out": DIR, "cache": DIR, "results": R}``: quick
+  figures through ``figures.build_figures`` on a ``RayExecutor(results=R)``;
 - ``{"do": "interrupt", "config": PATH, "out": DIR, "when": PATH}``: the config trained on a
   ``RayExecutor``, and SIGINT to this process (Ctrl-C) once that file exists;
 - ``{"do": "kill", "config": PATH, "out": DIR, "when": NAME, "count": N}``: the same on a
@@ -177,7 +177,7 @@ def figures(request: dict[str, Any]) -> dict[str, Any]:
 
     result = build_figures(request["only"], quick=True, out=Path(request["out"]),
                            cache=Path(request["cache"]), log=lambda line: None,
-                           executor=RayExecutor())
+                           executor=RayExecutor(results=request.get("results", "auto")))
     return {"trained": result.trained}
 
 

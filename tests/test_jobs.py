@@ -152,4 +152,6 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(
         assert "pip install 'initlab[ray]'" in result.output
     wrong = CliRunner().invoke(app, ["run", "kaiming", "--executor", "dask"])
     assert wrong.exit_code == 2 and "--executor must be local or ray" in wrong.output
+    alone = CliRunner().invoke(app, ["run", "kaiming", "--ray-address", "auto"])
+    assert alone.exit_code == 2 and "--ray-address needs --executor ray" in alone.output
     assert not any(tmp_path.iterdir())

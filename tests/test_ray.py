@@ -170,14 +170,18 @@ def test_a_job_no_node_can_hold_is_refused_before_anything_is_written(
 
 def test_a_quick_figure_on_the_cluster_gives_the_local_pools_runs(
         cluster: Cluster, tmp_path: Path) -> None:
+    """Its runs sent back (the sweep above wrote in place): the figures' cache is the same
+    folders either way."""
     cluster.ask(do="figures", only=["init-norms"], out=str(tmp_path / "ray"),
-                cache=str(tmp_path / "ray-cache"))
+                cache=str(tmp_path / "ray-cache"), results="sent")
     with torch_threads(1):  # as each Ray task trains
         ensure_runs(run_sets([FIGURES["init-norms"]], Mode(quick=True)),
                     tmp_path / "local-cache", None, log=lambda line: None,
                     executor=LocalPool(1))
     ray_runs, pool_runs = records(tmp_path / "ray-cache"), records(tmp_path / "local-cache")
     assert len(ray_runs) > 10 and ray_runs == pool_runs
+    assert sorted(p.name for p in (tmp_path / "ray-cache").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "local-cache").iterdir())
     report = (tmp_path / "ray" / "REPORT.md").read_text()
     assert "each group a task on a Ray cluster" in report
 
