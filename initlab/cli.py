@@ -643,6 +643,9 @@ def figures(
     data_root = str(user_path(Path(data_root), "--data-root")) if data_root else data_root
     log = say
     cluster = ray_executor(executor, ray_address, None)
+    if cluster is not None and jobs is not None:
+        raise UsageError("--jobs sets the local pool's processes; with --executor ray every "
+                         "group is a task and the cluster's CPUs decide how many run at once")
     with RichProgress(console) as progress, cluster or contextlib.nullcontext():
         try:
             result = build_figures(only, quick, out, cache, data_root, progress.factory, log,

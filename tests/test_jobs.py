@@ -155,3 +155,13 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(
     alone = CliRunner().invoke(app, ["run", "kaiming", "--ray-address", "auto"])
     assert alone.exit_code == 2 and "--ray-address needs --executor ray" in alone.output
     assert not any(tmp_path.iterdir())
+
+
+def test_jobs_is_the_local_pools_and_refused_with_the_ray_executor() -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    pool = CliRunner().invoke(app, ["figures", "--quick", "--executor", "ray", "--jobs", "2"])
+    assert pool.exit_code == 2 and "--jobs sets the local pool's processes" in pool.output
