@@ -366,6 +366,8 @@ def run_task(job: Job, index: int, box: Any, token: str, marker: str | None,
         failure = run_here(job, dirs, progress)
     files = [read_sent_files(path) for path in dirs]
     shutil.rmtree(scratch, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the call's folder, once its last task here is done
+        scratch.parent.rmdir()
     return failure, files
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,7 @@ def test_results_sent_back_are_written_here_with_the_same_records(
         cluster: Cluster, configs: Path, local_sweep: Path, tmp_path: Path) -> None:
     """Nodes that share no file system with the caller send each member's files back as
     bytes; the caller writes them through the run format's writer."""
+    scratch = set(Path(tempfile.gettempdir()).glob("initlab-ray-*"))
     answer = cluster.ask(do="sent", config=str(configs / "tiny.yaml"), out=str(tmp_path))
     top = tmp_path / "tiny"
     assert sorted(answer["paths"]) == sorted(str(p.parent) for p in top.rglob(STATS_FILE))
@@ -157,6 +159,7 @@ def test_results_sent_back_are_written_here_with_the_same_records(
     for name, summary in summaries(top).items():
         assert summary["status"] == "completed"
         assert summary["steps"] == local[name]["steps"]
+    assert set(Path(tempfile.gettempdir()).glob("initlab-ray-*")) == scratch  # none left
 
 
 def test_a_job_no_node_can_hold_is_refused_before_anything_is_written(
