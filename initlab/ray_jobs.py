@@ -178,12 +178,12 @@ class _Tasks:
 
     def __init__(self, ray: Any, jobs: Sequence[Job], token: str, marker: Path | None,
                  results: str, retries: int, progress: ProgressFactory):
-        self.ray, self.jobs, self.progress = ray, jobs, progress
+        self.ray, self.jobs, self.progress, self.retries = ray, jobs, progress, retries
+        gpus = check_resources(ray, jobs)
         here = ray.get_runtime_context().get_node_id()
         # On this node: a node that dies takes no one's progress or cancel flag with it.
         self.box = ray.remote(num_cpus=0)(EventBox).options(
             scheduling_strategy=node_affinity(here)).remote()
-        gpus = check_resources(ray, jobs)
         task = remote_task(ray)
         self.refs: dict[Any, tuple[int, Job]] = {}
         for index, job in sorted(enumerate(jobs), key=lambda item: -item[1].cost):
@@ -210,8 +210,9 @@ class _Tasks:
                     except (RunInterrupted, UsageError, RuntimeError) as err:
                         failures.append(err)
                 if (failures or interrupts.signum) and not interrupts.cancelled:
-                    interrupts.cancelled = True  # every task checkpoints and stops, or never
-                    self.ray.get(self.box.cancel.remote())  # starts
+                    # Every running task checkpoints and stops; a queued one returns at once.
+                    interrupts.cancelled = True
+                    self.ray.get(self.box.cancel.remote())
             self.pass_on(relay)
         if interrupts.signum and not any(isinstance(f, RunInterrupted) for f in failures):
             raise RunInterrupted(interrupts.signum, self.jobs[0].run_dirs[0])
@@ -231,9 +232,9 @@ class _Tasks:
         try:
             failure, files = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:
-            raise RuntimeError(f"{job.label}: its task failed after {RETRIES + 1} tries: "
-                               f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") \
-                from None
+            raise RuntimeError(f"{job.label}: its Ray task failed (a task whose node died "
+                               f"is retried up to {self.retries} times): {type(err).__name__}: "
+                               f"{str(err).splitlines()[0][:200]}") from None
         if files is not None:
             write_sent_files(job, files)
         if failure is not None and failure[0] == "interrupted":  # where the caller resumes
