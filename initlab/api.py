@@ -36,13 +36,11 @@ def run(config: str | Path, *overrides: str, out: str | Path = "runs", sweep: bo
 def compare(runs: Sequence[Run], width: int = 100) -> str:
     """What ``initlab compare`` prints: the config differences and the summaries side by
     side, as plain text."""
-    from rich.console import Console
-
     from initlab.browse import compare_tables
+    from initlab.progress import TextConsole
 
     text = io.StringIO()
-    console = Console(file=text, width=width, color_system=None, markup=False, emoji=False,
-                      highlight=False)  # names and summaries are text, never markup
+    console = TextConsole(file=text, width=width, color_system=None)  # text, never markup
     for table in compare_tables(runs):
         console.print(table)
     return text.getvalue()

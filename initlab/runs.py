@@ -1157,7 +1157,8 @@ class Run:
                 if isinstance(value, list):
                     widths.setdefault(key, len(value))
         self.layers = {
-            key: np.array([[_num(v) for v in r[key]] if key in r else [math.nan] * width
+            key: np.array([[_num(v) for v in r[key]] if r.get(key) is not None
+                           else [math.nan] * width  # absent, or null: a record without it
                            for r in self.records], dtype=float).reshape(len(self.records),
                                                                         width)
             for key, width in widths.items()

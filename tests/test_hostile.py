@@ -456,6 +456,9 @@ def test_every_reader_refuses_or_reads_a_damaged_file(interrupted_sweep: Path, t
 @example(target="config.yaml", how="wrong-type", command="plot", seed=6317)
 # Found by `make fuzz`: summary.json as a directory let resume train, then fail to write it.
 @example(target="summary.json", how="directory", command="resume", seed=0)
+# Found by `make fuzz` (issue 32): null where other records hold a per-layer list made plot a
+# TypeError ('NoneType' object is not iterable); a null list is a record without it.
+@example(target="stats.jsonl", how="wrong-type", command="plot", seed=20028)
 def test_every_command_refuses_or_reads_a_damaged_file(interrupted_sweep: Path,
                                                        tmp_path_factory, target: str, how: str,
                                                        command: str, seed: int) -> None:
