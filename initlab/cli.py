@@ -24,6 +24,7 @@ from initlab.errors import UsageError, bounded
 from initlab.progress import TextConsole
 
 PREVIEW_FIGURES = Path("runs") / "figures-preview"  # where --quick and --only draw by default
+DEFAULT_BENCH_OUT = Path("bench.json")  # bench's results when --out is not given
 # What an option's value is, in the help: words, not Python types ("<list[str]>").
 METAVARS = {"--set": "KEY=VALUE", "--resume": "RUN_DIR", "--data-root": "DIR", "--cache": "DIR",
             "--out": "PATH", "--metric": "NAME", "--only": "NAME", "--to": "FORMAT",
@@ -703,7 +704,7 @@ def bench(
     from initlab.runs import check_output_parent, output_folder, refuse_unsafe_target
 
     if out is None:
-        out = Path("bench.json")
+        out = DEFAULT_BENCH_OUT
         if os.path.lexists(out) and not force:  # a file the user did not name
             raise UsageError(f"{out} exists and --out was not given; name the results with "
                              f"--out FILE, or add --force to overwrite it")

@@ -67,12 +67,14 @@ def test_gitignore_covers_what_initlab_writes_by_default(tmp_path: Path) -> None
     ignored; the reference figures (`initlab figures`' default) are not."""
     import inspect
 
-    from initlab.cli import PREVIEW_FIGURES, app
+    from initlab.cli import DEFAULT_BENCH_OUT, PREVIEW_FIGURES, app
     from initlab.figures.cache import DEFAULT_CACHE
 
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    defaults = {PREVIEW_FIGURES, DEFAULT_CACHE, Path("runs") / "kaiming" / "layers.png",
+    # bench's --out defaults to None (it must not overwrite a bench.json it was not given)
+    defaults = {PREVIEW_FIGURES, DEFAULT_CACHE, DEFAULT_BENCH_OUT,
+                Path("runs") / "kaiming" / "layers.png",
                 Path("exports") / "kaiming" / "records.csv"}
     for command in app.registered_commands:
         for parameter in inspect.signature(command.callback).parameters.values():
