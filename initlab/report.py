@@ -292,7 +292,7 @@ def write_report(path: Path, claims: Sequence[Claim], title: str, notes: Sequenc
 
 
 def _rows(claims: Sequence[Claim], sources: dict[Source, int]) -> list[str]:
-    lines = ["| figure | claim | whose claim | measured | threshold | result |",
+    lines = [CLAIMS_TABLE_HEADER,
              "|---|---|---|---|---|---|"]
     for c in claims:
         verdict = "PASS" if c.passed else f"**{c.verdict}**"
@@ -322,6 +322,9 @@ class ReportRow:
 
 
 CHECKS_HEADING = "### Checks of the implementation"
+# The claims and checks tables' header (other tables of a report, such as the rows changed
+# since the last one, have rows that start alike and are not read as claims).
+CLAIMS_TABLE_HEADER = "| figure | claim | whose claim | measured | threshold | result |"
 
 
 def read_report_rows(text: str, checks: bool = False) -> list[ReportRow]:
@@ -329,11 +332,13 @@ def read_report_rows(text: str, checks: bool = False) -> list[ReportRow]:
     table and the figure tests read the committed report with it); with ``checks``, the
     checks of the implementation follow."""
     rows = []
-    in_checks = False
+    in_checks = in_claims_table = False
     for line in text.splitlines():
         if line.startswith("#"):
             in_checks = line.strip() == CHECKS_HEADING
-        if not line.startswith("| `") or (in_checks and not checks):
+        if line.startswith("| figure |"):  # a table's header: only the claims tables are read
+            in_claims_table = line.strip() == CLAIMS_TABLE_HEADER
+        if not (line.startswith("| `") and in_claims_table) or (in_checks and not checks):
             continue
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
         figure, claim, _, measured, _, result = cells
