@@ -70,6 +70,12 @@ def hypothesis(reason: str) -> Source:
     return Source("hypothesis", reason)
 
 
+# A claim's number that its seeds share rather than measure apart (a stacked group's one wall
+# clock): the first seed's, with no interval, since an interval over its copies would show a
+# spread it does not have.
+SHARED = "shared"
+
+
 @dataclass(frozen=True)
 class Claim:
     figure: str
@@ -103,8 +109,9 @@ class Claim:
             raise ValueError(f"claim {self.claim!r}: op must be one of {OPS}, got {self.op!r}")
         if (self.op == "in") != isinstance(self.bound, tuple):
             raise ValueError(f"claim {self.claim!r}: 'in' takes (low, high), others a number")
-        if self.method not in ("", *METHODS):
-            raise ValueError(f"claim {self.claim!r}: method must be one of {METHODS}")
+        if self.method not in ("", SHARED, *METHODS):
+            raise ValueError(f"claim {self.claim!r}: method must be one of "
+                             f"{(SHARED, *METHODS)}")
 
     @property
     def interval_method(self) -> str:

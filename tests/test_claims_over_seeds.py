@@ -121,6 +121,14 @@ def test_one_measurement_repeated_has_no_interval() -> None:
     assert claim.measured == "4.37 (the same on all 5 seeds: no interval)"
 
 
+def test_a_number_the_seeds_share_is_one_measurement_without_an_interval() -> None:
+    """A stacked group's wall clock is one timing: its seeds' ratios differ in the last digits
+    only (sync-bn's full run read "3.22 (5 seeds, 95% bootstrap CI 3.22 to 3.22)")."""
+    claim = seeds_of([3.2201, 3.2197, 3.2199, 3.2203, 3.22], method="shared")
+    assert claim.interval is None and claim.value == 3.2201
+    assert claim.measured == "3.22" and claim.verdict == "FAIL"  # 3.22 is not < 0.2
+
+
 def test_the_next_report_lists_rows_dropped_or_rebudgeted() -> None:
     previous = report_markdown([
         Claim("f", "kept", 0.1, "<", 0.2, interval=(0.0, 0.15), seeds=5),

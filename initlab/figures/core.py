@@ -30,7 +30,7 @@ from initlab.data import TRAIN_IMAGES
 from initlab.intervals import interval
 from initlab.model import layer_widths
 from initlab.plot import layer_values, save, use_headless_backend
-from initlab.report import Claim, Source
+from initlab.report import SHARED, Claim, Source
 from initlab.runs import FINISHED, Run, atomic_write_text, load_run
 from initlab.stats import LAYER_STATS
 from initlab.wording import how_it_ended
@@ -271,6 +271,8 @@ def over_seeds(rows: Sequence[Claim]) -> Claim:
     divergence against itself gives a value for a diverged run instead (``outcome_error``,
     ``reached``)."""
     first = rows[0]
+    if first.method == SHARED:  # one measurement the seeds share: itself, no interval
+        return first
     values = [c.value for c in rows]
     kept = [v for v in values if not math.isnan(v)]
     if first.existential:  # shown if any seed's conditions show it: the largest, no interval
